@@ -1,0 +1,52 @@
+"""Name -> factory registries (the one kind of mutable global the project allows)."""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A name that is not registered; the message lists the valid choices."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+def unknown(kind: str, name: object, choices: "list[str] | tuple[str, ...]") -> UnknownNameError:
+    """The error for a bad choice: names the value and lists the valid ones."""
+    listed = ", ".join(sorted(map(str, choices))) or "(none registered)"
+    return UnknownNameError(f"unknown {kind} {name!r}; valid choices: {listed}")
+
+
+class Registry(Generic[T]):
+    """A decorator-based registry: ``@REG.register("name")`` then ``REG.get("name")``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise unknown(self.kind, name, list(self._items)) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
