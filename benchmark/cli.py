@@ -1,0 +1,174 @@
+"""Command line: ``python -m benchmark {run,bench,leaderboard,list} ...`` (``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import config as C
+
+COMMANDS: dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
+
+
+def command(name: str):
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+
+    return deco
+
+
+def add_env_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where data and results live")
+    g.add_argument("--data-dir", help="data root (default: $PLURES_DATA_DIR, else ./data)")
+    g.add_argument("--cache-dir", help="decoded-data cache (default: $PLURES_CACHE_DIR, else <data-dir>/cache if writable, else ./data/cache)")
+    g.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where records are written (default: results/runs)")
+    g.add_argument("--checkpoint-dir", type=Path, default=Path("results/checkpoints"), help="checkpoints and final weights (default: results/checkpoints)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoints instead of starting over")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when not on a terminal)")
+
+
+def make_env(args: argparse.Namespace):
+    from .runner import Environment
+
+    return Environment(data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
+                       device=args.device, resume=args.resume, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+
+
+@command("run")
+def cmd_run(p: argparse.ArgumentParser):
+    p.description = "Train and evaluate one method x dataset x seed from a config file; writes one record per evaluated variant."
+    p.add_argument("config", nargs="?", help="a run config (.toml); omit to use only --set values and the defaults")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 --set method.members=3 (repeatable)")
+    add_env_options(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from .runner import run_experiment
+
+        cfg = C.load_toml(args.config) if args.config else {}
+        cfg = C.apply_overrides(cfg, args.overrides)
+        run_experiment(cfg, make_env(args))
+        return 0
+
+    return run
+
+
+@command("bench")
+def cmd_bench(p: argparse.ArgumentParser):
+    p.description = "Run a named suite end to end (every run x seed), then rebuild its leaderboard."
+    p.add_argument("suite", nargs="?", default="quick", help="suite name (benchmark/suites/<name>.toml) or path (default: quick)")
+    p.add_argument("--only", default="", help="comma-separated run names of the suite to run (default: all)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE", help="override for every run (repeatable)")
+    p.add_argument("--leaderboard-dir", type=Path, default=Path("results/leaderboards"), help="where leaderboards go")
+    p.add_argument("--skip-done", action="store_true", help="skip runs that already have a completed record in --results-dir")
+    add_env_options(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from .leaderboard import write_leaderboards
+        from .records import load_records
+        from .runner import run_experiment, run_id_of
+
+        meta, runs = C.load_suite(args.suite)
+        names = [r["run"]["name"] for r in runs]
+        only = [s for s in args.only.split(",") if s]
+        unknown_names = sorted(set(only) - set(names))
+        if unknown_names:
+            raise C.ConfigError(f"unknown run name(s) {unknown_names} in suite {meta['name']!r}; valid choices: {', '.join(sorted(set(names)))}")
+        selected = [C.apply_overrides(r, args.overrides) for r in runs if not only or r["run"]["name"] in only]
+        done = {r["training_run_id"] for r in load_records(args.results_dir).records if "training_run_id" in r} if args.skip_done else set()
+        env = make_env(args)
+        t0 = time.perf_counter()
+        failed = []
+        for i, cfg in enumerate(selected, 1):
+            rid = run_id_of(C.resolve(cfg))
+            if rid in done:
+                print(f"[{i}/{len(selected)}] {rid}: record exists, skipped", flush=True)
+                continue
+            print(f"[{i}/{len(selected)}] {cfg['run']['name']} seed {cfg['run']['seed']} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
+            try:
+                run_experiment(cfg, env)
+            except Exception as exc:  # a failed run is recorded; the suite goes on
+                from .train import StopRequested
+
+                if isinstance(exc, StopRequested):
+                    raise
+                failed.append((cfg["run"]["name"], f"{type(exc).__name__}: {exc}"))
+        print(f"suite {meta['name']}: {len(selected)} runs in {time.perf_counter() - t0:.0f}s", flush=True)
+        written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[meta["name"]])
+        for path in written:
+            print(f"leaderboard: {path}")
+        for name, err in failed:
+            print(f"FAILED {name}: {err}", file=sys.stderr)
+        return 1 if failed else 0
+
+    return run
+
+
+@command("leaderboard")
+def cmd_leaderboard(p: argparse.ArgumentParser):
+    p.description = "Rebuild leaderboards (tables) from the run records; a pure function of the records."
+    p.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="records to read (default: results/runs)")
+    p.add_argument("--out", type=Path, default=Path("results/leaderboards"), help="output folder (default: results/leaderboards)")
+    p.add_argument("--suite", action="append", default=[], help="only these suites (repeatable; default: all)")
+
+    def run(args: argparse.Namespace) -> int:
+        from .leaderboard import write_leaderboards
+
+        for path in write_leaderboards(args.results_dir, args.out, suites=args.suite or None):
+            print(f"leaderboard: {path}")
+        return 0
+
+    return run
+
+
+@command("list")
+def cmd_list(p: argparse.ArgumentParser):
+    p.description = "List registered methods, backbones, datasets and suites."
+
+    def run(args: argparse.Namespace) -> int:
+        from .backbones import BACKBONES
+        from .data import DATASETS
+        from .methods import method_names
+
+        print("methods:  ", ", ".join(method_names()))
+        print("backbones:", ", ".join(BACKBONES.names()))
+        print("datasets: ", ", ".join(DATASETS.names()))
+        print("suites:   ", ", ".join(sorted(q.stem for q in C.SUITES_DIR.glob("*.toml"))))
+        return 0
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmark", description="plures: a benchmark of efficient neural-network ensembles.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, setup in COMMANDS.items():
+        p = sub.add_parser(name, help=(setup.__doc__ or name))
+        p.set_defaults(handler=setup(p))
+        sub.choices[name].help = p.description
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .data import DataError
+    from .records import RecordError
+    from .registry import UnknownNameError
+    from .train import NonFiniteLossError, StopRequested
+
+    try:
+        return int(args.handler(args) or 0)
+    except StopRequested:
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (C.ConfigError, DataError, RecordError, UnknownNameError, NonFiniteLossError, ValueError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

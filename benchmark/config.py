@@ -1,0 +1,191 @@
+"""Run configs: TOML files, ``--set key=value`` overrides, validation with the valid choices.
+
+A run config has these tables (``None``/absent means "use the default"):
+
+```toml
+[run]       # method, dataset, backbone, seed, suite
+[method]    # the method's own options (see its Options dataclass), e.g. members = 3
+[backbone]  # the backbone's options, e.g. width = 16
+[train]     # benchmark.train.TrainConfig fields
+[eval]      # batch_size, corruptions, corruption_subset, ood ...
+[data]      # val_size, download
+```
+
+A suite file adds ``[defaults]`` (a run config applied to every run), ``seeds`` and a list of
+``[[runs]]`` tables, each a partial run config (its ``name`` is the run's label).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .train import TrainConfig
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+
+@dataclass
+class RunSection:
+    method: str = "deterministic"
+    dataset: str = "cifar10-jpeg"
+    backbone: str = "resnet20"
+    seed: int = 0
+    suite: str = "adhoc"
+    name: str = ""
+
+
+@dataclass
+class EvalSection:
+    batch_size: int = 1000
+    precision: str | None = None  # None: the training precision
+    corruptions: str = "none"  # "none", "regenerated", "official", or a folder path
+    corruption_set: str = "benchmark15"
+    corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    corruption_subset: int = 0  # 0: all test images; N: the first N of each corrupted set
+    corruption_seed: int = 0
+    ood: list[str] = field(default_factory=list)
+    latency_repeats: int = 5
+    latency_batch: int = 512
+
+
+@dataclass
+class DataSection:
+    val_size: int = 0
+    download: bool = True
+
+
+SECTIONS: dict[str, type] = {"run": RunSection, "train": TrainConfig, "eval": EvalSection, "data": DataSection}
+FREE_SECTIONS = ("method", "backbone")  # validated by the method / backbone themselves
+
+
+class ConfigError(ValueError):
+    """A config key or value that is not valid; the message lists the valid choices."""
+
+
+def _check_table(name: str, table: Any, where: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{name}] must be a table, found {table!r}")
+    if name in SECTIONS:
+        valid = {f.name for f in dataclasses.fields(SECTIONS[name])}
+        bad = sorted(set(table) - valid)
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {bad} in [{name}]; valid keys: {', '.join(sorted(valid))}")
+
+
+def validate_run_config(config: dict[str, Any], where: str = "config") -> None:
+    """Unknown tables or keys raise ConfigError naming them and listing the valid ones."""
+    valid_tables = sorted([*SECTIONS, *FREE_SECTIONS])
+    bad = sorted(set(config) - set(valid_tables))
+    if bad:
+        raise ConfigError(f"{where}: unknown table(s) {bad}; valid tables: {', '.join(valid_tables)}")
+    for name, table in config.items():
+        _check_table(name, table, where)
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested dicts (``over`` wins); inputs are not modified."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.epochs=5"`` -> ``{"train": {"epochs": 5}}``; values use TOML syntax, bare words are strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like table.key=value (e.g. train.epochs=5)")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    parts = key.split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"override key {key!r} must be table.key (e.g. train.epochs, method.members)")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word such as cosine or resnet20
+    return {parts[0]: {parts[1]: value}}
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        config = merge(config, parse_override(text))
+    return config
+
+
+def load_toml(path: Path | str) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    """Fill every known section with its defaults, so a record stores the complete config."""
+    validate_run_config(config)
+    out = {}
+    for name, cls in SECTIONS.items():
+        try:
+            out[name] = dataclasses.asdict(cls(**config.get(name, {})))
+        except TypeError as exc:
+            raise ConfigError(f"[{name}]: {exc}") from None
+    for name in FREE_SECTIONS:
+        out[name] = dict(config.get(name, {}))
+    return out
+
+
+def train_config(config: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**config["train"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Suites
+
+
+SUITE_KEYS = ("name", "description", "seeds", "defaults", "runs", "budget_note")
+
+
+def suite_path(name_or_path: str) -> Path:
+    """A suite by name (``benchmark/suites/<name>.toml``) or by file path."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" and p.exists():
+        return p
+    candidate = SUITES_DIR / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    names = sorted(q.stem for q in SUITES_DIR.glob("*.toml"))
+    raise ConfigError(f"unknown suite {name_or_path!r}; valid choices: {', '.join(names)} (or a path to a .toml file)")
+
+
+def load_suite(name_or_path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(suite metadata, expanded run configs: one per [[runs]] entry x seed)."""
+    path = suite_path(name_or_path)
+    suite = load_toml(path)
+    bad = sorted(set(suite) - set(SUITE_KEYS))
+    if bad:
+        raise ConfigError(f"{path}: unknown key(s) {bad}; valid keys: {', '.join(SUITE_KEYS)}")
+    name = suite.get("name", path.stem)
+    defaults = suite.get("defaults", {})
+    validate_run_config(defaults, f"{path} [defaults]")
+    seeds = suite.get("seeds", [0])
+    runs = []
+    for i, entry in enumerate(suite.get("runs", [])):
+        entry = dict(entry)
+        label = entry.pop("name", "")
+        entry_seeds = entry.pop("seeds", seeds)
+        validate_run_config(entry, f"{path} runs[{i}]")
+        for seed in entry_seeds:
+            cfg = merge(defaults, entry)
+            cfg = merge(cfg, {"run": {"seed": seed, "suite": name, "name": label or cfg.get("run", {}).get("method", "")}})
+            runs.append(cfg)
+    return {"name": name, "description": suite.get("description", ""), "budget_note": suite.get("budget_note", ""), "path": str(path)}, runs

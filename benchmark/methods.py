@@ -1,0 +1,224 @@
+"""The method contract: every method turns one input batch into member logits ``[M, B, K]``.
+
+Everything downstream (loss, combination, metrics, records, leaderboards) depends
+only on that shape. A method differs only in
+
+(a) how it builds its network from a backbone (:meth:`Method.build`),
+(b) how it forms each member's training inputs and targets from a batch
+    (:meth:`Method.training_batch`), and
+(c) for multi-stage methods, the stages it runs (:meth:`Method.run`).
+
+Adding a method is one module that subclasses :class:`Method` and registers it
+with ``@register_method("name")``, plus one config entry in a suite; nothing in
+the harness changes.
+
+The network a method builds is an ``nn.Module`` whose ``forward(x)`` takes a batch
+of images ``[B, C, H, W]`` and returns member logits ``[M, B, K]`` (in eval mode:
+the prediction). During training the harness calls
+``model(inputs)`` on whatever ``training_batch`` returned as inputs and expects
+``[M, B', K]`` logits matching targets ``[M, B']``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import Layers, build_backbone
+from .registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .train import RunContext
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared loss and the shared combination (written once)
+
+
+def ensemble_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over members, averaged over the batch.
+
+    logits ``[M, B, K]``, targets ``[M, B]`` (integer classes) -> scalar.
+    """
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits [M, B, K] and targets [M, B]; got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    m, b, k = logits.shape
+    total = F.cross_entropy(logits.reshape(m * b, k).float(), targets.reshape(m * b), reduction="sum")
+    return total / b
+
+
+def combine(logits: torch.Tensor) -> torch.Tensor:
+    """Log of the mean member probability: ``logsumexp_m log_softmax(logits_m) - log M``.
+
+    ``[M, B, K]`` -> ``[B, K]`` log-probabilities. Never averages logits.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return torch.logsumexp(logp, dim=0) - math.log(logits.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The task a method is built for
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a network must fit: classes, input channels, image size, and the backbone to use."""
+
+    num_classes: int
+    backbone: str
+    backbone_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    in_channels: int = 3
+    image_size: int = 32
+    dataset: str = ""
+
+    def layers(self, **changes: Any) -> Layers:
+        """The default layer factories for this task, with ``changes`` applied."""
+        base = Layers(in_channels=self.in_channels, num_outputs=self.num_classes)
+        return base.with_(**changes) if changes else base
+
+    def backbone_net(self, layers: Layers | None = None) -> nn.Module:
+        return build_backbone(self.backbone, layers or self.layers(), **self.backbone_options)
+
+
+class SingleMember(nn.Module):
+    """Wraps a backbone that returns ``[B, K]`` so that it returns ``[1, B, K]``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).unsqueeze(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The method base class and registry
+
+
+@dataclass
+class MethodOptions:
+    """Options every method accepts; subclasses add their own fields (with defaults).
+
+    ``members``: M, the number of members the network predicts with.
+    """
+
+    members: int = 1
+
+
+class Method:
+    """Base class. Subclasses set ``Options`` (a dataclass) and override what differs.
+
+    The defaults implement a single deterministic network trained in one stage.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = MethodOptions
+
+    def __init__(self, options: Any, task: Task) -> None:
+        self.options = options
+        self.task = task
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any], task: Task) -> "Method":
+        """Build from a ``[method]`` config table; unknown keys fail and list the valid ones."""
+        fields = {f.name for f in dataclasses.fields(cls.Options)}
+        bad = sorted(set(config) - fields)
+        if bad:
+            raise ValueError(f"unknown option(s) {bad} for method {cls.name!r}; valid options: {', '.join(sorted(fields))}")
+        return cls(cls.Options(**config), task)
+
+    @property
+    def members(self) -> int:
+        return int(self.options.members)
+
+    def variant(self) -> str:
+        """A short label that tells apart configurations of one method on a leaderboard."""
+        return f"M={self.members}" if self.members != 1 else ""
+
+    # -- (a) the network ---------------------------------------------------------------------
+    def build(self) -> nn.Module:
+        """A network whose ``forward(x [B,C,H,W])`` returns ``[M, B, K]``."""
+        return SingleMember(self.task.backbone_net())
+
+    # -- (b) member inputs and targets -------------------------------------------------------
+    def training_batch(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
+        """Form the network's training input and member targets ``[M, B']`` from a batch."""
+        return x, y.unsqueeze(0).expand(self.members, -1)
+
+    def rows_per_example(self) -> float:
+        """Training rows the network processes per unique training image (for cost accounting)."""
+        return 1.0
+
+    def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups. Default: weight decay on every parameter (kernels, norm
+        scales and offsets, biases), as the reference recipes apply L2."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+
+    # -- (c) stages ---------------------------------------------------------------------------
+    def run(self, ctx: "RunContext") -> nn.Module:
+        """Run the training stages and return the network to evaluate. Default: one stage."""
+        model = self.build()
+        ctx.fit(model, self, stage="train")
+        return model
+
+    # -- cost -----------------------------------------------------------------------------------
+    def forward_passes(self) -> int:
+        """Forward passes of the backbone per test example (MIMO: 1; deep ensemble: M; ...)."""
+        return 1
+
+    def eval_variants(self, model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+        """The ways the trained ``model`` is evaluated, each a leaderboard row of its own:
+        (variant label, network to evaluate, forward passes per test example). Default: one.
+        (MC dropout evaluates one trained network with several sample counts.)"""
+        return [(self.variant(), model, self.forward_passes())]
+
+    def extra_record(self) -> dict[str, Any]:
+        """Method-specific facts to store in the record (e.g. member records, masks' sizes)."""
+        return {}
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(name: str):
+    """Class decorator: register a :class:`Method` subclass under ``name``."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS.register(name)(cls)
+        return cls
+
+    return deco
+
+
+def import_submodules(package: str, path: list[str]) -> None:
+    """Import every module of ``package`` (so that their ``@register_method`` decorators run)."""
+    import importlib
+    import pkgutil
+
+    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def load_methods() -> None:
+    """Import the modules that register methods (``baselines`` and ``mimo``)."""
+    import baselines  # noqa: F401  (registers on import)
+    import mimo  # noqa: F401
+
+
+def get_method(name: str) -> type[Method]:
+    load_methods()
+    return METHODS.get(name)
+
+
+def method_names() -> list[str]:
+    load_methods()
+    return METHODS.names()

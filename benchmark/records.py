@@ -1,0 +1,150 @@
+"""Run records: one immutable JSON file per run, the source of truth of every published number.
+
+A record holds identity (method, variant, dataset, backbone, members, seed, the resolved config),
+provenance (git commit and dirty flag, versions, device), data (which data: official, regenerated
+or a JPEG copy), cost, metrics (clean, per corruption and severity, per member, diversity) and a
+schema version. Floats are stored at full precision; rounding happens only in rendered tables.
+
+Records are written atomically and never overwritten: a rerun writes a new file
+``<root>/<suite>/<run_id>__<UTC timestamp>.json``; readers take the newest per run id.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .io import atomic_write_json
+
+SCHEMA_VERSION = 1
+REQUIRED = ("schema_version", "run_id", "status", "identity", "config", "provenance", "cost", "metrics")
+IDENTITY_KEYS = ("suite", "method", "variant", "dataset", "backbone", "members", "seed")
+STATUSES = ("completed", "failed")
+
+
+class RecordError(ValueError):
+    """A record that cannot be used; the message names the file and what is wrong."""
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def git_state(cwd: Path | None = None) -> dict[str, Any]:
+    """The commit and dirty flag of the checkout holding this package (``None`` outside git)."""
+    cwd = cwd or Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def provenance(device: str) -> dict[str, Any]:
+    import numpy
+    import torch
+
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:  # pragma: no cover
+        tv = None
+    dev = {"device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        dev["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    else:
+        dev["device_name"] = platform.processor() or platform.machine()
+        dev["cpu_threads"] = torch.get_num_threads()
+    from . import __version__
+
+    return {**git_state(), **dev, "torch": torch.__version__, "torchvision": tv, "numpy": numpy.__version__,
+            "python": platform.python_version(), "hostname": socket.gethostname(), "plures": __version__, "argv": list(sys.argv)}
+
+
+def record_path(root: Path, suite: str, run_id: str, created: str) -> Path:
+    stamp = created.replace("-", "").replace(":", "").replace(".", "")
+    return Path(root) / suite / f"{run_id}__{stamp}.json"
+
+
+def write_record(root: Path, record: dict[str, Any]) -> Path:
+    """Validate and write ``record`` as a new file (never overwrites); returns its path."""
+    record.setdefault("schema_version", SCHEMA_VERSION)
+    record.setdefault("created", utc_now())
+    validate(record, where="<new record>")
+    path = record_path(root, record["identity"]["suite"], record["run_id"], record["created"])
+    return atomic_write_json(path, record, overwrite=False)
+
+
+def validate(record: Any, where: str) -> dict[str, Any]:
+    """Check the structure of a record (migrating older schema versions); raise RecordError."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: a record must be a JSON object, found {type(record).__name__}")
+    version = record.get("schema_version")
+    if not isinstance(version, int):
+        raise RecordError(f"{where}: missing or non-integer schema_version ({version!r})")
+    if version > SCHEMA_VERSION:
+        raise RecordError(f"{where}: schema_version {version} is newer than this plures understands ({SCHEMA_VERSION}); upgrade plures")
+    if version < 1:
+        raise RecordError(f"{where}: schema_version {version} is not a known version (1..{SCHEMA_VERSION})")
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise RecordError(f"{where}: missing field(s) {missing}")
+    ident = record["identity"]
+    missing = [k for k in IDENTITY_KEYS if k not in ident]
+    if missing:
+        raise RecordError(f"{where}: identity lacks {missing}")
+    if record["status"] not in STATUSES:
+        raise RecordError(f"{where}: status {record['status']!r} is not one of {list(STATUSES)}")
+    if record["status"] == "completed" and "clean" not in record["metrics"]:
+        raise RecordError(f"{where}: a completed record needs metrics.clean")
+    return record
+
+
+@dataclass(frozen=True)
+class LoadedRecords:
+    records: list[dict[str, Any]]  # each with "_path"
+    problems: list[tuple[str, str]]  # (file, reason)
+
+
+def load_records(root: Path | str, *, newest_only: bool = True, include_failed: bool = False) -> LoadedRecords:
+    """All valid records under ``root`` (recursively); malformed files are reported, never used.
+
+    ``newest_only`` keeps the newest record per (suite, run_id).
+    """
+    root = Path(root)
+    records, problems = [], []
+    for path in sorted(root.rglob("*.json")) if root.exists() else []:
+        try:
+            rec = validate(json.loads(path.read_text()), where=str(path))
+        except (OSError, json.JSONDecodeError) as exc:
+            problems.append((str(path), f"unreadable JSON: {exc}"))
+            continue
+        except RecordError as exc:
+            problems.append((str(path), str(exc)))
+            continue
+        if rec["status"] != "completed" and not include_failed:
+            continue
+        rec["_path"] = str(path)
+        records.append(rec)
+    if newest_only:
+        newest: dict[tuple[str, str], dict[str, Any]] = {}
+        for rec in records:
+            key = (rec["identity"]["suite"], rec["run_id"])
+            if key not in newest or rec["created"] > newest[key]["created"]:
+                newest[key] = rec
+        records = sorted(newest.values(), key=lambda r: r["_path"])
+    return LoadedRecords(records, problems)

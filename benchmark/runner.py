@@ -1,0 +1,224 @@
+"""One run: config in, record out.
+
+``run_experiment`` resolves a config, loads the data (decoded once, cached), lets the method run
+its stages through a :class:`RunContext`, evaluates the result (clean, and corrupted when asked),
+measures its cost and writes one record per evaluated variant. A failure writes a record marked
+``failed`` with the error; a stop request (Ctrl-C, SIGTERM, preemption) leaves the checkpoints
+resumable and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import config as C
+from .cost import measure_cost, peak_memory_mb
+from .data import Dataset, DeviceData, load_dataset
+from .methods import Method, Task, get_method
+from .records import provenance, utc_now, write_record
+from .train import StopFlag, StopRequested, TrainConfig, evaluate, fit, stop_on_signals
+
+DEFAULT_RESULTS = Path("results") / "runs"
+DEFAULT_CHECKPOINTS = Path("results") / "checkpoints"
+
+
+def run_id_of(resolved: dict[str, Any]) -> str:
+    """A stable id: method, dataset, backbone, seed and a hash of everything that shapes the result."""
+    shaping = {k: v for k, v in resolved.items() if k != "eval"}
+    shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
+    digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
+    r = resolved["run"]
+    return f"{r['method']}-{r['dataset']}-{r['backbone']}-s{r['seed']}-{digest}"
+
+
+def select_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Environment:
+    """Where a run reads and writes, and how it reports."""
+
+    data_dir: str | None = None
+    cache_dir: str | None = None
+    results_dir: Path = DEFAULT_RESULTS
+    checkpoint_dir: Path = DEFAULT_CHECKPOINTS
+    device: str | None = None
+    resume: bool = False
+    progress: bool = True
+    log: Callable[[str], None] = print
+    stop: StopFlag = field(default_factory=StopFlag)
+
+
+class RunContext:
+    """What a method's stages may use: training stages with checkpoints, and other runs' models.
+
+    ``fit(model, method, stage)`` trains in place (resuming a stage from its checkpoint);
+    ``member_model(overrides)`` returns the trained model of another run of the same data and
+    budget (training it, or reusing its saved weights when that run already exists).
+    """
+
+    def __init__(self, resolved: dict[str, Any], run_id: str, data: Dataset, train_data: DeviceData, env: Environment) -> None:
+        self.config = resolved
+        self.run_id = run_id
+        self.data = data
+        self.train_data = train_data
+        self.env = env
+        self.device = train_data.device
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.train_seconds = 0.0
+        self.members: list[dict[str, Any]] = []
+        self.checkpoints = Path(env.checkpoint_dir) / run_id
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["run"]["seed"])
+
+    def train_config(self, **changes: Any) -> TrainConfig:
+        return TrainConfig(**{**self.config["train"], **changes})
+
+    def fit(self, model: nn.Module, method: Method, stage: str = "train", **train_changes: Any) -> list[dict[str, Any]]:
+        cfg = self.train_config(**train_changes)
+        t0 = time.perf_counter()
+        history = fit(model, method, self.train_data, cfg, seed_parts=(self.seed, stage), checkpoint=self.checkpoints / f"{stage}.pt",
+                      resume=self.env.resume, stop=self.env.stop, progress=self.env.progress, log=self.env.log, desc=f"{self.run_id} {stage}")
+        self.train_seconds += time.perf_counter() - t0
+        self.history[stage] = history
+        return history
+
+    def member_model(self, overrides: dict[str, Any]) -> nn.Module:
+        """The trained network of the run ``self.config`` merged with ``overrides`` (e.g. another
+        method and seed). Reuses the saved final weights of that run if it exists; otherwise trains
+        it here (checkpointed under its own run id) and saves them for later reuse."""
+        sub = C.resolve(C.merge(self.config, overrides))
+        sub_id = run_id_of(sub)
+        method = build_method(sub, self.data)
+        model = method.build().to(self.device)
+        final = Path(self.env.checkpoint_dir) / sub_id / "final.pt"
+        reused = final.exists()
+        if reused:
+            model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
+            self.env.log(f"reusing trained member {sub_id} from {final}")
+        else:
+            sub_ctx = RunContext(sub, sub_id, self.data, self.train_data, self.env)
+            model = method.run(sub_ctx)
+            save_final(model, final)
+            self.train_seconds += sub_ctx.train_seconds
+            self.history[sub_id] = sub_ctx.history.get("train", [])
+        self.members.append({"run_id": sub_id, "reused": reused, "seed": sub["run"]["seed"], "method": sub["run"]["method"]})
+        return model
+
+
+def save_final(model: nn.Module, path: Path) -> None:
+    from .train import save_checkpoint
+
+    save_checkpoint(path, model.state_dict())
+
+
+def build_method(resolved: dict[str, Any], data: Dataset) -> Method:
+    r = resolved["run"]
+    task = Task(num_classes=data.num_classes, backbone=r["backbone"], backbone_options=dict(resolved["backbone"]),
+                image_size=data.image_size, dataset=r["dataset"])
+    return get_method(r["method"]).from_config(dict(resolved["method"]), task)
+
+
+def _identity(resolved: dict[str, Any], method: Method, variant: str, members: int) -> dict[str, Any]:
+    r = resolved["run"]
+    return {"suite": r["suite"], "name": r["name"] or r["method"], "method": r["method"], "variant": variant, "dataset": r["dataset"],
+            "backbone": r["backbone"], "members": members, "seed": r["seed"]}
+
+
+def _data_facts(data: Dataset) -> dict[str, Any]:
+    return {"dataset": data.name, "source": data.source, "source_path": data.source_path, "train_size": len(data.train),
+            "test_size": len(data.test), "val_size": len(data.val) if data.val is not None else 0, "num_classes": data.num_classes}
+
+
+def run_experiment(config: dict[str, Any], env: Environment | None = None) -> list[Path]:
+    """Train and evaluate one run; returns the paths of the records written (one per eval variant)."""
+    env = env or Environment()
+    resolved = C.resolve(config)
+    run_id = run_id_of(resolved)
+    device = select_device(env.device)
+    env.log(f"run {run_id} on {device}")
+    # Bad method / backbone / dataset names fail here, before any data is read.
+    from .backbones import BACKBONES
+    from .data import DATASETS
+
+    get_method(resolved["run"]["method"])
+    BACKBONES.get(resolved["run"]["backbone"])
+    DATASETS.get(resolved["run"]["dataset"])
+    data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
+                        val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
+    method = build_method(resolved, data)
+    base = {"run_id": run_id, "config": resolved, "data": _data_facts(data)}
+    started = utc_now()
+    try:
+        train_data = DeviceData(data.train, data.mean, data.std, device)
+        ctx = RunContext(resolved, run_id, data, train_data, env)
+        with stop_on_signals(env.stop):
+            model = method.run(ctx)
+        save_final(model, ctx.checkpoints / "final.pt")
+        return _evaluate_and_record(model, method, ctx, data, resolved, base, started, env)
+    except StopRequested as exc:
+        env.log(f"{exc}; resume with --resume (checkpoints in {Path(env.checkpoint_dir) / run_id})")
+        raise
+    except Exception as exc:
+        record = {**base, "status": "failed", "started": started, "identity": _identity(resolved, method, method.variant(), method.members),
+                  "provenance": provenance(str(device)), "cost": {}, "metrics": {},
+                  "error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
+        path = write_record(env.results_dir, record)
+        env.log(f"run {run_id} failed: {type(exc).__name__}: {exc}; record {path}")
+        raise
+
+
+def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data: Dataset, resolved: dict[str, Any],
+                         base: dict[str, Any], started: str, env: Environment) -> list[Path]:
+    device = ctx.device
+    ev = resolved["eval"]
+    train_cfg = ctx.train_config()
+    precision = ev["precision"] or train_cfg.precision
+    test = DeviceData(data.test, data.mean, data.std, device)
+    val = DeviceData(data.val, data.mean, data.std, device) if data.val is not None else None
+    epochs_trained = sum(len(h) for h in ctx.history.values())
+    paths = []
+    for variant, net, passes in method.eval_variants(model):
+        net.eval()
+        kwargs = dict(batch_size=ev["batch_size"], precision=precision, channels_last=train_cfg.channels_last, progress=env.progress)
+        t0 = time.perf_counter()
+        metrics: dict[str, Any] = {"clean": evaluate(net, test, desc=f"eval {variant or method.name}", **kwargs)}
+        eval_seconds = time.perf_counter() - t0
+        if val is not None:
+            metrics["val"] = evaluate(net, val, desc="eval val", **kwargs)
+        if ev["corruptions"] != "none":
+            from .robustness import evaluate_corrupted
+
+            metrics["corrupted"] = evaluate_corrupted(net, data, ev, env, **kwargs)
+        example = next(test.eval_batches(1))[0]
+        cost = measure_cost(net, example, forward_passes=passes, large_batch=ev["latency_batch"], precision=precision,
+                            channels_last=train_cfg.channels_last, repeats=ev["latency_repeats"])
+        members = metrics["clean"].get("members", [])
+        cost.update({"train_seconds": ctx.train_seconds, "epochs_trained": epochs_trained,
+                     "seconds_per_epoch": ctx.train_seconds / epochs_trained if epochs_trained else None,
+                     "rows_per_example": method.rows_per_example(), "eval_seconds_clean": eval_seconds,
+                     "peak_memory_mb": peak_memory_mb(device)})
+        record = {**base, "run_id": base["run_id"] + (f"-{variant}" if variant != method.variant() else ""), "status": "completed",
+                  "started": started, "identity": _identity(resolved, method, variant, len(members) or method.members),
+                  "training_run_id": base["run_id"], "provenance": provenance(str(device)), "cost": cost, "metrics": metrics,
+                  "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size, "precision": train_cfg.precision},
+                  "training": {"history": ctx.history, "members": ctx.members}, "method_extra": method.extra_record()}
+        path = write_record(env.results_dir, record)
+        clean = metrics["clean"]
+        env.log(f"{record['run_id']}: acc {clean['accuracy']:.4f}  nll {clean['nll']:.4f}  ece {clean['ece']:.4f}  -> {path}")
+        paths.append(path)
+    return paths

@@ -1,0 +1,314 @@
+"""Training and evaluation: train_one_epoch, evaluate, fit (with checkpoints and resume).
+
+Randomness is derived from (seed, stage, epoch, step), never carried along: the shuffle of an
+epoch, the augmentation and method-specific sampling of a step, and the global RNG (dropout)
+are all re-seeded per step. A run resumed from any checkpoint therefore replays exactly what
+an uninterrupted run does (on the CPU).
+
+A checkpoint is written atomically after every epoch (and, when a stop is requested by
+SIGINT/SIGTERM or a preemption signal, after the current step); ``resume`` continues from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from .data import DeviceData
+from .io import atomic_write
+from .methods import Method, ensemble_loss
+from .progress import progress_bar
+
+if TYPE_CHECKING:  # pragma: no cover
+    pass
+
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("cosine", "step", "linear")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one stage. ``lr`` is the learning rate at ``batch_size``."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.2
+    final_lr_fraction: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
+    augment: bool = True
+    nan_check_every: int = 50
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs} and {self.batch_size}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class StopRequested(Exception):
+    """Training stopped on request (signal); the checkpoint written just before is resumable."""
+
+
+def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at optimisation ``step``: linear warm-up, then cosine/linear/step decay."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if warm > 0 and step < warm:
+        return (step + 1) / warm
+    floor = cfg.final_lr_fraction
+    if cfg.schedule == "cosine":
+        progress = (step - warm) / max(1.0, total - warm)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "linear":
+        progress = (step - warm) / max(1.0, total - warm)
+        return floor + (1 - floor) * max(0.0, 1 - progress)
+    epoch = step / steps_per_epoch
+    return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed derived from ``parts`` (stable across processes and platforms)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def make_generator(device: torch.device, *parts: Any) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(derive_seed(*parts))
+    return g
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------
+# Stop requests (SIGINT, SIGTERM, SLURM preemption)
+
+
+class StopFlag:
+    """A flag that signal handlers (or a preemption hook) set; the loop checks it between steps."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str = "stop requested") -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+@contextmanager
+def stop_on_signals(flag: StopFlag, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopFlag]:
+    """Install handlers that set ``flag`` (main thread only); restore the old ones on exit.
+
+    A second SIGINT while stopping raises KeyboardInterrupt at once.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    old = {}
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.set(f"signal {signal.Signals(signum).name}")
+
+    for s in signals:
+        old[s] = signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file and a rename: the previous checkpoint survives a crash."""
+    atomic_write(path, lambda fh: torch.save(state, fh))
+
+
+def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    seconds: float
+    lr: float
+    rows: int
+
+
+def train_one_epoch(
+    model: nn.Module,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: DeviceData,
+    cfg: TrainConfig,
+    *,
+    seed_parts: tuple,
+    epoch: int,
+    start_step: int = 0,
+    stop: StopFlag | None = None,
+    on_stop: Callable[[int], None] | None = None,
+    progress: bool = True,
+    desc: str = "",
+) -> EpochStats:
+    """One epoch from ``start_step``; returns the mean loss over the steps run."""
+    device = data.device
+    model.train()
+    steps = data.steps_per_epoch(cfg.batch_size)
+    order = data.epoch_order(make_generator(device, *seed_parts, "order", epoch))
+    loss_sum = torch.zeros((), device=device)
+    rows = 0
+    t0 = time.perf_counter()
+    bar = progress_bar(range(start_step, steps), desc=desc, unit="step", enable=progress, total=steps - start_step)
+    for step in bar:
+        torch.manual_seed(derive_seed(*seed_parts, "global", epoch, step))
+        gen = make_generator(device, *seed_parts, "step", epoch, step)
+        x, y = data.train_batch(order, step, cfg.batch_size, gen, augment=cfg.augment)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = x.contiguous()
+        inputs, targets = method.training_batch(x, y, gen)
+        with autocast(cfg.precision, device):
+            logits = model(inputs)
+        loss = ensemble_loss(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach()
+        rows += targets.shape[-1]
+        if cfg.nan_check_every and (step + 1) % cfg.nan_check_every == 0 or step == steps - 1:
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"training loss is {value} at epoch {epoch + 1}, step {step + 1}; lower the learning rate (now {scheduler.get_last_lr()[0]:.4g}) or use precision='fp32'")
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        if stop is not None and stop.is_set() and step < steps - 1:
+            if on_stop is not None:
+                on_stop(step + 1)
+            raise StopRequested(f"stopped at epoch {epoch + 1}, step {step + 1}: {stop.reason}")
+    n = max(1, steps - start_step)
+    return EpochStats(epoch, float(loss_sum) / n, time.perf_counter() - t0, scheduler.get_last_lr()[0], rows)
+
+
+def fit(
+    model: nn.Module,
+    method: Method,
+    data: DeviceData,
+    cfg: TrainConfig,
+    *,
+    seed_parts: tuple,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    stop: StopFlag | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    desc: str = "train",
+) -> list[dict[str, Any]]:
+    """Train ``model`` for ``cfg.epochs`` epochs; returns the per-epoch history.
+
+    With ``checkpoint`` set, writes it after every epoch; with ``resume``, continues from it.
+    """
+    cfg.validate()
+    device = data.device
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    steps = data.steps_per_epoch(cfg.batch_size)
+    if steps == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(data)} training images")
+    optimizer = torch.optim.SGD(method.param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
+    epoch, step, history = 0, 0, []
+    if resume and checkpoint is not None and checkpoint.exists():
+        state = load_checkpoint(checkpoint, device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        epoch, step, history = state["epoch"], state["step"], state["history"]
+        if epoch >= cfg.epochs:
+            return history
+        log(f"resuming {desc} at epoch {epoch + 1}, step {step + 1} from {checkpoint}")
+
+    def save(e: int, s: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                         "epoch": e, "step": s, "history": history, "config": asdict(cfg)})
+
+    while epoch < cfg.epochs:
+        stats = train_one_epoch(model, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
+                                stop=stop, on_stop=lambda s, e=epoch: save(e, s), progress=progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}")
+        history.append(asdict(stats))
+        epoch, step = epoch + 1, 0
+        save(epoch, 0)
+        log(f"{desc} epoch {epoch}/{cfg.epochs}: loss {stats.loss:.4f}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
+        if stop is not None and stop.is_set() and epoch < cfg.epochs:
+            raise StopRequested(f"stopped after epoch {epoch}: {stop.reason}")
+    return history
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+    """Member logits ``[M, B, K]`` (float32) of ``model`` in eval mode on normalised images ``x``."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.contiguous()
+    with autocast(precision, x.device):
+        return model(x).float()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceData, batch_size: int = 1000, precision: str = "fp32", channels_last: bool = False,
+             progress: bool = True, desc: str = "eval") -> dict[str, Any]:
+    """Metrics of ``model`` on a split (ensemble, per member, diversity): see ``metrics.MetricAccumulator``."""
+    from .metrics import MetricAccumulator
+
+    model.eval()
+    acc = MetricAccumulator()
+    for x, y in progress_bar(data.eval_batches(batch_size), desc=desc, unit="batch", enable=progress, total=math.ceil(len(data) / batch_size)):
+        acc.update(predict_logits(model, x, precision, channels_last), y)
+    return acc.compute()
