@@ -274,6 +274,7 @@ def _slurm_conf(state_dir: Path, *, node: str, cpus: int, mem_mb: int, ctld_port
         "KillWait=5",
         "MinJobAge=300",
         "InactiveLimit=0",
+        "EnforcePartLimits=ALL",
         "SchedulerType=sched/backfill",
         "SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=1",
         "SelectType=select/cons_tres",
@@ -294,6 +295,13 @@ def _prepare(state_dir: Path) -> tuple[dict[str, Path], str, int, int]:
         raise SlurmStartError(f"state_dir={str(state_dir)!r} is too long: munge socket path {str(sock)!r} exceeds {_MAX_UNIX_SOCKET_PATH} chars")
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o755)
+    for parent in state_dir.parents:  # munged checks every directory above its socket
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            raise SlurmStartError(
+                f"state_dir={str(state_dir)!r}: its parent {str(parent)!r} (mode {mode & 0o777:o}) is not "
+                "searchable by all, which munged requires for its socket; use a directory such as /tmp/..."
+            )
     for key in ("ctld", "spool"):  # fresh controller/node state each start
         shutil.rmtree(lay[key], ignore_errors=True)
     for p in lay.values():

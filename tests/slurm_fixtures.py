@@ -1,0 +1,53 @@
+"""pytest plugin: a real single-node SLURM cluster for tests marked ``slurm``.
+
+Enable it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.slurm_fixtures"]``.
+The session-scoped fixture ``slurm_cluster`` starts the cluster once (or skips, printing why),
+puts ``SLURM_CONF`` into ``os.environ`` for the session and stops the daemons at the end.
+``PLURES_SLURM_DIR`` overrides where its state lives (default: a fresh ``/tmp/plures-slurm-*``,
+removed at the end; pytest's own temporary directories are mode 0700, which munged refuses).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmark import slurm_local
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slurm: needs a real local SLURM cluster (fixture slurm_cluster; skipped when unavailable)")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[slurm_local.SlurmCluster]:
+    """A running :class:`benchmark.slurm_local.SlurmCluster`, with ``SLURM_CONF`` set for the session."""
+    override = os.environ.get("PLURES_SLURM_DIR")
+    # not under pytest's basetemp: munged wants every parent of its socket searchable by all
+    state_dir = Path(override) if override else Path(tempfile.mkdtemp(prefix="plures-slurm-"))
+    t0 = time.monotonic()
+    try:
+        cluster = slurm_local.start(state_dir)
+    except slurm_local.SlurmUnavailable as e:
+        print(f"real SLURM unavailable: {e.reason}")
+        pytest.skip(f"real SLURM unavailable: {e.reason}")
+    print(f"slurm cluster started in {time.monotonic() - t0:.2f}s under {cluster.state_dir}")
+    saved = {k: os.environ.get(k) for k in cluster.env}
+    os.environ.update(cluster.env)
+    try:
+        yield cluster
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        slurm_local.stop(cluster)
+        if not override:
+            shutil.rmtree(state_dir, ignore_errors=True)

@@ -1,0 +1,279 @@
+"""Tests of benchmark.slurm_job, against a real local SLURM cluster (marker ``slurm``) and without."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import pytest
+import submitit
+
+from benchmark import slurm_local
+from benchmark.io import atomic_write_json
+from benchmark.slurm_job import (
+    CLUSTERS,
+    STOP_REQUESTED,
+    CheckpointableCall,
+    StopFlag,
+    StopRequested,
+    make_executor,
+    raise_if_stop_requested,
+    wait_all,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _pickle_test_functions_by_value() -> Any:
+    """Job processes cannot import this test module by name: ship its functions by value."""
+    module = sys.modules[__name__]
+    cloudpickle.register_pickle_by_value(module)
+    yield
+    cloudpickle.unregister_pickle_by_value(module)
+
+
+# --------------------------------------------------------------------------- job functions
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def whoami() -> dict[str, str]:
+    return {k: os.environ.get(k, "") for k in ("SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_ARRAY_TASK_ID")}
+
+
+def fail(msg: str) -> None:
+    raise ValueError(msg)
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def count_progress(path: str, n_steps: int, step_s: float, *, resume: bool) -> dict[str, Any]:
+    """Toy training loop: one step per ``step_s``, progress saved every step and on stop requests."""
+    p = Path(path)
+    state = json.loads(p.read_text()) if resume and p.exists() else {"step": 0, "starts": [], "stops": []}
+    state["starts"].append(resume)
+    state["pid"] = os.getpid()
+    atomic_write_json(p, state)
+    while state["step"] < n_steps:
+        time.sleep(step_s)
+        state["step"] += 1
+        atomic_write_json(p, state)
+        if STOP_REQUESTED.is_set():
+            state["stops"].append(STOP_REQUESTED.reason)
+            atomic_write_json(p, state)
+            raise StopRequested(STOP_REQUESTED.reason)
+    return state
+
+
+def ignore_stop(path: str, seconds: float, *, resume: bool) -> dict[str, Any]:
+    """Never polls the flag: the grace alarm must checkpoint and requeue it anyway."""
+    p = Path(path)
+    runs = json.loads(p.read_text()) if p.exists() else []
+    runs.append(resume)
+    atomic_write_json(p, runs)
+    if resume:
+        return {"runs": runs}
+    time.sleep(seconds)
+    return {"runs": runs, "finished_without_requeue": True}
+
+
+def _wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not seen within {timeout_s}s")
+
+
+def _progress(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# --------------------------------------------------------------------------- no SLURM needed
+
+
+def test_make_executor_rejects_unknown_cluster(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"cluster='slrum'.*slurm, local, debug"):
+        make_executor("slrum", tmp_path)
+    assert CLUSTERS == ("slurm", "local", "debug")
+
+
+@pytest.mark.parametrize("kwargs", [{"cpus_per_task": 0}, {"time_min": 1.5}, {"nodes": True}, {"mem_gb": -1}, {"partition": ""}])
+def test_make_executor_rejects_bad_values(tmp_path: Path, kwargs: dict[str, Any]) -> None:
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=name):
+        make_executor("local", tmp_path, **kwargs)
+
+
+def test_make_executor_maps_slurm_parameters(tmp_path: Path) -> None:
+    ex = make_executor(
+        "slurm", tmp_path, partition="gpu", time_min=30, cpus_per_task=3, mem_gb=4, constraint="a100",
+        account="proj", qos="high", array_parallelism=5, gpus_per_node=1, name="sweep",
+    )
+    text = ex._executor._make_submission_file_text("echo hi", "uid")
+    for line in ("--partition=gpu", "--time=30", "--cpus-per-task=3", "--mem=4GB", "--constraint=a100",
+                 "--account=proj", "--qos=high", "--gpus-per-node=1", "--job-name=sweep"):
+        assert f"#SBATCH {line}" in text, (line, text)
+    assert ex._executor.parameters["array_parallelism"] == 5
+
+
+def test_make_executor_omits_unset_parameters(tmp_path: Path) -> None:
+    text = make_executor("slurm", tmp_path)._executor._make_submission_file_text("echo hi", "uid")
+    for flag in ("--partition", "--account", "--qos", "--constraint", "--mem", "--gpus-per-node"):
+        assert flag not in text
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cluster", ["local", "debug"])
+def test_local_and_debug_clusters_run_jobs(tmp_path: Path, cluster: str) -> None:
+    ex = make_executor(cluster, tmp_path, time_min=5, cpus_per_task=1, partition="ignored", account="ignored")
+    jobs = [ex.submit(square, 3), ex.submit(fail, "boom")]
+    out = wait_all(jobs, timeout_s=45, return_exceptions=True)
+    assert out[0] == 9
+    assert "boom" in str(out[1])
+    with pytest.raises(Exception, match="boom"):
+        wait_all(jobs, timeout_s=45)
+
+
+@pytest.mark.timeout(60)
+def test_wait_all_times_out_naming_jobs(tmp_path: Path) -> None:
+    ex = make_executor("local", tmp_path)
+    job = ex.submit(sleep_then, 30, "late")
+    try:
+        with pytest.raises(TimeoutError, match=str(job.job_id)):
+            wait_all([job], timeout_s=0.5)
+    finally:
+        job.cancel(check=False)
+
+
+def test_stop_flag_and_direct_call(tmp_path: Path) -> None:
+    flag = StopFlag()
+    assert not flag.is_set() and not flag
+    flag.set("terminate", 15)
+    flag.set("requeue", 12)
+    flag.set("terminate", 15)
+    assert flag.is_set() and flag.reason == "requeue" and flag.signum == 12
+    flag.clear()
+    assert not flag.is_set() and flag.reason == ""
+
+    call = CheckpointableCall(count_progress)
+    out = call(str(tmp_path / "p.json"), 2, 0.0)
+    assert out["step"] == 2 and out["starts"] == [False]
+    delayed = call.checkpoint(str(tmp_path / "p.json"), 2, 0.0, resume=False)
+    assert delayed.kwargs == {"resume": True} and delayed.function is call
+    # outside submitit there is nothing to requeue: StopRequested propagates
+    STOP_REQUESTED.set("manual")
+    try:
+        with pytest.raises(StopRequested):
+            raise_if_stop_requested()
+    finally:
+        STOP_REQUESTED.clear()
+    with pytest.raises(TypeError, match="not callable"):
+        CheckpointableCall(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(90)
+def test_checkpointable_call_requeues_on_local_executor(tmp_path: Path) -> None:
+    progress = tmp_path / "progress.json"
+    ex = make_executor("local", tmp_path / "logs", time_min=5)
+    job = ex.submit(CheckpointableCall(count_progress), str(progress), 40, 0.05)
+    _wait_for(lambda: _progress(progress).get("step", 0) >= 3, 45, "first steps")
+    # LocalJob._interrupt() signals the controller, which does not forward SIGUSR2: signal the task
+    os.kill(_progress(progress)["pid"], signal.SIGUSR2)
+    state = wait_all([job], timeout_s=60)[0]
+    assert state["step"] == 40
+    assert state["starts"] == [False, True]
+    assert state["stops"] == ["requeue"]
+
+
+# --------------------------------------------------------------------------- real SLURM
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_slurm_single_job(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    ex = make_executor("slurm", tmp_path, time_min=5, cpus_per_task=1, mem_gb=0.25, partition=slurm_cluster.partition)
+    job = ex.submit(whoami)
+    (info,) = wait_all([job], timeout_s=45)
+    assert info["SLURM_JOB_ID"] == str(job.job_id)
+    assert info["SLURM_CPUS_PER_TASK"] == "1"
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(90)
+def test_slurm_map_array(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    ex = make_executor("slurm", tmp_path, time_min=5, cpus_per_task=1, mem_gb=0.25, array_parallelism=4)
+    jobs = ex.map_array(square, [0, 1, 2, 3])
+    assert len(jobs) == 4 and all("_" in str(j.job_id) for j in jobs)
+    assert wait_all(jobs, timeout_s=75) == [0, 1, 4, 9]
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_slurm_job_exception_surfaces(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    ex = make_executor("slurm", tmp_path, time_min=5, mem_gb=0.25)
+    job = ex.submit(fail, "bad-value-17")
+    with pytest.raises(submitit.core.utils.FailedJobError, match="bad-value-17"):
+        wait_all([job], timeout_s=45)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_slurm_refuses_impossible_request(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    ex = make_executor("slurm", tmp_path, time_min=5, cpus_per_task=slurm_cluster.cpus + 1)
+    with pytest.raises(Exception, match="Batch job submission failed: (More processors requested than permitted|Requested node configuration is not available)") as info:
+        ex.submit(square, 2)
+    assert "sbatch" in str(info.value)
+    assert subprocess.run(["squeue", "-h"], capture_output=True, text=True, timeout=20).stdout.strip() == ""
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_slurm_lost_job_is_reported(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    ex = make_executor("slurm", tmp_path, time_min=5, mem_gb=0.25)
+    job = ex.submit(sleep_then, 60, "never")
+    _wait_for(lambda: job.paths.stdout.exists(), 30, "job start")
+    subprocess.run(["scancel", str(job.job_id)], check=True, timeout=20)
+    with pytest.raises(submitit.core.utils.UncompletedJobError, match=str(job.job_id)):
+        wait_all([job], timeout_s=45, lost_grace_s=2)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(180)
+def test_slurm_checkpointable_call_preempted_requeued_resumed(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    progress = tmp_path / "progress.json"
+    ex = make_executor("slurm", tmp_path / "logs", time_min=10, mem_gb=0.25)
+    job = ex.submit(CheckpointableCall(count_progress), str(progress), 60, 0.05)
+    _wait_for(lambda: _progress(progress).get("step", 0) >= 3, 60, "first steps")
+    job._interrupt(timeout=False)  # SIGTERM then SIGUSR2, as a preemption
+    state = wait_all([job], timeout_s=150)[0]
+    assert state["step"] == 60
+    assert state["starts"] == [False, True]
+    assert state["stops"] == ["requeue"]
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(180)
+def test_slurm_grace_alarm_requeues_function_that_ignores_flag(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    runs = tmp_path / "runs.json"
+    ex = make_executor("slurm", tmp_path / "logs", time_min=10, mem_gb=0.25)
+    job = ex.submit(CheckpointableCall(ignore_stop, grace_s=1.0), str(runs), 120)
+    _wait_for(lambda: runs.exists(), 60, "job start")
+    job._interrupt(timeout=True)  # SIGUSR2 only, as at a time limit
+    out = wait_all([job], timeout_s=150)[0]
+    assert out == {"runs": [False, True]}
