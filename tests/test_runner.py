@@ -1,0 +1,175 @@
+"""End to end on a tiny CIFAR-10 in the official format: records, resume, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import cli
+from benchmark import config as C
+from benchmark.records import SCHEMA_VERSION, RecordError, load_records, validate, write_record
+from benchmark.runner import Environment, run_experiment
+from benchmark.train import StopFlag, StopRequested
+
+
+def env_for(tmp_path: Path, data_dir: Path, **kw) -> Environment:
+    return Environment(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "runs",
+                       checkpoint_dir=tmp_path / kw.pop("ckpt", "ckpt"), progress=False, log=lambda m: None, **kw)
+
+
+class StopAfter(StopFlag):
+    """A stop request that arrives after ``n`` checks (the loop checks once per step)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        if self.n < 0:
+            self.reason = "test"
+        return self.n < 0
+
+
+def test_record_schema(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    [path] = run_experiment(tiny_run_config, env_for(tmp_path, root))
+    rec = json.loads(path.read_text())
+    assert rec["schema_version"] == SCHEMA_VERSION and rec["status"] == "completed"
+    ident = rec["identity"]
+    assert ident["method"] == "deterministic" and ident["members"] == 1 and ident["seed"] == 0 and ident["dataset"] == "cifar10"
+    assert rec["config"]["train"]["epochs"] == 2 and rec["config"]["train"]["nesterov"] is True  # resolved, defaults filled
+    prov = rec["provenance"]
+    assert {"git_commit", "git_dirty", "torch", "device"} <= set(prov)
+    cost = rec["cost"]
+    assert cost["params"] > 0 and cost["flops_per_example"] > 0 and cost["forward_passes"] == 1
+    assert cost["ms_per_example_b1"]["median"] > 0 and cost["train_seconds"] > 0 and cost["peak_memory_mb"] > 0
+    clean = rec["metrics"]["clean"]
+    assert 0 <= clean["accuracy"] <= 1 and clean["n"] == 40 and len(clean["members"]) == 1
+    assert rec["data"]["source"] == "official" and rec["data"]["train_size"] == 200
+    assert len(rec["training"]["history"]["train"]) == 2
+    validate(rec, "x")
+    # never overwritten: a rerun writes a second file, and readers take the newest
+    [path2] = run_experiment(tiny_run_config, env_for(tmp_path, root))
+    assert path2 != path and path.exists()
+    assert [r["_path"] for r in load_records(tmp_path / "runs").records] == [str(path2)]
+
+
+def test_resume_equals_uninterrupted(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    [straight] = run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt="a"))
+    steps_per_epoch = 200 // 32
+    for stop_at in (steps_per_epoch + 2, 3):  # mid-epoch 2, and mid-epoch 1
+        ckpt = f"b{stop_at}"
+        with pytest.raises(StopRequested):
+            run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, stop=StopAfter(stop_at)))
+        [resumed] = run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, resume=True))
+        a, b = (json.loads(p.read_text())["metrics"]["clean"] for p in (straight, resumed))
+        for key in ("accuracy", "nll", "ece", "brier"):
+            assert a[key] == b[key], key
+    sa = torch.load(tmp_path / "a" / json.loads(straight.read_text())["run_id"] / "final.pt")
+    sb = torch.load(tmp_path / ckpt / json.loads(resumed.read_text())["run_id"] / "final.pt")
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_interrupted_run_keeps_its_checkpoint(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    flag = StopFlag()
+    env = env_for(tmp_path, root, stop=flag)
+    env.log = lambda m: flag.set("SIGTERM") if "epoch 1/2" in m else None  # stop after epoch 1 (as a signal would)
+    with pytest.raises(StopRequested):
+        run_experiment(tiny_run_config, env)
+    [ckpt] = list((tmp_path / "ckpt").rglob("train.pt"))
+    state = torch.load(ckpt, weights_only=False)
+    assert state["epoch"] == 1 and not list((tmp_path / "runs").rglob("*.json"))  # no record for a stopped run
+    [path] = run_experiment(tiny_run_config, env_for(tmp_path, root, resume=True))
+    assert json.loads(path.read_text())["status"] == "completed"
+
+
+def test_sigterm_sets_the_stop_flag() -> None:
+    from benchmark.train import stop_on_signals
+
+    flag = StopFlag()
+    with stop_on_signals(flag):
+        signal.raise_signal(signal.SIGTERM)
+        assert flag.is_set() and "SIGTERM" in flag.reason
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or not isinstance(signal.getsignal(signal.SIGTERM), type(lambda: 0))
+
+
+def test_nan_loss_stops_with_failed_record(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    cfg = C.merge(tiny_run_config, {"train": {"lr": math.nan, "nan_check_every": 1}})
+    from benchmark.train import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="training loss is nan"):
+        run_experiment(cfg, env_for(tmp_path, root))
+    [path] = list((tmp_path / "runs").rglob("*.json"))
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "failed" and rec["error"]["type"] == "NonFiniteLossError"
+    assert load_records(tmp_path / "runs").records == []  # failed runs are not averaged in
+
+
+@pytest.mark.parametrize(
+    "override,pattern",
+    [
+        ("run.method=mystery", r"unknown method 'mystery'; valid choices: .*deterministic"),
+        ("run.backbone=resnet9", r"unknown backbone 'resnet9'; valid choices: .*resnet20"),
+        ("run.dataset=mnist", r"unknown dataset 'mnist'; valid choices: cifar10, cifar10-jpeg, cifar100"),
+        ("train.epoch=3", r"unknown key\(s\) \['epoch'\] in \[train\]; valid keys: .*epochs"),
+        ("train.schedule=exp", r"unknown schedule 'exp'; valid choices: cosine, step, linear"),
+        ("backbone.depth=3", r"unknown option\(s\) \['depth'\] for backbone 'resnet8'; valid options: width"),
+        ("method.temperature=2", r"unknown option\(s\) \['temperature'\] for method 'deterministic'; valid options: members"),
+    ],
+)
+def test_bad_input_names_the_value_and_the_choices(cifar10_dir, tmp_path: Path, capsys, override: str, pattern: str) -> None:
+    root, _ = cifar10_dir
+    argv = ["run", "--set", "run.dataset=cifar10", "--set", "run.backbone=resnet8", "--set", "backbone.width=4", "--set", "train.epochs=0",
+            "--set", override, "--data-dir", str(root), "--cache-dir", str(tmp_path / "c"), "--results-dir", str(tmp_path / "r"),
+            "--checkpoint-dir", str(tmp_path / "k"), "--no-progress"]
+    assert cli.main(argv) == 2
+    import re
+
+    assert re.search(pattern, capsys.readouterr().err)
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(C.ConfigError, match="must look like table.key=value"):
+        C.parse_override("epochs")
+    assert C.parse_override("train.lr=0.1") == {"train": {"lr": 0.1}}
+    assert C.parse_override("train.milestones=[1, 2]") == {"train": {"milestones": [1, 2]}}
+    assert C.parse_override("run.backbone=wrn16-2") == {"run": {"backbone": "wrn16-2"}}
+
+
+def test_unknown_suite_lists_choices() -> None:
+    with pytest.raises(C.ConfigError, match=r"unknown suite 'fast'; valid choices: .*quick"):
+        C.load_suite("fast")
+
+
+def test_records_validation_errors(tmp_path: Path) -> None:
+    good = {"run_id": "x", "status": "completed", "config": {}, "provenance": {}, "cost": {}, "metrics": {"clean": {}},
+            "identity": {"suite": "s", "method": "m", "variant": "", "dataset": "d", "backbone": "b", "members": 1, "seed": 0}}
+    path = write_record(tmp_path, dict(good, created="2026-01-01T00:00:00.000000Z"))
+    with pytest.raises(FileExistsError):
+        write_record(tmp_path, dict(good, created="2026-01-01T00:00:00.000000Z"))
+    with pytest.raises(RecordError, match="newer"):
+        validate(dict(good, schema_version=SCHEMA_VERSION + 1), "f.json")
+    with pytest.raises(RecordError, match=r"missing field\(s\) \['cost'\]"):
+        validate({k: v for k, v in dict(good, schema_version=1).items() if k != "cost"}, "f.json")
+    (tmp_path / "s" / "broken.json").write_text("{not json")
+    loaded = load_records(tmp_path)
+    assert [r["_path"] for r in loaded.records] == [str(path)]
+    assert loaded.problems and "broken.json" in loaded.problems[0][0]
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["bench"], ["leaderboard"], ["list"]])
+def test_help(command: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*command, "--help"])
+    assert exc.value.code == 0
+    assert "usage:" in capsys.readouterr().out
