@@ -82,6 +82,7 @@ def make_executor(
     nodes: int = 1,
     tasks_per_node: int = 1,
     name: str | None = None,
+    max_num_timeout: int | None = None,
     slurm_additional_parameters: Mapping[str, Any] | None = None,
 ) -> submitit.Executor:
     """A submitit executor for ``cluster`` in :data:`CLUSTERS`, logging under ``folder``.
@@ -91,6 +92,10 @@ def make_executor(
     apply to every cluster; SLURM-only ones (``partition``, ``constraint``, ``account``, ``qos``,
     ``array_parallelism``, ``slurm_additional_parameters``) map to submitit's ``slurm_*``
     parameters and are ignored by the local and debug executors.
+
+    ``max_num_timeout`` (submitit's default: 3) is how many timeouts a checkpointable job may be
+    requeued after; note that submitit counts every requeue signal as a timeout when
+    ``time_min`` is at most 10 (preemptions included).
 
     ``cluster`` is always explicit: submitit's auto-detection picks SLURM whenever ``srun`` is on
     PATH, even with no controller running.
@@ -102,6 +107,7 @@ def make_executor(
         ("gpus_per_node", gpus_per_node),
         ("cpus_per_task", cpus_per_task),
         ("array_parallelism", array_parallelism),
+        ("max_num_timeout", max_num_timeout),
         ("nodes", nodes),
         ("tasks_per_node", tasks_per_node),
     ):
@@ -134,7 +140,8 @@ def make_executor(
     params = {k: v for k, v in {**generic, **specific}.items() if v is not None}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    ctor = {} if max_num_timeout is None else {"slurm_max_num_timeout": max_num_timeout, "local_max_num_timeout": max_num_timeout}
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **ctor)
     executor.update_parameters(**params)
     return executor
 
@@ -335,6 +342,20 @@ def _finished(job: submitit.Job, *, use_sacct: bool) -> bool:
     return all(sub.paths.result_pickle.exists() for sub in subjobs)
 
 
+def _run_debug_job(job: submitit.DebugJob) -> tuple[bool, Any]:
+    """Run a debug job in its submission-time environment, without submitit's pdb post-mortem."""
+    import pdb  # noqa: T100 - only to silence DebugJob's post-mortem
+
+    saved = pdb.post_mortem
+    pdb.post_mortem = lambda *a, **k: None  # type: ignore[assignment]
+    try:
+        return True, job.result()
+    except Exception as e:  # noqa: BLE001 - returned to the caller
+        return False, e
+    finally:
+        pdb.post_mortem = saved  # type: ignore[assignment]
+
+
 def wait_all(
     jobs: Iterable[submitit.Job],
     timeout_s: float,
@@ -350,9 +371,11 @@ def wait_all(
     one that ``squeue`` no longer lists and that left no result for ``lost_grace_s`` seconds (killed
     before writing it) counts as finished with an ``UncompletedJobError``: without accounting
     submitit would wait for it forever. (With ``lost_grace_s=None`` submitit's own sacct-based
-    ``done()`` is used instead, which needs accounting to notice such jobs.) Debug-executor jobs run here, in-process, one at a time
-    (``timeout_s`` cannot interrupt them); a failing one raises its own exception, without the
-    pdb post-mortem that submitit's ``DebugJob.result()`` opens.
+    ``done()`` is used instead, which needs accounting to notice such jobs.)
+
+    Debug-executor jobs run here, in-process, one at a time (``timeout_s`` cannot interrupt
+    them); a failing one raises its own exception, without the pdb post-mortem that submitit's
+    ``DebugJob.result()`` opens.
     """
     jobs = list(jobs)
     if not isinstance(timeout_s, (int, float)) or timeout_s < 0:
@@ -365,8 +388,7 @@ def wait_all(
     outcomes: dict[int, tuple[bool, Any]] = {}  # debug jobs, run in-process here
     for i, job in enumerate(jobs):
         if isinstance(job, submitit.DebugJob):
-            error = job.exception()  # runs it; unlike result() never opens pdb post-mortem
-            outcomes[i] = (False, error) if error is not None else (True, job._submission._result)
+            outcomes[i] = _run_debug_job(job)
             pending.discard(i)
     while True:
         pending = {i for i in pending if not _finished(jobs[i], use_sacct=lost_grace_s is None)}

@@ -49,6 +49,10 @@ def whoami() -> dict[str, str]:
     return {k: os.environ.get(k, "") for k in ("SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_ARRAY_TASK_ID")}
 
 
+def executor_name() -> str:
+    return submitit.JobEnvironment().cluster
+
+
 def fail(msg: str) -> None:
     raise ValueError(msg)
 
@@ -132,6 +136,21 @@ def test_make_executor_maps_slurm_parameters(tmp_path: Path) -> None:
     assert ex._executor.parameters["array_parallelism"] == 5
 
 
+@pytest.mark.parametrize("cluster", ["slurm", "local"])
+def test_make_executor_max_num_timeout(tmp_path: Path, cluster: str) -> None:
+    assert make_executor(cluster, tmp_path, max_num_timeout=7)._executor.max_num_timeout == 7
+    assert make_executor(cluster, tmp_path)._executor.max_num_timeout == 3
+
+
+def test_stop_flag_pickles_by_reference() -> None:
+    assert cloudpickle.loads(cloudpickle.dumps(STOP_REQUESTED)) is STOP_REQUESTED
+    assert cloudpickle.loads(cloudpickle.dumps(count_progress)).__globals__["STOP_REQUESTED"] is STOP_REQUESTED
+    other = StopFlag()
+    other.set("manual")
+    copy = cloudpickle.loads(cloudpickle.dumps(other))
+    assert copy is not STOP_REQUESTED and not copy.is_set()
+
+
 def test_make_executor_omits_unset_parameters(tmp_path: Path) -> None:
     text = make_executor("slurm", tmp_path)._executor._make_submission_file_text("echo hi", "uid")
     for flag in ("--partition", "--account", "--qos", "--constraint", "--mem", "--gpus-per-node"):
@@ -142,10 +161,11 @@ def test_make_executor_omits_unset_parameters(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cluster", ["local", "debug"])
 def test_local_and_debug_clusters_run_jobs(tmp_path: Path, cluster: str) -> None:
     ex = make_executor(cluster, tmp_path, time_min=5, cpus_per_task=1, partition="ignored", account="ignored")
-    jobs = [ex.submit(square, 3), ex.submit(fail, "boom")]
+    jobs = [ex.submit(square, 3), ex.submit(fail, "boom"), ex.submit(executor_name)]
     out = wait_all(jobs, timeout_s=45, return_exceptions=True)
     assert out[0] == 9
     assert "boom" in str(out[1])
+    assert out[2] == cluster
     with pytest.raises(Exception, match="boom"):
         wait_all(jobs, timeout_s=45)
 
@@ -277,3 +297,22 @@ def test_slurm_grace_alarm_requeues_function_that_ignores_flag(slurm_cluster: sl
     job._interrupt(timeout=True)  # SIGUSR2 only, as at a time limit
     out = wait_all([job], timeout_s=150)[0]
     assert out == {"runs": [False, True]}
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(180)
+def test_slurm_sigterm_saves_resume_call_for_scheduler_requeue(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    """SLURM's own preemption: SIGTERM only, job ends; the scheduler's requeue then resumes."""
+    progress = tmp_path / "progress.json"
+    ex = make_executor("slurm", tmp_path / "logs", time_min=10, mem_gb=0.25)
+    job = ex.submit(CheckpointableCall(count_progress, term_wait_s=0.5), str(progress), 60, 0.05)
+    _wait_for(lambda: _progress(progress).get("step", 0) >= 3, 60, "first steps")
+    subprocess.run(["scancel", "--signal=TERM", str(job.job_id)], check=True, timeout=20)
+    squeue = ["squeue", "-h", "-j", str(job.job_id), "-o", "%T"]
+    _wait_for(lambda: subprocess.run(squeue, capture_output=True, text=True, timeout=20).stdout.strip() in ("", "COMPLETED", "FAILED"), 60, "job end")
+    assert _progress(progress)["stops"] == ["terminate"]
+    assert not job.paths.result_pickle.exists()
+    subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True, timeout=20)  # as PreemptMode=REQUEUE does
+    state = wait_all([job], timeout_s=120)[0]
+    assert state["step"] == 60
+    assert state["starts"] == [False, True]
