@@ -41,7 +41,7 @@ def make_env(args: argparse.Namespace):
 
 @command("run")
 def cmd_run(p: argparse.ArgumentParser):
-    p.description = "Train and evaluate one method x dataset x seed from a config file; writes one record per evaluated variant."
+    """Train and evaluate one method x dataset x seed from a config file; writes one record per evaluated variant."""
     p.add_argument("config", nargs="?", help="a run config (.toml); omit to use only --set values and the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 --set method.members=3 (repeatable)")
@@ -60,7 +60,7 @@ def cmd_run(p: argparse.ArgumentParser):
 
 @command("bench")
 def cmd_bench(p: argparse.ArgumentParser):
-    p.description = "Run a named suite end to end (every run x seed), then rebuild its leaderboard."
+    """Run a named suite end to end (every run x seed), then rebuild its leaderboard."""
     p.add_argument("suite", nargs="?", default="quick", help="suite name (benchmark/suites/<name>.toml) or path (default: quick)")
     p.add_argument("--only", default="", help="comma-separated run names of the suite to run (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE", help="override for every run (repeatable)")
@@ -111,7 +111,7 @@ def cmd_bench(p: argparse.ArgumentParser):
 
 @command("leaderboard")
 def cmd_leaderboard(p: argparse.ArgumentParser):
-    p.description = "Rebuild leaderboards (tables) from the run records; a pure function of the records."
+    """Rebuild leaderboards (tables, plots, page) from the run records; a pure function of the records."""
     p.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="records to read (default: results/runs)")
     p.add_argument("--out", type=Path, default=Path("results/leaderboards"), help="output folder (default: results/leaderboards)")
     p.add_argument("--suite", action="append", default=[], help="only these suites (repeatable; default: all)")
@@ -128,7 +128,7 @@ def cmd_leaderboard(p: argparse.ArgumentParser):
 
 @command("list")
 def cmd_list(p: argparse.ArgumentParser):
-    p.description = "List registered methods, backbones, datasets and suites."
+    """List registered methods, backbones, datasets and suites."""
 
     def run(args: argparse.Namespace) -> int:
         from .backbones import BACKBONES
@@ -148,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="plures: a benchmark of efficient neural-network ensembles.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, setup in COMMANDS.items():
-        p = sub.add_parser(name, help=(setup.__doc__ or name))
+        p = sub.add_parser(name, help=(setup.__doc__ or "").strip())
+        p.description = (setup.__doc__ or "").strip()
         p.set_defaults(handler=setup(p))
-        sub.choices[name].help = p.description
     return parser
 
 

@@ -101,7 +101,10 @@ class RunContext:
         """The trained network of the run ``self.config`` merged with ``overrides`` (e.g. another
         method and seed). Reuses the saved final weights of that run if it exists; otherwise trains
         it here (checkpointed under its own run id) and saves them for later reuse."""
-        sub = C.resolve(C.merge(self.config, overrides))
+        merged = C.merge(self.config, overrides)
+        if "method" in overrides:  # another method's options are exactly the ones given, never this run's
+            merged["method"] = dict(overrides["method"])
+        sub = C.resolve(merged)
         sub_id = run_id_of(sub)
         method = build_method(sub, self.data)
         model = method.build().to(self.device)
@@ -112,12 +115,21 @@ class RunContext:
             self.env.log(f"reusing trained member {sub_id} from {final}")
         else:
             sub_ctx = RunContext(sub, sub_id, self.data, self.train_data, self.env)
+            seed_initialisation(sub)
             model = method.run(sub_ctx)
             save_final(model, final)
             self.train_seconds += sub_ctx.train_seconds
             self.history[sub_id] = sub_ctx.history.get("train", [])
         self.members.append({"run_id": sub_id, "reused": reused, "seed": sub["run"]["seed"], "method": sub["run"]["method"]})
         return model
+
+
+def seed_initialisation(resolved: dict[str, Any]) -> None:
+    """Seed the global RNG (weight initialisation) from the run's seed, so that a run trained as
+    another run's member equals the same run trained on its own."""
+    from .train import derive_seed
+
+    torch.manual_seed(derive_seed(int(resolved["run"]["seed"]), "init"))
 
 
 def save_final(model: nn.Module, path: Path) -> None:
@@ -167,6 +179,7 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
         train_data = DeviceData(data.train, data.mean, data.std, device)
         ctx = RunContext(resolved, run_id, data, train_data, env)
         with stop_on_signals(env.stop):
+            seed_initialisation(resolved)
             model = method.run(ctx)
         save_final(model, ctx.checkpoints / "final.pt")
         return _evaluate_and_record(model, method, ctx, data, resolved, base, started, env)

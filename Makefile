@@ -1,0 +1,50 @@
+# plures: every target creates or reuses the local virtual environment and installs what it needs,
+# so each one works alone as the first command on a fresh machine.
+#
+#   make bench          the default suite end to end (records + leaderboard)      [SUITE=quick]
+#   make test           the test suite (slow real-data tests excluded)
+#   make leaderboard    rebuild leaderboards from the records in results/runs
+#   make test-slow      the long real-data tests
+#
+# Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when it holds the CIFAR-10 copy, else ./data).
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+SUITE    ?= quick
+ARGS     ?=
+PYTEST_ARGS ?=
+DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/cifar10-jpeg.tar.gz),../shared/data,data))
+STAMP    := $(VENV)/.plures-installed
+
+export PLURES_DATA_DIR := $(DATA_DIR)
+
+.PHONY: bench test test-slow leaderboard sweep sweep-status perf venv clean-venv help
+
+help:
+	@sed -n '1,12p' Makefile
+
+# pip, not uv/poetry: torch and torchvision come from pip's configured sources (local wheels on the
+# plures build machines); the range in pyproject.toml admits them.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmark bench $(SUITE) --data-dir "$(DATA_DIR)" $(ARGS)
+
+leaderboard: $(STAMP)
+	$(BIN)/python -m benchmark leaderboard $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
