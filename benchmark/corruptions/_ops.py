@@ -47,12 +47,27 @@ def pad2d(x: torch.Tensor, pad_h: int, pad_w: int, mode: str) -> torch.Tensor:
     return x
 
 
+def conv_matrix(n: int, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """1-D correlation with an odd ``kernel`` and border ``mode`` as a float64 [n, n] matrix."""
+    r = kernel.numel() // 2
+    idx = border_index(n, r, mode)  # padded position p -> source index
+    m = torch.zeros(n, n, dtype=torch.float64)
+    rows = torch.arange(n)
+    for t in range(kernel.numel()):
+        m.index_put_((rows, idx[rows + t]), kernel[t].to(torch.float64).expand(n), accumulate=True)
+    return m
+
+
 def conv_separable(x: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel of ``x`` [N, C, H, W] with ``k_h`` (vertical) then ``k_w`` (horizontal).
 
     Kernels are odd-length 1-D tensors; borders padded with ``mode``.
     """
     n, c, h, w = x.shape
+    if max(h, w) <= 64:  # small images: the padded correlation as two small matmuls
+        mh = conv_matrix(h, k_h, mode).to(x.dtype)
+        mw = conv_matrix(w, k_w, mode).to(x.dtype)
+        return mh @ x @ mw.T
     rh, rw = k_h.numel() // 2, k_w.numel() // 2
     y = pad2d(x.reshape(n * c, 1, h, w), rh, rw, mode)
     y = F.conv2d(y, k_h.to(x.dtype).view(1, 1, -1, 1))
@@ -115,7 +130,7 @@ def disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
 
 def to_chw(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float32 [N, 3, H, W] in [0, 1]."""
-    return images.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+    return images.permute(0, 3, 1, 2).contiguous().to(torch.float32).div_(255.0)
 
 
 def quantize_trunc(x: torch.Tensor) -> torch.Tensor:
@@ -190,9 +205,22 @@ def zoom_axis_weights(size: int, zoom: float) -> tuple[torch.Tensor, torch.Tenso
     return i0 + top, i1 + top, frac
 
 
+def zoom_matrix(size: int, zoom: float) -> torch.Tensor:
+    """``clipped_zoom`` along one axis as a float64 [size, size] interpolation matrix."""
+    i0, i1, f = zoom_axis_weights(size, zoom)
+    a = torch.zeros(size, size, dtype=torch.float64)
+    rows = torch.arange(size)
+    a.index_put_((rows, i0), 1 - f, accumulate=True)
+    a.index_put_((rows, i1), f, accumulate=True)
+    return a
+
+
 def clipped_zoom(x: torch.Tensor, zoom: float) -> torch.Tensor:
     """Zoom the centre of every image of ``x`` [N, C, H, W] (square) by ``zoom`` >= 1."""
     size = x.shape[-1]
+    if size <= 64:  # small images: two small matmuls beat gathers
+        a = zoom_matrix(size, zoom).to(x.dtype)
+        return a @ x @ a.T
     i0, i1, f = zoom_axis_weights(size, zoom)
     f = f.to(x.dtype)
     y = x.index_select(-2, i0) * (1 - f).view(-1, 1) + x.index_select(-2, i1) * f.view(-1, 1)

@@ -1,0 +1,178 @@
+"""Corruption functions: API, shapes, determinism, severity behaviour, fidelity to the originals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmark.corruptions import (
+    ALL_CORRUPTIONS,
+    BENCHMARK_CORRUPTIONS,
+    CORRUPTION_SETS,
+    DETERMINISTIC_CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    _ops,
+    blur,
+    corrupt,
+)
+from benchmark.registry import UnknownNameError
+
+
+def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Smooth-ish random uint8 [n, size, size, 3] (upsampled noise plus fine noise)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, size // 8, size // 8, generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    x = (0.85 * x + 0.15 * torch.rand(n, 3, size, size, generator=g)).clamp(0, 1)
+    return (x * 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+IMGS = _images(4)
+
+
+def test_constants() -> None:
+    assert len(BENCHMARK_CORRUPTIONS) == 15 and BENCHMARK_CORRUPTIONS[0] == "gaussian_noise"
+    assert BENCHMARK_CORRUPTIONS[-1] == "jpeg_compression"
+    assert EXTRA_CORRUPTIONS == ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+    assert ALL_CORRUPTIONS == BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+    assert CORRUPTION_SETS["benchmark15"] == BENCHMARK_CORRUPTIONS
+    ub17 = CORRUPTION_SETS["cifar100-ub17"]
+    assert len(ub17) == 17 and "motion_blur" not in ub17 and "snow" not in ub17 and "saturate" in ub17
+    assert CORRUPTION_SETS["all19"] == ALL_CORRUPTIONS
+
+
+@pytest.mark.parametrize("name", ALL_CORRUPTIONS)
+def test_every_severity_runs_and_is_reproducible(name: str) -> None:
+    for s in range(1, 6):
+        a = corrupt(IMGS, name, s, generator=_gen(7))
+        assert a.shape == IMGS.shape and a.dtype == torch.uint8
+        b = corrupt(IMGS, name, s, generator=_gen(7))
+        assert torch.equal(a, b), f"{name} s{s} not reproducible"
+        if name not in DETERMINISTIC_CORRUPTIONS:
+            c = corrupt(IMGS, name, s, generator=_gen(8))
+            assert not torch.equal(a, c), f"{name} s{s} ignores the generator"
+    assert not torch.equal(corrupt(IMGS, name, 5, generator=_gen(7)), IMGS)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "defocus_blur", "zoom_blur",
+     "gaussian_blur", "contrast", "brightness", "pixelate", "fog"],
+)
+def test_distortion_grows_with_severity(name: str) -> None:
+    # motion_blur is left out: severities 3 and 4 (radius 6 vs 8, sigma 2) differ only in taps weighted < 1e-9.
+    x = _images(16, seed=1)
+    d = [(corrupt(x, name, s, generator=_gen(0)).float() - x.float()).abs().mean().item() for s in range(1, 6)]
+    assert all(a < b for a, b in zip(d, d[1:])), (name, d)
+
+
+def test_truncation_not_rounding() -> None:
+    x = torch.zeros(1, 2, 2, 3, dtype=torch.uint8)
+    x[0, 0, :] = 255  # half 0, half 255: mean 127.5 per channel
+    y = corrupt(x, "contrast", 1, generator=_gen())  # factor .75: 31.875 and 223.125
+    assert set(y.unique().tolist()) == {31, 223}
+
+
+def test_identity_levels_survive_float_rounding() -> None:
+    # constant images (every level 0..255) are fixed points of these; float32 error must not drop a level
+    x = torch.arange(256, dtype=torch.uint8).view(256, 1, 1, 1).expand(256, 8, 8, 3).contiguous()
+    for name in ("contrast", "zoom_blur", "gaussian_blur", "defocus_blur"):
+        assert torch.equal(corrupt(x, name, 3, generator=_gen()), x), name
+    assert torch.equal(_ops.to_uint8_hwc(_ops.to_chw(x)), x)
+
+
+@pytest.mark.parametrize(
+    "name,severity",
+    [("gaussian_noise", 5), ("defocus_blur", 5), ("glass_blur", 2), ("motion_blur", 3), ("zoom_blur", 1),
+     ("fog", 3), ("frost", 2), ("snow", 1), ("elastic_transform", 4), ("pixelate", 2), ("jpeg_compression", 1),
+     ("spatter", 1), ("spatter", 5), ("saturate", 4)],
+)
+def test_imagenet_profile_224(name: str, severity: int) -> None:
+    x = _images(1, 224, seed=2)
+    y = corrupt(x, name, severity, generator=_gen(), profile="imagenet")
+    assert y.shape == (1, 224, 224, 3) and y.dtype == torch.uint8
+    assert not torch.equal(y, x)
+
+
+def test_imagenet_constants_are_stronger() -> None:
+    x = _images(2, 32, seed=3)
+    c = corrupt(x, "gaussian_noise", 1, generator=_gen(), profile="cifar")
+    i = corrupt(x, "gaussian_noise", 1, generator=_gen(), profile="imagenet")
+    assert (i.float() - x.float()).abs().mean() > (c.float() - x.float()).abs().mean()
+
+
+def test_bad_inputs_name_the_value_and_choices() -> None:
+    with pytest.raises(UnknownNameError, match="gaussian_nosie.*valid choices: .*brightness"):
+        corrupt(IMGS, "gaussian_nosie", 1, generator=_gen())
+    for bad in (0, 6, "3", 2.0, True):
+        with pytest.raises(ValueError, match="severity.*1, 2, 3, 4, 5"):
+            corrupt(IMGS, "fog", bad, generator=_gen())  # type: ignore[arg-type]
+    with pytest.raises(UnknownNameError, match="'tiny'.*cifar, imagenet"):
+        corrupt(IMGS, "fog", 1, generator=_gen(), profile="tiny")
+    with pytest.raises(ValueError, match="uint8"):
+        corrupt(IMGS.float(), "fog", 1, generator=_gen())
+    with pytest.raises(ValueError, match=r"\[N, H, W, 3\]"):
+        corrupt(IMGS.permute(0, 3, 1, 2).contiguous(), "fog", 1, generator=_gen())
+
+
+def test_glass_d1_gather_equals_sequential_scan() -> None:
+    arr = _images(3, seed=4)
+    g = _gen(5)
+    fast = blur._glass_shuffle_d1(arr, g)
+    d = torch.randint(-1, 1, (3, 30, 30, 2), generator=_gen(5)).numpy()
+    ref = arr.numpy().copy()
+    for h in range(31, 1, -1):  # the original scan order: copy x[h+dy, w+dx] into x[h, w]
+        for w in range(31, 1, -1):
+            for n in range(3):
+                dx, dy = d[n, h - 2, w - 2]
+                ref[n, h, w] = ref[n, h + dy, w + dx]
+    assert np.array_equal(fast.numpy(), ref)
+
+
+def test_pixelate_matches_pil_box() -> None:
+    x = _images(3, seed=6).numpy()
+    for s, c in enumerate([0.95, 0.9, 0.85, 0.75, 0.65], start=1):
+        ref = np.stack([np.asarray(Image.fromarray(im).resize((int(32 * c),) * 2, Image.BOX).resize((32, 32), Image.BOX))
+                        for im in x])
+        assert np.array_equal(corrupt(torch.from_numpy(x), "pixelate", s, generator=_gen()).numpy(), ref)
+
+
+def test_jpeg_matches_pil() -> None:
+    import io
+
+    x = _images(2, seed=7).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(x[1]).save(buf, "JPEG", quality=58)
+    ref = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    assert np.array_equal(corrupt(torch.from_numpy(x), "jpeg_compression", 3, generator=_gen()).numpy()[1], ref)
+
+
+def test_blur_and_zoom_match_scipy() -> None:
+    scipy_ndimage = pytest.importorskip("scipy.ndimage")
+    x = _images(2, seed=8)
+    xf = x.numpy().astype(np.float64) / 255
+    ref = np.stack([scipy_ndimage.gaussian_filter(im, sigma=(1.0, 1.0, 0), mode="nearest") for im in xf])
+    ours = corrupt(x, "gaussian_blur", 5, generator=_gen()).numpy()
+    assert np.abs(np.floor(np.clip(ref, 0, 1) * 255).astype(int) - ours).max() <= 1
+    z = 1.15
+    ch = int(np.ceil(32 / z))
+    top = (32 - ch) // 2
+    zz = scipy_ndimage.zoom(xf[0, top:top + ch, top:top + ch], (z, z, 1), order=1)
+    t = (zz.shape[0] - 32) // 2
+    ours_z = _ops.clipped_zoom(_ops.to_chw(x[:1]).double(), z)[0].permute(1, 2, 0).numpy()
+    assert np.abs(zz[t:t + 32, t:t + 32] - ours_z).max() < 1e-6
+
+
+def test_brightness_keeps_hue() -> None:
+    x = _images(2, seed=9)
+    y = corrupt(x, "brightness", 3, generator=_gen())
+    h0 = _ops.rgb_to_hsv(_ops.to_chw(x).double())[:, 0]
+    h1 = _ops.rgb_to_hsv(_ops.to_chw(y).double())[:, 0]
+    dh = (h0 - h1).abs()
+    assert torch.minimum(dh, 1 - dh).median() < 0.02
