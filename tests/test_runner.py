@@ -173,3 +173,40 @@ def test_help(command: list[str], capsys) -> None:
         cli.main([*command, "--help"])
     assert exc.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_corrupted_evaluation_on_regenerated_sets(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    cfg = C.merge(tiny_run_config, {"train": {"epochs": 1}, "eval": {"corruptions": "regenerated", "corruption_subset": 16,
+                                                                    "corruption_severities": [1, 5]}})
+    [path] = run_experiment(cfg, env_for(tmp_path, root))
+    cor = json.loads(path.read_text())["metrics"]["corrupted"]
+    assert cor["source"] == "regenerated" and cor["corruption_set"] == "benchmark15" and len(cor["per"]) == 15
+    assert set(cor["per"]["fog"]) == {"1", "5"} and cor["per"]["fog"]["5"]["n"] == 16 and cor["subset"] == 16
+    mean_acc = sum(m["accuracy"] for sev in cor["per"].values() for m in sev.values()) / 30
+    assert cor["summary"]["cA"] == pytest.approx(mean_acc)
+    # the regenerated sets are cached: a second run reuses the folder
+    folder = Path(cor["folder"])
+    mtime = (folder / "fog.npy").stat().st_mtime_ns
+    run_experiment(cfg, env_for(tmp_path, root))
+    assert (folder / "fog.npy").stat().st_mtime_ns == mtime
+
+
+def test_official_corrupted_folder_must_match_the_test_set(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    import numpy as np
+
+    root, arrays = cifar10_dir
+    folder = root / "CIFAR-10-C"
+    folder.mkdir()
+    n = len(arrays["test_labels"])
+    np.save(folder / "labels.npy", np.tile((arrays["test_labels"] + 1) % 10, 5).astype(np.uint8))  # wrong labels
+    for name in ("gaussian_noise",):
+        np.save(folder / f"{name}.npy", np.tile(arrays["test_images"], (5, 1, 1, 1)))
+    cfg = C.merge(tiny_run_config, {"train": {"epochs": 0}, "eval": {"corruptions": "official"}})
+    with pytest.raises(ValueError, match="do not match the clean test labels"):
+        run_experiment(cfg, env_for(tmp_path, root))
+    np.save(folder / "labels.npy", np.tile(arrays["test_labels"], 5).astype(np.uint8))
+    from benchmark.data_corrupted import CorruptedDataError
+
+    with pytest.raises(CorruptedDataError, match="shot_noise"):  # the second corruption of the set is missing
+        run_experiment(cfg, env_for(tmp_path, root))

@@ -1,0 +1,103 @@
+"""Evaluation on corrupted test sets (CIFAR-10-C / CIFAR-100-C layouts), per corruption and severity.
+
+Which set (``[eval] corruptions``):
+- ``"regenerated"``: generated from the run's own clean test set by ``benchmark.corruptions``
+  (Hendrycks' CIFAR parameters, seeded) and cached under the cache dir; records say so.
+- ``"official"``: the released folder ``<data root>/CIFAR-10-C`` (or ``CIFAR-100-C``).
+- any other value: a folder path in the official layout.
+
+``corruption_subset = N`` evaluates the first N test images of every corruption x severity (a fixed
+subset, recorded); 0 means all. Summaries average over the named ``corruption_set``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from torch import nn
+
+from .corruptions import CORRUPTION_SETS, corruption_set
+from .corruptions.generate import generate_cifar_c
+from .data import Dataset, DeviceData, Split, resolve_cache_dir, resolve_data_dir
+from .data_corrupted import cifar_c_source, load_cifar_c
+from .progress import progress_bar
+from .train import evaluate
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import Environment
+
+OFFICIAL_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar10-jpeg": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}
+SUMMARY_KEYS = {"accuracy": "cA", "nll": "cNLL", "ece": "cECE", "brier": "cBrier"}
+
+
+def corrupted_folder(data: Dataset, ev: dict[str, Any], env: "Environment", progress: bool = True) -> Path:
+    """The folder of corrupted sets to evaluate on, generating (and caching) it when asked."""
+    kind = ev["corruptions"]
+    if kind == "official":
+        if data.name not in OFFICIAL_FOLDERS:
+            raise ValueError(f"no official corrupted release is known for dataset {data.name!r}; known: {', '.join(sorted(OFFICIAL_FOLDERS))}")
+        return resolve_data_dir(env.data_dir) / OFFICIAL_FOLDERS[data.name]
+    if kind != "regenerated":
+        return Path(kind)
+    subset = int(ev["corruption_subset"]) or len(data.test)
+    names = corruption_set(ev["corruption_set"])
+    root = resolve_cache_dir(env.cache_dir, resolve_data_dir(env.data_dir))
+    folder = root / f"{data.name}-C" / f"regenerated-seed{ev['corruption_seed']}-n{subset}-{ev['corruption_set']}"
+    images = np.ascontiguousarray(data.test.images[:subset])
+    labels = np.asarray(data.test.labels[:subset])
+    return generate_cifar_c(images, labels, folder, corruptions=names, severities=tuple(ev["corruption_severities"]),
+                            seed=int(ev["corruption_seed"]), progress=progress)
+
+
+def evaluate_corrupted(net: nn.Module, data: Dataset, ev: dict[str, Any], env: "Environment", *, batch_size: int, precision: str,
+                       channels_last: bool, progress: bool = True) -> dict[str, Any]:
+    """Metrics per corruption and severity, and their means over the corruption set.
+
+    Returns {"source", "folder", "corruption_set", "corruptions", "severities", "subset", "per":
+    {corruption: {"<severity>": metrics}}, "summary": {cA, cNLL, cECE, cBrier, disagreement, kl},
+    "images_per_second"}.
+    """
+    if ev["corruption_set"] not in CORRUPTION_SETS:
+        raise ValueError(f"unknown corruption_set {ev['corruption_set']!r}; valid choices: {', '.join(sorted(CORRUPTION_SETS))}")
+    folder = corrupted_folder(data, ev, env, progress)
+    names = corruption_set(ev["corruption_set"])
+    severities = [int(s) for s in ev["corruption_severities"]]
+    subset = int(ev["corruption_subset"])
+    per: dict[str, dict[str, Any]] = {}
+    seen = 0
+    t0 = time.perf_counter()
+    bar = progress_bar(total=len(names) * len(severities), desc="eval corrupted", unit="set", enable=progress)
+    for name in names:
+        per[name] = {}
+        for s in severities:
+            images, labels = load_cifar_c(folder, name, s)
+            n = min(subset or len(labels), len(labels))
+            expected = np.asarray(data.test.labels[:n])
+            if not np.array_equal(np.asarray(labels[:n]), expected):
+                raise ValueError(f"labels of {folder}/{name}.npy (severity {s}) do not match the clean test labels of {data.name}: "
+                                 "the corrupted set belongs to another test set or order")
+            split = DeviceData(Split(images[:n], expected), data.mean, data.std, env_device(net))
+            per[name][str(s)] = evaluate(net, split, batch_size=batch_size, precision=precision, channels_last=channels_last, progress=False)
+            seen += n
+            bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return {"source": cifar_c_source(folder), "folder": str(folder), "corruption_set": ev["corruption_set"], "corruptions": list(names),
+            "severities": severities, "subset": subset, "seed": int(ev["corruption_seed"]) if ev["corruptions"] == "regenerated" else None,
+            "per": per, "summary": summarise(per), "images": seen, "seconds": seconds, "images_per_second": seen / seconds if seconds else None}
+
+
+def env_device(net: nn.Module):
+    return next(net.parameters()).device
+
+
+def summarise(per: dict[str, dict[str, dict[str, Any]]], corruptions: list[str] | None = None) -> dict[str, float]:
+    """Means over corruptions x severities: cA, cNLL, cECE, cBrier, and mean member diversity."""
+    cells = [m for c, sev in per.items() if corruptions is None or c in corruptions for m in sev.values()]
+    out = {short: float(np.mean([m[key] for m in cells])) for key, short in SUMMARY_KEYS.items()}
+    out["disagreement"] = float(np.mean([m["diversity"]["disagreement"] for m in cells]))
+    out["kl"] = float(np.mean([m["diversity"]["kl"] for m in cells]))
+    return out
