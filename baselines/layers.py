@@ -1,0 +1,156 @@
+"""Shared ensemble layers: BatchEnsemble's rank-1 fast-weight convolution and dense layer.
+
+A BatchEnsemble layer holds one shared ("slow") weight ``W`` and, per member ``m``, two
+fast-weight vectors ``r_m`` (input side) and ``s_m`` (output side). Member ``m``'s effective
+weight is ``W o (s_m r_m^T)``, but it is never materialised: the layer computes
+``((x o r_m) W) o s_m (+ b_m)`` on member ``m``'s rows.
+
+Rows are laid out member-major: the layer sees ``[M*b, ...]`` rows and applies member ``m``'s
+fast weights to rows ``m*b .. (m+1)*b - 1`` (chunk ``m``). :class:`TiledEnsemble` tiles the
+batch once at the network input, so every layer downstream sees that layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _per_row(v: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """Member vectors ``[M, C]`` -> per-row vectors ``[M*b, C]`` (member-major chunks), in ``dtype``.
+
+    ``rows`` (= M*b) must be a multiple of M; the error names both.
+    """
+    members = v.shape[0]
+    if rows % members != 0:
+        raise ValueError(f"a BatchEnsemble layer with {members} members got {rows} rows; the rows must be the batch "
+                         f"tiled {members} times (a multiple of {members}); tile the input with TiledEnsemble")
+    return v.to(dtype).repeat_interleave(rows // members, dim=0)
+
+
+class _RankOneMixin:
+    """Parameters and initialisation shared by the BatchEnsemble layers."""
+
+    members: int
+    r: nn.Parameter
+    s: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_fast(self, mean: float, std: float) -> None:
+        with torch.no_grad():
+            self.r.normal_(mean, std)
+            self.s.normal_(mean, std)
+
+    def fast_weights(self) -> list[nn.Parameter]:
+        """The rank-1 factors ``r`` ``[M, in]`` and ``s`` ``[M, out]`` (no weight decay on these)."""
+        return [self.r, self.s]
+
+    def member_parameters(self) -> list[nn.Parameter]:
+        """Every per-member parameter: ``r``, ``s`` and the per-member bias ``[M, out]`` if any."""
+        return self.fast_weights() + ([self.bias] if self.bias is not None else [])
+
+
+class BatchEnsembleConv2d(_RankOneMixin, nn.Module):
+    """2-D convolution with rank-1 fast weights: ``[M*b, in, H, W] -> [M*b, out, H', W']``.
+
+    Parameters: ``weight`` ``[out, in, k, k]`` (shared, initialised like ``nn.Conv2d``), ``r``
+    ``[M, in]``, ``s`` ``[M, out]`` (both ~ N(init_mean, init_std)), and, with ``bias=True``, a
+    per-member ``bias`` ``[M, out]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = False, *, members: int, init_mean: float = 1.0, init_std: float = 0.5) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.members = members
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        self.r = nn.Parameter(torch.empty(members, in_channels))
+        self.s = nn.Parameter(torch.empty(members, out_channels))
+        self.bias = nn.Parameter(torch.empty(members, out_channels)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default
+        if self.bias is not None:
+            bound = 1 / math.sqrt(in_channels * kernel_size * kernel_size)
+            nn.init.uniform_(self.bias, -bound, bound)
+        self._init_fast(init_mean, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[M*b, in, H, W]`` -> ``[M*b, out, H', W']``; chunk m uses member m's r, s (and bias)."""
+        n = x.shape[0]
+        out = F.conv2d(x * _per_row(self.r, n, x.dtype)[:, :, None, None], self.weight, None, self.stride, self.padding)
+        out = out * _per_row(self.s, n, out.dtype)[:, :, None, None]
+        if self.bias is not None:
+            out = out + _per_row(self.bias, n, out.dtype)[:, :, None, None]
+        return out
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, bias={self.bias is not None}, members={self.members}")
+
+
+class BatchEnsembleLinear(_RankOneMixin, nn.Module):
+    """Dense layer with rank-1 fast weights and a per-member bias: ``[M*b, in] -> [M*b, out]``.
+
+    Parameters: ``weight`` ``[out, in]`` (shared, initialised like ``nn.Linear``), ``r`` ``[M, in]``,
+    ``s`` ``[M, out]`` (~ N(init_mean, init_std)), ``bias`` ``[M, out]`` (each row initialised like
+    ``nn.Linear``'s bias).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, members: int,
+                 init_mean: float = 1.0, init_std: float = 0.5) -> None:
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1, got {members}")
+        self.in_features, self.out_features, self.members = in_features, out_features, members
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.r = nn.Parameter(torch.empty(members, in_features))
+        self.s = nn.Parameter(torch.empty(members, out_features))
+        self.bias = nn.Parameter(torch.empty(members, out_features)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
+        if self.bias is not None:
+            bound = 1 / math.sqrt(in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+        self._init_fast(init_mean, init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[M*b, in]`` -> ``[M*b, out]``; chunk m uses member m's r, s and bias."""
+        n = x.shape[0]
+        out = F.linear(x * _per_row(self.r, n, x.dtype), self.weight)
+        out = out * _per_row(self.s, n, out.dtype)
+        if self.bias is not None:
+            out = out + _per_row(self.bias, n, out.dtype)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}, members={self.members}"
+
+
+def batchensemble_layers(module: nn.Module) -> list[nn.Module]:
+    """The BatchEnsemble layers inside ``module`` (in ``modules()`` order)."""
+    return [m for m in module.modules() if isinstance(m, (BatchEnsembleConv2d, BatchEnsembleLinear))]
+
+
+class TiledEnsemble(nn.Module):
+    """Tiles the batch M times at the input of ``net`` and splits its output by member.
+
+    ``forward(x [B, C, H, W]) -> [M, B, K]``: ``net`` sees ``[M*B, C, H, W]`` (chunk m = member m),
+    at training and at test time alike; its ``[M*B, K]`` output is viewed as ``[M, B, K]``.
+    """
+
+    def __init__(self, net: nn.Module, members: int) -> None:
+        super().__init__()
+        self.net = net
+        self.members = members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        tiled = x.repeat(self.members, *([1] * (x.dim() - 1)))
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            tiled = tiled.contiguous(memory_format=torch.channels_last)
+        out = self.net(tiled)
+        return out.view(self.members, b, *out.shape[1:])

@@ -1,0 +1,165 @@
+"""MC dropout (Gal & Ghahramani, 2016): dropout that stays on at test time, K samples averaged.
+
+Dropout with rate ``rate`` sits inside every residual branch (``Layers.branch_dropout``: between
+the branch's convolutions) and is active in training and in evaluation mode alike. With
+``filterwise`` it drops whole channels (Dropout2d: one Bernoulli per example and channel) instead
+of single activations. Training uses one sample per image (logits ``[1, B, K]``); evaluation uses
+K samples per image for every K in ``samples``, each a leaderboard row of its own
+(``eval_variants``: label ``"K=k"``, k forward passes per example). The k samples are computed
+in one pass on the batch repeated k times (in chunks of at most ``max_rows`` rows).
+
+Randomness. In training mode the masks come from the global RNG, which the harness re-seeds at
+every step (so resumed runs replay exactly). In evaluation mode they come from a generator owned
+by the network (:class:`DropoutRNG`, shared by all its dropout layers), re-seeded from a fixed
+seed every time the network is put in evaluation mode (``model.eval()``, as ``evaluate`` does at
+its start). An evaluation is therefore reproducible and independent of the global RNG; the masks
+still depend on the evaluation batch size. The seed is the option ``eval_seed`` (default 0), so
+re-evaluating saved weights with the same config reproduces the record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.methods import Method, MethodOptions, register_method
+
+
+class DropoutRNG:
+    """The evaluation-mode random stream of one network's dropout layers (one generator per device).
+
+    ``reset()`` restarts the stream from ``seed``; generators are created lazily on first use.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = int(seed)
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self.seed = int(seed)
+        self._generators.clear()
+
+    def generator(self, device: torch.device) -> torch.Generator:
+        g = self._generators.get(device)
+        if g is None:
+            g = torch.Generator(device=device)
+            g.manual_seed(self.seed)
+            self._generators[device] = g
+        return g
+
+    def __deepcopy__(self, memo: dict) -> "DropoutRNG":
+        return DropoutRNG(self.seed)
+
+
+class AlwaysDropout(nn.Module):
+    """Inverted dropout that is active in training and evaluation mode: ``[N, C, ...] -> same``.
+
+    Element-wise, or with ``filterwise`` one mask per (example, channel). Training draws from the
+    global RNG; evaluation draws from ``rng`` (and entering evaluation mode resets it).
+    """
+
+    def __init__(self, rate: float, rng: DropoutRNG, filterwise: bool = False) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate, self.filterwise, self.rng = float(rate), bool(filterwise), rng
+
+    def train(self, mode: bool = True) -> "AlwaysDropout":
+        if not mode:
+            self.rng.reset()
+        return super().train(mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0:
+            return x
+        shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.filterwise else x.shape
+        gen = None if self.training else self.rng.generator(x.device)
+        keep = torch.rand(shape, generator=gen, device=x.device) >= self.rate
+        return x * (keep.to(x.dtype) / (1.0 - self.rate))
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, filterwise={self.filterwise}"
+
+
+class MCDropoutNet(nn.Module):
+    """``samples`` dropout samples of a backbone: ``forward(x [B,C,H,W]) -> [samples, B, K]``.
+
+    The batch is repeated ``samples`` times and run in chunks of at most ``max_rows`` rows (whole
+    copies of the batch per chunk; one copy per chunk when B alone exceeds ``max_rows``).
+    ``net`` is the backbone (state-dict keys ``net.*``, as the deterministic baseline's).
+    """
+
+    def __init__(self, net: nn.Module, rng: DropoutRNG, samples: int = 1, max_rows: int = 4096) -> None:
+        super().__init__()
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        self.net, self.rng, self.samples, self.max_rows = net, rng, int(samples), int(max_rows)
+
+    def with_samples(self, samples: int) -> "MCDropoutNet":
+        """A view with another sample count that shares this network's parameters and RNG."""
+        return MCDropoutNet(self.net, self.rng, samples, self.max_rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        per_chunk = max(1, self.max_rows // max(1, b))
+        outs = []
+        for start in range(0, self.samples, per_chunk):
+            k = min(per_chunk, self.samples - start)
+            rows = x if k == 1 else x.repeat(k, *([1] * (x.dim() - 1)))
+            if k > 1 and x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+                rows = rows.contiguous(memory_format=torch.channels_last)
+            out = self.net(rows)
+            outs.append(out.view(k, b, *out.shape[1:]))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+
+
+@dataclass
+class MCDropoutOptions(MethodOptions):
+    """``rate``: dropout rate; ``samples``: the test-time sample counts K (one leaderboard row each);
+    ``filterwise``: drop whole channels; ``eval_seed``: seed of the evaluation-mode masks;
+    ``members``: must stay 1 (one sample per image in training)."""
+
+    members: int = 1
+    rate: float = 0.1
+    samples: list[int] = field(default_factory=lambda: [1, 30])
+    filterwise: bool = False
+    eval_seed: int = 0
+
+
+@register_method("mc_dropout")
+class MCDropout(Method):
+    """Always-on residual-branch dropout; trained with one sample, evaluated with K samples."""
+
+    Options = MCDropoutOptions
+
+    def __init__(self, options: MCDropoutOptions, task: Any) -> None:
+        super().__init__(options, task)
+        if options.members != 1:
+            raise ValueError(f"mc_dropout trains one member (members=1), got members={options.members}; "
+                             f"set the test-time sample counts with samples=[...]")
+        if not 0.0 <= options.rate < 1.0:
+            raise ValueError(f"mc_dropout rate must be in [0, 1), got {options.rate}")
+        if not options.samples or any(int(k) != k or k < 1 for k in options.samples):
+            raise ValueError(f"mc_dropout samples must be a non-empty list of positive integers, got {options.samples!r}")
+
+    def build(self) -> nn.Module:
+        """The backbone with :class:`AlwaysDropout` in every residual branch, one sample per forward."""
+        rng = DropoutRNG(self.options.eval_seed)
+        o = self.options
+        layers = self.task.layers(branch_dropout=lambda channels: AlwaysDropout(o.rate, rng, o.filterwise))
+        return MCDropoutNet(self.task.backbone_net(layers), rng, samples=1)
+
+    def variant(self) -> str:
+        return f"K={self.options.samples[0]}"
+
+    def forward_passes(self) -> int:
+        return int(self.options.samples[0])
+
+    def eval_variants(self, model: nn.Module) -> list[tuple[str, nn.Module, int]]:
+        """One row per K in ``samples``: (``"K=k"``, the network returning ``[k, B, K]``, k)."""
+        return [(f"K={k}", model.with_samples(int(k)), int(k)) for k in self.options.samples]
+
