@@ -1,0 +1,155 @@
+"""Deep ensembles (Lakshminarayanan et al., 2017): M networks trained independently, combined.
+
+Each member is an ordinary run of ``member_method`` (default: the deterministic network) with its
+own seed, trained exactly like that run (same data, epochs, schedule: an equal budget per
+member), obtained through ``RunContext.member_model``: a member whose saved final weights
+already exist (e.g. the suite's deterministic run of that seed) is reused, not retrained.
+Run seed ``s`` uses member seeds ``s*M .. s*M + M-1``, so seed 0 reuses deterministic seeds 0..M-1.
+
+At evaluation the members run as one module, :class:`StackedEnsemble`: their parameters and
+buffers are stacked along a leading member axis and one ``torch.vmap`` pass evaluates all of
+them, giving member logits ``[M, B, K]``; the harness averages their probabilities. Test cost:
+M forward passes of the member network (M times its FLOPs and parameters).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from benchmark.methods import Method, MethodOptions, get_method, register_method
+
+if TYPE_CHECKING:  # pragma: no cover
+    from benchmark.runner import RunContext
+
+
+def _set_tensor(root: nn.Module, name: str, value: torch.Tensor, parameter: bool) -> None:
+    """Replace parameter or buffer ``name`` (dotted) of ``root`` by ``value`` (any shape)."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = root.get_submodule(owner_name)
+    if parameter:
+        setattr(owner, attr, nn.Parameter(value))
+    else:
+        owner.register_buffer(attr, value, persistent=attr not in owner._non_persistent_buffers_set)
+
+
+class StackedEnsemble(nn.Module):
+    """M networks of one architecture evaluated in one vectorised pass.
+
+    ``members``: networks mapping ``[B, C, H, W]`` to ``[B, K]`` or ``[Mi, B, K]`` (e.g. a
+    ``SingleMember``'s ``[1, B, K]``). ``forward`` returns ``[M * Mi, B, K]`` (``[M, B, K]`` for
+    one-member networks). The stacked parameters and buffers live in ``self.stacked``, a copy of
+    the first member whose every tensor has a leading member axis (state-dict keys are the
+    member's keys); the members passed in are not kept.
+
+    In eval mode the pass is one ``torch.vmap`` over the member axis (BatchNorm uses each
+    member's running statistics). In train mode (BatchNorm would update its statistics in place,
+    which vmap does not allow) ``forward`` runs the members one after the other, as
+    :meth:`looped_forward` does; gradients reach the stacked parameters either way.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        members = list(members)
+        if not members:
+            raise ValueError("StackedEnsemble needs at least one member, got none")
+        names = [sorted(n for n, _ in m.named_parameters()) + sorted(n for n, _ in m.named_buffers()) for m in members]
+        if any(n != names[0] for n in names[1:]):
+            raise ValueError("StackedEnsemble members must share one architecture (same parameter and buffer names)")
+        params, buffers = stack_module_state(members)
+        self.num_members = len(members)
+        self.stacked = copy.deepcopy(members[0])
+        for name, value in params.items():
+            _set_tensor(self.stacked, name, value.detach().clone(), parameter=True)
+        for name, value in buffers.items():
+            _set_tensor(self.stacked, name, value.detach().clone(), parameter=False)
+        self.train(members[0].training)
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        return dict(self.stacked.named_parameters()), dict(self.stacked.named_buffers())
+
+    def _member_axis_first(self, out: torch.Tensor) -> torch.Tensor:
+        """``[M, B, K]`` or ``[M, Mi, B, K]`` -> ``[M * Mi, B, K]``."""
+        return out.flatten(0, 1) if out.dim() == 4 else out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> member logits ``[M, B, K]`` (one vmap pass in eval mode)."""
+        if self.training:
+            return self.looped_forward(x)
+        params, buffers = self._state()
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.stacked, (p, b), (inputs,))
+
+        out = torch.vmap(one, in_dims=(0, 0, None), randomness="different")(params, buffers, x)
+        return self._member_axis_first(out)
+
+    def looped_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same as ``forward``, one member after the other (a reference for tests): ``[M, B, K]``."""
+        params, buffers = self._state()
+        outs = [functional_call(self.stacked, ({k: v[m] for k, v in params.items()}, {k: v[m] for k, v in buffers.items()}), (x,))
+                for m in range(self.num_members)]
+        return self._member_axis_first(torch.stack(outs))
+
+
+@dataclass
+class DeepEnsembleOptions(MethodOptions):
+    """``members``: M independent runs; ``member_method``: the registered method each member runs."""
+
+    members: int = 4
+    member_method: str = "deterministic"
+
+
+@register_method("deep_ensemble")
+class DeepEnsemble(Method):
+    """M independently trained runs of ``member_method`` with seeds ``seed*M + m``, one stacked pass."""
+
+    Options = DeepEnsembleOptions
+
+    def __init__(self, options: DeepEnsembleOptions, task: Any) -> None:
+        super().__init__(options, task)
+        if int(options.members) < 1:
+            raise ValueError(f"deep_ensemble: members must be >= 1, got {options.members}")
+        if options.member_method == self.name:
+            raise ValueError(f"deep_ensemble: member_method cannot be {self.name!r} itself; choose e.g. 'deterministic'")
+        get_method(options.member_method)  # an unknown name fails here and lists the valid ones
+        self.member_runs: list[dict[str, Any]] = []
+
+    def member(self) -> Method:
+        """The method one member runs, with its default options."""
+        return get_method(self.options.member_method).from_config({}, self.task)
+
+    def member_seeds(self, seed: int) -> list[int]:
+        return [seed * self.members + m for m in range(self.members)]
+
+    def variant(self) -> str:
+        base = f"M={self.members}"
+        return base if self.options.member_method == "deterministic" else f"{base} {self.options.member_method}"
+
+    def build(self) -> nn.Module:
+        """Untrained stand-in of the trained ensemble: M fresh members (init seeds 0..M-1), stacked."""
+        nets = []
+        for m in range(self.members):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(m)
+                nets.append(self.member().build())
+        return StackedEnsemble(nets)
+
+    def run(self, ctx: "RunContext") -> nn.Module:
+        """Obtain (train or reuse) the M member runs and stack them; trains nothing itself."""
+        first = len(ctx.members)
+        nets = [ctx.member_model({"run": {"method": self.options.member_method, "seed": s}, "method": {}}) for s in self.member_seeds(ctx.seed)]
+        self.member_runs = [dict(entry) for entry in ctx.members[first:]]
+        return StackedEnsemble(nets).to(ctx.device)
+
+    def forward_passes(self) -> int:
+        return self.members * self.member().forward_passes()
+
+    def extra_record(self) -> dict[str, Any]:
+        return {"member_method": self.options.member_method, "member_run_ids": [e["run_id"] for e in self.member_runs],
+                "member_seeds": [e["seed"] for e in self.member_runs], "member_reused": [e["reused"] for e in self.member_runs]}

@@ -1,0 +1,167 @@
+"""Non-overlapping subnetwork ensembles: disjoint masks, gradient isolation, the grouped one-pass
+network against dense extracted subnetworks, criteria, errors, and the stages through RunContext."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from baselines.subnetwork import (CRITERIA, Subnetwork, channel_graph, extract_subnetwork, load_from_parent,
+                                  partition_channels, snake_assignment)
+from benchmark import config as C
+from benchmark.data import Dataset, DeviceData, Split
+from benchmark.methods import Task, ensemble_loss, get_method
+from benchmark.runner import Environment, RunContext, run_id_of
+
+M = 4
+BACKBONES = {"resnet8": {"width": 8}, "wrn10-1": {}}  # post-activation (BN after add) and pre-activation residuals
+
+
+def _method(backbone: str = "resnet8", **options) -> Subnetwork:
+    task = Task(num_classes=5, backbone=backbone, backbone_options=BACKBONES.get(backbone, {}), image_size=8)
+    return get_method("subnetwork").from_config({"members": M, **options}, task)
+
+
+def _trained_like_parent(method: Subnetwork, seed: int = 0) -> nn.Module:
+    """A parent backbone with non-trivial BatchNorm scales, offsets and running statistics."""
+    torch.manual_seed(seed)
+    parent = method.build_parent().net
+    g = torch.Generator().manual_seed(seed)
+    for mod in parent.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            c = mod.num_features
+            mod.weight.data = torch.randn(c, generator=g)
+            mod.bias.data = 0.1 * torch.randn(c, generator=g)
+            mod.running_mean = 0.1 * torch.randn(c, generator=g)
+            mod.running_var = torch.rand(c, generator=g) + 0.5
+    return parent
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+@pytest.mark.parametrize("criterion", CRITERIA)
+def test_masks_are_disjoint_equal_and_cover_every_channel(backbone: str, criterion: str) -> None:
+    method = _method(backbone)
+    part = partition_channels(_trained_like_parent(method), M, criterion, seed=3)
+    assert len(part.graph.groups) >= 4
+    for g, group in enumerate(part.graph.groups):
+        masks = [set(part.indices(g, m).tolist()) for m in range(M)]
+        assert all(len(s) == group.channels // M > 0 for s in masks)
+        assert set().union(*masks) == set(range(group.channels))
+        assert sum(len(s) for s in masks) == group.channels  # hence pairwise disjoint
+    counts = part.channel_counts()
+    assert counts and all(v["per_member"] == [v["channels"] // M] * M for v in counts.values())
+
+
+def test_residual_layers_share_one_group() -> None:
+    graph = channel_graph(_method("resnet8").build_parent().net)
+    stem_group = graph.convs["stem.0"][1]
+    assert graph.convs["stages.0.0.conv2"][1] == stem_group  # identity shortcut: same channels
+    assert graph.convs["stages.1.0.conv2"][1] == graph.convs["stages.1.0.shortcut.0"][1]
+    assert graph.convs["stages.0.0.conv1"][1] != stem_group
+
+
+def test_snake_dealing_balances_ranks() -> None:
+    owner = snake_assignment(torch.tensor([8.0, 7, 6, 5, 4, 3, 2, 1]), 2)
+    assert owner.tolist() == [0, 1, 1, 0, 0, 1, 1, 0]
+
+
+def test_criteria_give_different_masks() -> None:
+    method = _method()
+    parent = _trained_like_parent(method)
+    parts = {c: partition_channels(parent, M, c, seed=0) for c in CRITERIA}
+    for a, b in (("random", "bn_scale"), ("random", "filter_norm"), ("bn_scale", "filter_norm")):
+        assert any(not torch.equal(x, y) for x, y in zip(parts[a].assignment, parts[b].assignment)), (a, b)
+    # bn_scale puts the channel with the largest |scale| of the stem's group in subnetwork 0
+    g = parts["bn_scale"].graph.convs["stages.0.0.conv1"][1]
+    bn = parent.get_submodule(parts["bn_scale"].graph.groups[g].norms[0])
+    assert parts["bn_scale"].assignment[g][bn.weight.abs().argmax()] == 0
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_grouped_pass_equals_extracted_subnetworks(backbone: str) -> None:
+    method = _method(backbone)
+    parent = _trained_like_parent(method)
+    part = partition_channels(parent, M, "bn_scale")
+    grouped = method.build()
+    load_from_parent(grouped, parent, part)
+    subs = [extract_subnetwork(parent, part, m) for m in range(M)]
+    x = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for training in (False, True):  # running statistics, then batch statistics
+        grouped.train(training)
+        with torch.no_grad():
+            out = grouped(x)
+            ref = torch.stack([sub.train(training)(x) for sub in subs])
+        assert out.shape == (M, 5, 5)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out[0], out[1])
+    # one subnetwork has 1/M^2 of the parent's convolution weights (1/M in the stem: the image is shared)
+    for name, (gi, _) in part.graph.convs.items():
+        ratio = parent.get_submodule(name).weight.numel() / subs[0].get_submodule(name).weight.numel()
+        assert ratio == (M if gi < 0 else M * M), name
+
+
+def _member_grads(grouped: nn.Module, x: torch.Tensor, y: torch.Tensor, member: int | None) -> dict[str, torch.Tensor]:
+    grouped.zero_grad(set_to_none=False)
+    logits = grouped(x)
+    loss = ensemble_loss(logits, y.expand(M, -1)) if member is None else F.cross_entropy(logits[member], y)
+    loss.backward()
+    return {n: p.grad.detach().clone() for n, p in grouped.named_parameters()}
+
+
+def test_gradients_stay_inside_each_subnetwork() -> None:
+    method = _method()
+    grouped = method.build().train()
+    x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    full = _member_grads(grouped, x, y, None)
+    for i in range(M):
+        own = _member_grads(grouped, x, y, i)
+        for name, grad in own.items():
+            blocks = grad.chunk(M, dim=0)  # every parameter's leading axis is M blocks, one per subnetwork
+            assert blocks[i].abs().sum() > 0, name
+            for j in range(M):
+                if j != i:
+                    assert torch.count_nonzero(blocks[j]) == 0, (name, i, j)
+            torch.testing.assert_close(full[name].chunk(M, dim=0)[i], blocks[i], rtol=1e-4, atol=1e-6)
+
+
+def test_errors_name_the_bad_value() -> None:
+    with pytest.raises(ValueError, match=r"'nope'.*valid choices: bn_scale, filter_norm, random"):
+        _method(criterion="nope")
+    with pytest.raises(ValueError, match=r"'nope'.*valid choices: bn_scale, filter_norm, random"):
+        partition_channels(_method().build_parent().net, M, "nope")
+    task = Task(num_classes=5, backbone="resnet8", backbone_options={"width": 6}, image_size=8)
+    method = get_method("subnetwork").from_config({"members": 4}, task)
+    with pytest.raises(ValueError, match="6 channels, not divisible by members=4"):
+        method.build()
+    with pytest.raises(ValueError, match="not divisible by members=4"):
+        partition_channels(method.build_parent().net, 4, "bn_scale")
+    with pytest.raises(ValueError, match="parent_epochs_fraction"):
+        _method(parent_epochs_fraction=-1.0)
+
+
+def test_run_trains_parent_then_subnetworks(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, size=48)
+    images = rng.integers(0, 255, size=(48, 8, 8, 3), dtype=np.uint8)
+    data = Dataset("tiny", tuple("abcde"), Split(images, labels), Split(images[:8], labels[:8]), (0.5,) * 3, (0.25,) * 3, "synthetic", "")
+    config = {"run": {"method": "subnetwork", "dataset": "tiny", "backbone": "resnet8", "seed": 0},
+              "method": {"members": 2, "parent_epochs_fraction": 0.5}, "backbone": {"width": 4},
+              "train": {"epochs": 2, "batch_size": 16, "lr": 0.05, "warmup_epochs": 0.0, "augment": False}}
+    resolved = C.resolve(config)
+    env = Environment(results_dir=tmp_path / "runs", checkpoint_dir=tmp_path / "ckpt", progress=False, log=lambda s: None)
+    ctx = RunContext(resolved, run_id_of(resolved), data, DeviceData(data.train, data.mean, data.std), env)
+    task = Task(num_classes=5, backbone="resnet8", backbone_options={"width": 4}, image_size=8, dataset="tiny")
+    method = get_method("subnetwork").from_config(dict(resolved["method"]), task)
+    model = method.run(ctx).eval()
+    assert len(ctx.history["parent"]) == 1 and len(ctx.history["subnetworks"]) == 2
+    assert model(torch.zeros(3, 3, 8, 8)).shape == (2, 3, 5)
+    extra = method.extra_record()
+    assert extra["criterion"] == "bn_scale" and extra["parent_epochs"] == 1 and extra["reinit"] is False
+    assert extra["channels"]["stem.0"] == {"channels": 4, "per_member": [2, 2], "group": 0}
+    assert method.forward_passes() == 1 and method.variant() == "M=2 parent=0.5"
