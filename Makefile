@@ -48,3 +48,6 @@ test-slow: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+perf: $(STAMP)
+	$(BIN)/python -m benchmark perf $(ARGS)

@@ -144,6 +144,12 @@ def cmd_list(p: argparse.ArgumentParser):
     return run
 
 
+# Subcommands with parsers of their own: ``python -m benchmark NAME ...`` calls ``module.main(argv)``.
+DELEGATED: dict[str, tuple[str, str]] = {
+    "perf": ("benchmark.perf", "Measure step time, inference latency, FLOP/s, data-path share and corrupted-evaluation rate per method."),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="plures: a benchmark of efficient neural-network ensembles.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -151,12 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=(setup.__doc__ or "").strip())
         p.description = (setup.__doc__ or "").strip()
         p.set_defaults(handler=setup(p))
+    for name, (_, text) in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        module = importlib.import_module(DELEGATED[argv[0]][0])
+        args = argparse.Namespace(handler=lambda _: module.main(argv[1:]))
+    else:
+        args = parser.parse_args(argv)
     from .data import DataError
     from .records import RecordError
     from .registry import UnknownNameError

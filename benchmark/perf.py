@@ -1,0 +1,294 @@
+"""Performance measurements: ``python -m benchmark perf`` (``make perf``) writes a record and a table.
+
+Measured in one process, interleaved across methods, median of ``repeats`` with min/max:
+- training step time of each method relative to the deterministic model (same backbone, same
+  batch of unique images); the deep ensemble trains M deterministic members, so its training cost
+  is M x deterministic by construction and is not re-measured;
+- test-time ms per example at batch 1 and at a large batch, relative to deterministic;
+- the training step's achieved FLOP/s against this machine's measured matrix-multiply FLOP/s;
+- the data path's share of a training step (batch formation: gather, crop, flip, normalise);
+- evaluation rate on memory-mapped corrupted data against clean data held in memory;
+- corruption generation throughput.
+
+Timings are figures of a benchmark script, never assertions in a unit test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .cost import latency_ms_per_example
+from .data import CIFAR_MEAN, CIFAR_STD, DeviceData, Split
+from .io import atomic_write_json, atomic_write_text
+from .methods import Task, ensemble_loss, get_method, method_names
+from .records import provenance, utc_now
+from .train import autocast, evaluate, make_generator
+
+TRAIN_SKIP = {"deep_ensemble": "M x deterministic by construction (members are trained as deterministic runs)"}
+
+
+def _spread(times: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "n": len(times)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_data(n: int, size: int = 32, classes: int = 10, seed: int = 0) -> Split:
+    rng = np.random.default_rng(seed)
+    return Split(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8), rng.integers(0, classes, n))
+
+
+class StepBench:
+    """One method's training step on a fixed batch of unique images (model, optimizer, inputs ready)."""
+
+    def __init__(self, name: str, task: Task, data: DeviceData, batch: int, precision: str, channels_last: bool, options: dict | None = None) -> None:
+        self.name = name
+        self.method = get_method(name).from_config(dict(options or {}), task)
+        self.model = self.method.build().to(data.device)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.method.param_groups(self.model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
+        self.data, self.batch, self.precision, self.channels_last = data, batch, precision, channels_last
+        self.order = data.epoch_order(make_generator(data.device, "perf"))
+        self.step_i = 0
+
+    def batch_inputs(self) -> tuple[Any, torch.Tensor]:
+        gen = make_generator(self.data.device, "perf", self.step_i)
+        steps = self.data.steps_per_epoch(self.batch)
+        x, y = self.data.train_batch(self.order, self.step_i % steps, self.batch, gen)
+        x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
+        self.step_i += 1
+        return self.method.training_batch(x, y, gen)
+
+    def step(self) -> None:
+        self.model.train()
+        inputs, targets = self.batch_inputs()
+        with autocast(self.precision, self.data.device):
+            logits = self.model(inputs)
+        loss = ensemble_loss(logits, targets)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def step_flops(self) -> int:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            self.step()
+        return int(counter.get_total_flops())
+
+
+def time_call(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def matmul_flops_per_second(device: torch.device, precision: str, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """This machine's dense matrix-multiply rate (FLOP/s) at ``precision``: the ceiling to compare with."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    times = [time_call(lambda: a @ b, device) for _ in range(repeats)]
+    return {"n": n, "dtype": str(dtype), "flops_per_second": 2 * n**3 / statistics.median(times)}
+
+
+def measure_methods(methods: list[str], backbone: str, backbone_options: dict, batch: int, precision: str, channels_last: bool,
+                    device: torch.device, repeats: int, large_batch: int, log: Callable[[str], None]) -> dict[str, Any]:
+    task = Task(num_classes=10, backbone=backbone, backbone_options=backbone_options)
+    data = DeviceData(synthetic_data(max(4 * batch, 1024)), CIFAR_MEAN, CIFAR_STD, device)
+    benches = {m: StepBench(m, task, data, batch, precision, channels_last) for m in methods if m not in TRAIN_SKIP}
+    for b in benches.values():  # warm-up
+        b.step()
+        b.step()
+    step_times: dict[str, list[float]] = {m: [] for m in benches}
+    data_times: list[float] = []
+    for _ in range(repeats):  # interleaved
+        for name, b in benches.items():
+            step_times[name].append(time_call(b.step, device))
+        det = benches.get("deterministic")
+        if det is not None:
+            data_times.append(time_call(det.batch_inputs, device))
+    out: dict[str, Any] = {"train_step": {}, "inference": {}}
+    det_step = statistics.median(step_times["deterministic"])
+    for name, b in benches.items():
+        s = _spread(step_times[name])
+        flops = b.step_flops()
+        out["train_step"][name] = {"seconds": s, "ratio_to_deterministic": s["median"] / det_step,
+                                   "ratio_min": s["min"] / det_step, "ratio_max": s["max"] / det_step,
+                                   "rows_per_unique_image": b.method.rows_per_example(), "flops_per_step": flops,
+                                   "achieved_flops_per_second": flops / s["median"]}
+        log(f"train step {name:14s} {s['median'] * 1000:8.1f} ms  x{s['median'] / det_step:.3f} of deterministic")
+    for name in TRAIN_SKIP:
+        if name in methods:
+            out["train_step"][name] = {"note": TRAIN_SKIP[name]}
+    if data_times:
+        share = statistics.median(data_times) / det_step
+        out["data_path"] = {"seconds": _spread(data_times), "share_of_step": share}
+        log(f"data path: {share * 100:.2f}% of a deterministic training step")
+    # inference, interleaved per batch size
+    example = next(data.eval_batches(1))[0]
+    nets = {}
+    for name in methods:
+        method = get_method(name).from_config({}, task)
+        model = (benches[name].model if name in benches else method.build().to(device))
+        for variant, net, passes in method.eval_variants(model):
+            nets[f"{name}" + (f" {variant}" if variant else "")] = (net.eval(), passes)
+    for bs in (1, large_batch):
+        per: dict[str, list[float]] = {k: [] for k in nets}
+        for _ in range(repeats):
+            for key, (net, _) in nets.items():
+                per[key].append(latency_ms_per_example(net, example, bs, repeats=1, warmup=0, precision=precision, channels_last=channels_last)["median"])
+        base = statistics.median(per["deterministic"])
+        for key, ts in per.items():
+            s = _spread(ts)
+            out["inference"].setdefault(key, {})[f"batch_{bs}"] = {"ms_per_example": s, "ratio_to_deterministic": s["median"] / base,
+                                                                   "forward_passes": nets[key][1]}
+            log(f"inference b={bs:<4d} {key:18s} {s['median']:.4f} ms/example  x{s['median'] / base:.3f}")
+    return out
+
+
+def measure_corrupted_rate(backbone: str, backbone_options: dict, precision: str, channels_last: bool, device: torch.device,
+                           n: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Evaluation images/s on a memory-mapped corrupted set (loaded per set, as the harness does) vs clean data in memory."""
+    from .corruptions.generate import generate_cifar_c
+    from .data_corrupted import load_cifar_c
+
+    task = Task(num_classes=10, backbone=backbone, backbone_options=backbone_options)
+    model = get_method("deterministic").from_config({}, task).build().to(device).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    split = synthetic_data(n)
+    clean = DeviceData(split, CIFAR_MEAN, CIFAR_STD, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = generate_cifar_c(split.images, split.labels, Path(tmp), corruptions=("brightness",), severities=(1,), progress=False)
+
+        def corrupted() -> None:
+            images, labels = load_cifar_c(folder, "brightness", 1)
+            evaluate(model, DeviceData(Split(images, np.asarray(labels)), CIFAR_MEAN, CIFAR_STD, device), 1000, precision, channels_last, progress=False)
+
+        def in_memory() -> None:
+            evaluate(model, clean, 1000, precision, channels_last, progress=False)
+
+        in_memory(), corrupted()
+        t_clean, t_cor = [], []
+        for _ in range(repeats):
+            t_clean.append(time_call(in_memory, device))
+            t_cor.append(time_call(corrupted, device))
+    ratio = statistics.median(t_clean) / statistics.median(t_cor)
+    log(f"corrupted-set evaluation rate: {ratio:.3f} of the clean in-memory rate ({n / statistics.median(t_clean):.0f} img/s clean)")
+    return {"images": n, "clean_seconds": _spread(t_clean), "corrupted_seconds": _spread(t_cor), "rate_ratio": ratio,
+            "clean_images_per_second": n / statistics.median(t_clean), "corrupted_images_per_second": n / statistics.median(t_cor)}
+
+
+def measure_generation(n: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Seconds to generate all 19 corruptions x 5 severities for ``n`` 32x32 images."""
+    from .corruptions import ALL_CORRUPTIONS
+    from .corruptions.generate import generate_cifar_c
+
+    split = synthetic_data(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        generate_cifar_c(split.images, split.labels, Path(tmp), progress=False)
+        seconds = time.perf_counter() - t0
+    ms = seconds * 1000 / n / 5
+    log(f"corruption generation: {seconds:.1f}s for {n} images x 19 corruptions x 5 severities ({ms:.3f} ms per image per pass over the 19)")
+    return {"images": n, "corruptions": len(ALL_CORRUPTIONS), "severities": 5, "seconds": seconds, "ms_per_image_per_pass": ms}
+
+
+def render_table(result: dict[str, Any]) -> str:
+    """The perf record as a Markdown table (rounding only here)."""
+    lines = [f"# Performance ({result['device']}, {result['provenance']['device_name']}, torch {result['provenance']['torch']})", "",
+             f"Backbone {result['backbone']}, batch {result['batch']} unique images, precision {result['precision']}, "
+             f"channels_last {result['channels_last']}; median of {result['repeats']} interleaved repeats [min-max]. Generated {result['created']}.", "",
+             "| method | train step ms | x deterministic [min-max] | rows/image | inference b=1 x det | inference b=large x det | achieved GFLOP/s |",
+             "|---|---|---|---|---|---|---|"]
+    m = result["methods"]
+    for name, t in m["train_step"].items():
+        if "note" in t:
+            lines.append(f"| {name} | - | {t['note']} | - | - | - | - |")
+            continue
+        inf = next((v for k, v in m["inference"].items() if k.split(" ")[0] == name), {})
+        b1 = inf.get("batch_1", {}).get("ratio_to_deterministic")
+        bl = next((v["ratio_to_deterministic"] for k, v in inf.items() if k != "batch_1"), None)
+        lines.append(f"| {name} | {t['seconds']['median'] * 1000:.1f} | {t['ratio_to_deterministic']:.3f} [{t['ratio_min']:.3f}-{t['ratio_max']:.3f}] | "
+                     f"{t['rows_per_unique_image']:g} | {b1:.3f} | {bl:.3f} | {t['achieved_flops_per_second'] / 1e9:.1f} |")
+    lines += ["", "| inference | forward passes | ms/example b=1 | x det | ms/example large batch | x det |", "|---|---|---|---|---|---|"]
+    for key, v in m["inference"].items():
+        large = next(k for k in v if k != "batch_1")
+        lines.append(f"| {key} | {v['batch_1']['forward_passes']} | {v['batch_1']['ms_per_example']['median']:.4f} | {v['batch_1']['ratio_to_deterministic']:.3f} | "
+                     f"{v[large]['ms_per_example']['median']:.4f} | {v[large]['ratio_to_deterministic']:.3f} |")
+    mm = result["matmul"]
+    lines += ["", f"- Machine matmul ceiling: {mm['flops_per_second'] / 1e9:.1f} GFLOP/s ({mm['dtype']}, n={mm['n']}); deterministic training step achieves "
+              f"{m['train_step']['deterministic']['achieved_flops_per_second'] / mm['flops_per_second']:.3f} of it."]
+    if "data_path" in m:
+        lines.append(f"- Data path (gather, crop, flip, normalise on the device): {m['data_path']['share_of_step'] * 100:.2f}% of a deterministic training step.")
+    if "corrupted_rate" in result:
+        c = result["corrupted_rate"]
+        lines.append(f"- Corrupted-set evaluation (memory-mapped) runs at {c['rate_ratio']:.3f} of the clean in-memory rate ({c['clean_images_per_second']:.0f} img/s clean).")
+    if "generation" in result:
+        g = result["generation"]
+        lines.append(f"- Corruption generation: {g['seconds']:.1f} s for {g['images']} images x 19 corruptions x 5 severities = {g['ms_per_image_per_pass']:.3f} ms per image per pass.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmark perf", description=__doc__.split("\n")[0])
+    p.add_argument("--methods", default="", help=f"comma-separated (default: all registered: {', '.join(method_names())})")
+    p.add_argument("--backbone", default="resnet20")
+    p.add_argument("--width", type=int, default=None, help="backbone width option, where it has one")
+    p.add_argument("--batch", type=int, default=128, help="unique images per training step")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--large-batch", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--corrupted-images", type=int, default=5000, help="images for the corrupted-vs-clean evaluation rate (0: skip)")
+    p.add_argument("--generation-images", type=int, default=1000, help="images for the generation throughput (0: skip)")
+    p.add_argument("--out", type=Path, default=Path("results/perf"))
+    args = p.parse_args(argv)
+    from .runner import select_device
+
+    device = select_device(args.device)
+    methods = [m for m in args.methods.split(",") if m] or method_names()
+    if "deterministic" not in methods:
+        methods.insert(0, "deterministic")
+    unknown = sorted(set(methods) - set(method_names()))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid choices: {', '.join(method_names())}")
+    opts = {"width": args.width} if args.width else {}
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    result: dict[str, Any] = {"created": utc_now(), "device": str(device), "provenance": provenance(str(device)), "backbone": args.backbone,
+                              "backbone_options": opts, "batch": args.batch, "precision": args.precision, "channels_last": args.channels_last,
+                              "repeats": args.repeats, "platform": platform.platform()}
+    result["matmul"] = matmul_flops_per_second(device, args.precision)
+    result["methods"] = measure_methods(methods, args.backbone, opts, args.batch, args.precision, args.channels_last, device, args.repeats, args.large_batch, log)
+    if args.corrupted_images:
+        result["corrupted_rate"] = measure_corrupted_rate(args.backbone, opts, args.precision, args.channels_last, device, args.corrupted_images, max(3, args.repeats // 2), log)
+    if args.generation_images:
+        result["generation"] = measure_generation(args.generation_images, log)
+    tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "")
+    atomic_write_json(args.out / f"perf-{tag}.json", result)
+    table = render_table(result)
+    atomic_write_text(args.out / f"perf-{tag}.md", table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
