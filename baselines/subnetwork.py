@@ -6,6 +6,8 @@ is our reading of it, in three stages:
 
 1. **Parent.** Train the deterministic backbone (stage ``parent``) for
    ``parent_epochs_fraction * train.epochs`` epochs (the schedule's milestones scaled alike).
+   With the default fraction 1 the parent *is* the deterministic run of the same seed, so it is
+   obtained through ``ctx.member_model`` (its saved weights reused when the suite trained it).
 2. **Masks.** Split the channels (filters) of every layer into M disjoint, equal, non-empty
    sets, one per subnetwork: a channel-level dropout mask with keep rate 1/M, the M masks
    non-overlapping and covering every channel. Channels tied by a residual addition share one
@@ -482,14 +484,19 @@ class Subnetwork(Method):
             torch.manual_seed(derive_seed(ctx.seed, "subnetwork", "parent-init"))
             parent = self.build_parent()
             fresh = self.build()
-        ctx.fit(parent, self.parent_method(), stage="parent", epochs=parent_epochs, milestones=[m * frac for m in cfg.milestones])
+        if frac == 1.0:
+            # The parent is exactly the deterministic run of this seed: reuse its weights when that
+            # run exists (the suite trains it anyway), or train it once under its own run id.
+            parent = ctx.member_model({"run": {"method": "deterministic"}, "method": {}})
+        else:
+            ctx.fit(parent, self.parent_method(), stage="parent", epochs=parent_epochs, milestones=[m * frac for m in cfg.milestones])
         parent.eval()
         partition = partition_channels(parent.net, self.members, self.options.criterion, seed=derive_seed(ctx.seed, "subnetwork", "masks"))
         grouped = fresh.to(ctx.device)
         if not self.options.reinit:
             load_from_parent(grouped, parent.net, partition)
         ctx.fit(grouped, self, stage="subnetworks")
-        self.facts = {"parent_epochs": parent_epochs, "channels": partition.channel_counts(),
+        self.facts = {"parent_epochs": parent_epochs, "channels": partition.channel_counts(), "parent_run": ctx.members[-1] if frac == 1.0 else None,
                       "parent_params": sum(p.numel() for p in parent.parameters()),
                       "subnetwork_params": sum(p.numel() for p in grouped.parameters()) // self.members}
         return grouped
