@@ -284,7 +284,7 @@ class CheckpointableCall(submitit.helpers.Checkpointable):
     ``SIGTERM`` waits for the requeue signal.
     """
 
-    def __init__(self, fn: Callable[..., Any], *, grace_s: float | None = 60.0, term_wait_s: float = 2.0) -> None:
+    def __init__(self, fn: Callable[..., Any], *, grace_s: float | None = 60.0, term_wait_s: float = 5.0) -> None:
         if not callable(fn):
             raise TypeError(f"fn={fn!r} is not callable")
         if grace_s is not None and grace_s <= 0:

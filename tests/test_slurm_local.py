@@ -284,7 +284,9 @@ def test_slurm_checkpointable_call_preempted_requeued_resumed(slurm_cluster: slu
     state = wait_all([job], timeout_s=150)[0]
     assert state["step"] == 60
     assert state["starts"] == [False, True]
-    assert state["stops"] == ["requeue"]
+    # the loop may poll between the two signals; the wrapper then waits for SIGUSR2 and requeues
+    assert state["stops"] in (["requeue"], ["terminate"])
+    assert "Requeued job" in job.paths.stdout.read_text()
 
 
 @pytest.mark.slurm
