@@ -30,7 +30,8 @@ What happens on a signal inside a running :class:`CheckpointableCall` under subm
   after a requeue signal, ``checkpoint()`` (the same call with ``resume=True``) is pickled and the
   job requeued (``scontrol requeue``); after only ``SIGTERM`` (waiting ``term_wait_s`` for a
   requeue signal that ``_interrupt`` sends right after it), the resume call is pickled and the
-  process exits, so that SLURM's own requeue of a preempted job resumes;
+  process exits, so that SLURM's own requeue of a preempted job resumes (the same happens if
+  the function raises :class:`StopRequested` with no signal received);
 * if the function does not raise within ``grace_s`` seconds, a ``SIGALRM`` does the same handling
   at whatever point the function is (submitit's default behaviour: resume from the last epoch).
 
