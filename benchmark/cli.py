@@ -24,7 +24,7 @@ def command(name: str):
 def add_env_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where data and results live")
     g.add_argument("--data-dir", help="data root (default: $PLURES_DATA_DIR, else ./data)")
-    g.add_argument("--cache-dir", help="decoded-data cache (default: $PLURES_CACHE_DIR, else <data-dir>/cache if writable, else ./data/cache)")
+    g.add_argument("--cache-dir", help="decoded-data cache (default: $PLURES_CACHE_DIR, else ./data/cache)")
     g.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where records are written (default: results/runs)")
     g.add_argument("--checkpoint-dir", type=Path, default=Path("results/checkpoints"), help="checkpoints and final weights (default: results/checkpoints)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")

@@ -12,8 +12,8 @@ Every split is decoded once into ``<cache>/<dataset>/<split>_{images,labels}.npy
 ``[N, H, W, 3]`` and int64 ``[N]``) and memory-mapped afterwards; an epoch never decodes an image.
 
 The data root comes from ``--data-dir``, else ``$PLURES_DATA_DIR``, else ``./data``; the cache from
-``--cache-dir``, else ``$PLURES_CACHE_DIR``, else ``<data root>/cache`` when writable, else
-``./data/cache``.
+``--cache-dir``, else ``$PLURES_CACHE_DIR``, else ``./data/cache`` (never inside the data root,
+which may be shared or read-only).
 """
 
 from __future__ import annotations
@@ -53,13 +53,13 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser()
 
 
-def resolve_cache_dir(cache_dir: str | os.PathLike | None, data_dir: Path) -> Path:
-    if cache_dir or os.environ.get(CACHE_ENV):
-        return Path(cache_dir or os.environ[CACHE_ENV]).expanduser()
-    candidate = data_dir / "cache"
-    if os.access(data_dir if data_dir.exists() else data_dir.parent, os.W_OK):
-        return candidate
-    return Path("data") / "cache"
+def resolve_cache_dir(cache_dir: str | os.PathLike | None, data_dir: Path | None = None) -> Path:
+    """``cache_dir`` if given, else ``$PLURES_CACHE_DIR``, else ``./data/cache``.
+
+    Never inside the data root by default: data roots are often read-only or shared (and a
+    permission check cannot tell, since root may write anywhere).
+    """
+    return Path(cache_dir or os.environ.get(CACHE_ENV) or Path("data") / "cache").expanduser()
 
 
 @dataclass(frozen=True)

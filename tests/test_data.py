@@ -169,3 +169,11 @@ def test_device_batches_normalise_and_cover_the_epoch() -> None:
     assert sorted(seen) == list(range(100))
     xs = torch.cat([x for x, _ in dd.eval_batches(30)])
     assert xs.shape[0] == 100
+
+
+def test_cache_never_defaults_into_the_data_root(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(D.CACHE_ENV, raising=False)
+    assert D.resolve_cache_dir(None, tmp_path) == Path("data") / "cache"
+    monkeypatch.setenv(D.CACHE_ENV, str(tmp_path / "c"))
+    assert D.resolve_cache_dir(None, tmp_path) == tmp_path / "c"
+    assert D.resolve_cache_dir(tmp_path / "d", tmp_path) == tmp_path / "d"
