@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -234,6 +235,21 @@ def settings(df: pd.DataFrame) -> list[str]:
         for i, p in zip(g.index, g["fingerprint"]):
             labels[df.index.get_loc(i)] = ", ".join(f"{k}={json.dumps(flats[p].get(k))}" for k in keys)
     return labels
+
+
+def corruption_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long format, one row per (record, corruption, severity): identity, accuracy, nll, ece, brier, n.
+
+    For slicing (one corruption, one method); records without corrupted metrics give no rows.
+    """
+    rows = []
+    for rec in records:
+        ident = rec["identity"]
+        for (c, s), m in corrupted_cells(rec).items():
+            rows.append({**{k: ident[k] for k in ("suite", "dataset", "backbone", "method", "variant", "seed")}, "corruption": c, "severity": s,
+                         **{k: m.get(k) for k in ("accuracy", "nll", "ece", "brier", "n")}, "path": rec.get("_path")})
+    cols = ["suite", "dataset", "backbone", "method", "variant", "seed", "corruption", "severity", "accuracy", "nll", "ece", "brier", "n", "path"]
+    return pd.DataFrame(rows, columns=cols).sort_values(cols[:8], kind="stable").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -537,11 +553,13 @@ def build_boards(records: list[dict[str, Any]], problems: list[tuple[str, str]],
     problems = list(problems)
     frame = records_frame(records, problems)
     names = sorted(set(suites or []) | (set() if suites else set(frame["suite"]) | {r["identity"]["suite"] for r in failed or []}))
+    known = set(names) | set(frame["suite"]) | {r["identity"]["suite"] for r in failed or []}
     boards = []
     for suite in names:
         sub = frame[frame["suite"] == suite] if len(frame) else frame
         blocks = [build_block(suite, d, b, g.reset_index(drop=True), records) for (d, b), g in sub.groupby(["dataset", "backbone"], sort=True)]
-        mine = [(_rel(p, results_dir), _reason(p, why)) for p, why in problems if _problem_suite(p, results_dir) in (suite, None)]
+        mine = [(_rel(p, results_dir), _reason(p, why)) for p, why in problems if _problem_suite(p, results_dir) in (suite, None)
+                or _problem_suite(p, results_dir) not in known]  # a file outside any known suite's folder is shown everywhere
         fails = [(_rel(r.get("_path", r["run_id"]), results_dir), _failure(r)) for r in failed or [] if r["identity"]["suite"] == suite]
         facts = [("Suite", suite), *suite_facts(suite),
                  ("Table", f"mean ± sample std (ddof=1) over seeds; rows ranked by clean {RANK_BY.upper()}; best measured value per column in bold")]
@@ -747,9 +765,10 @@ def render_latex(board: SuiteBoard) -> str:
         out.append(f"% {k}: {v}")
     for block in board.blocks:
         header, rows, measured = table_cells(block)
-        caption = f"{block.title}. " + " ".join(f"{k}: {v}" for k, v in block.facts if k in ("Comparability", "Data", "Corrupted data", "Budget", "Seeds"))
+        caption = f"{block.title}. " + " ".join(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in ("Comparability", "Data", "Corrupted data", "Budget", "Seeds"))
+        label = re.sub(r"[^A-Za-z0-9]+", "-", f"{board.suite}-{block.slug}")
         out += ["", r"\begin{table}[t]", r"\centering", r"\scriptsize", f"\\caption{{{tex_escape(caption)}}}",
-                f"\\label{{tab:{tex_escape(board.suite)}-{tex_escape(block.slug)}}}",
+                f"\\label{{tab:{label}}}",
                 r"\begin{tabular}{" + "l" * (len(header) - len(block.columns)) + "r" * len(block.columns) + "}", r"\toprule",
                 " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
         for i, r in enumerate(rows):

@@ -349,6 +349,15 @@ def save_figure(fig: "MplFigure", stem: Path) -> tuple[Path, Path]:
     return png, svg
 
 
+def figure_png(fig: "MplFigure", dpi: int = 90) -> bytes:
+    """A figure as PNG bytes (for notebooks: ``IPython.display.Image(figure_png(fig))``)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
 def render(fn: Callable[..., "MplFigure"], groups: Groups, **kwargs: Any) -> "MplFigure":
     """Call a figure function under the fixed plot style."""
     import matplotlib
