@@ -512,7 +512,7 @@ def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[
         ("Corrupted data", corrupted_fact(frame)),
         ("Budget", f"backbone {backbone}; epochs {_join(frame['epochs'])}; batch {_join(frame['batch_size'])}; "
                    f"precision {_join(frame['precision'])}"),
-        ("Seeds", f"{_join(frame['seed'])} ({len(frame)} records)"),
+        ("Seeds", f"{_join(frame['seed'])} ({len(frame)} record{'s' if len(frame) != 1 else ''})"),
         ("Provenance", "git " + ", ".join(f"{c}{' (dirty)' if d else ''}" for c, d in commits) + f"; devices {_join(frame['device_name'])} "
                        f"({_join(frame['device'])}); torch {_join(frame['torch'])}; records created {_span(frame['created'])}"),
     ]
@@ -530,7 +530,9 @@ def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[
 
 def _span(values: Iterable[Any]) -> str:
     v = sorted(str(x) for x in values if isinstance(x, str))
-    return f"{v[0][:10]} to {v[-1][:10]}" if v else "not recorded"
+    if not v:
+        return "not recorded"
+    return v[0][:10] if v[0][:10] == v[-1][:10] else f"{v[0][:10]} to {v[-1][:10]}"
 
 
 def suite_facts(suite: str) -> list[tuple[str, str]]:
@@ -731,11 +733,11 @@ def render_html_tables(board: SuiteBoard) -> str:
     for block in board.blocks:
         header, rows, measured = table_cells(block)
         out.append(f'<section class="block" id="table-{e(block.slug)}"><h2>{e(block.title)}</h2>{_facts_html(block.facts)}')
-        out.append(f'<table class="leaderboard" data-block="{e(block.slug)}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        out.append(f'<div class="scroll"><table class="leaderboard" data-block="{e(block.slug)}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
         for i, r in enumerate(rows):
             cls = "measured" if i < measured else "reported"
             out.append(f'<tr class="{cls}">' + "".join(f"<td><strong>{e(c.text)}</strong></td>" if c.bold else f"<td>{e(c.text)}</td>" for c in r) + "</tr>")
-        out.append("</tbody></table></section>")
+        out.append("</tbody></table></div></section>")
     out.append(f'<p class="legend">{e(LEGEND)}</p>')
     return "\n".join(out)
 

@@ -24,7 +24,8 @@ dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 table.leaderboard { border-collapse: collapse; font-size: .82em; margin: .6em 0; }
 table.leaderboard th, table.leaderboard td { border-bottom: 1px solid #ddd; padding: .25em .5em; text-align: right; white-space: nowrap; }
 table.leaderboard th { background: #f3f3f3; position: sticky; top: 0; }
-table.leaderboard td:nth-child(-n+5) { text-align: left; }
+table.leaderboard td:nth-child(-n+5), table.leaderboard th:nth-child(-n+5) { text-align: left; }
+.scroll { overflow-x: auto; }
 table.leaderboard tr.reported td { color: #666; font-style: italic; background: #fafafa; }
 .legend, .caption { font-size: .85em; color: #555; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }

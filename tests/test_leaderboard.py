@@ -303,6 +303,12 @@ def test_output_layout(built):
             assert (out / suite / name).stat().st_size > 0
 
 
+def test_suite_description_and_budget_note_from_the_suite_file():
+    facts = dict(lb.suite_facts("quick"))
+    assert "CPU-sized" in facts["Description"] and "epochs" in facts["Budget note"]
+    assert lb.suite_facts("no-such-suite") == []
+
+
 def test_requested_suite_without_records(tmp_path):
     paths = lb.write_leaderboards(FIXTURES / JPEG, tmp_path, suites=["nothing-yet"])
     assert {p.name for p in paths} == {"leaderboard.md", "leaderboard.csv", "leaderboard.html", "leaderboard.tex", "index.html"}
