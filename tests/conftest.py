@@ -87,6 +87,17 @@ def write_image_folder(root: Path, classes: list[str], per_class: dict[str, int]
     return out
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test models run fastest on one thread (and do not fight over the cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def cifar10_dir(tmp_path: Path) -> tuple[Path, dict]:
     """A data root holding a tiny CIFAR-10 in the extracted-folder form (no md5 to match)."""
