@@ -133,8 +133,8 @@ def _corrupted_summary(rec: dict[str, Any], where: str) -> dict[str, float]:
     if not isinstance(corrupted, dict):
         raise RecordError(f"{where}: metrics.corrupted must be an object")
     cells = corrupted_cells(rec)
-    if not cells:
-        raise RecordError(f"{where}: metrics.corrupted has no per-corruption metrics")
+    if not cells and not isinstance(corrupted.get("summary"), dict):
+        raise RecordError(f"{where}: metrics.corrupted has neither per-corruption metrics nor a summary")
     for (c, s), m in cells.items():
         for k in ("accuracy", "nll", "ece"):
             _number(_dig(m, k), f"{where}: metrics.corrupted.per.{c}.{s}.{k}")
@@ -145,7 +145,7 @@ def _corrupted_summary(rec: dict[str, Any], where: str) -> dict[str, float]:
             out[short] = _number(summary[short], f"{where}: metrics.corrupted.summary.{short}")
         else:  # the mean over the evaluated corruptions x severities, as the summary defines it
             vals = [m.get(key) for m in cells.values()]
-            out[short] = float(np.mean(vals)) if all(isinstance(v, (int, float)) for v in vals) else math.nan
+            out[short] = float(np.mean(vals)) if vals and all(isinstance(v, (int, float)) for v in vals) else math.nan
     return out
 
 

@@ -247,6 +247,16 @@ def test_records_frame_raises_on_bad_content_without_a_problems_list():
     assert lb.records_frame([rec], problems).empty and len(problems) == 1
 
 
+def test_corrupted_summary_without_cells_still_counts():
+    rec = copy.deepcopy(raw_records(C10)[0])
+    del rec["metrics"]["corrupted"]["per"]
+    frame = lb.records_frame([rec])
+    assert frame.loc[0, "cA"] == rec["metrics"]["corrupted"]["summary"]["cA"] and math.isnan(frame.loc[0, "mCE"])
+    rec["metrics"]["corrupted"] = {"source": "official"}
+    with pytest.raises(RecordError, match="neither per-corruption metrics nor a summary"):
+        lb.records_frame([rec])
+
+
 @pytest.mark.parametrize("version,message", [(0, "not a known version"), (99, "newer than this plures"), ("1", "non-integer")])
 def test_schema_versions_load_or_fail_clearly(tmp_path, version, message):
     rec = raw_records(JPEG)[0]
