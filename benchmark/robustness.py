@@ -101,3 +101,67 @@ def summarise(per: dict[str, dict[str, dict[str, Any]]], corruptions: list[str] 
     out["disagreement"] = float(np.mean([m["diversity"]["disagreement"] for m in cells]))
     out["kl"] = float(np.mean([m["diversity"]["kl"] for m in cells]))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Out-of-distribution detection
+
+
+SVHN_FILE = "test_32x32.mat"
+
+
+def ood_images(name: str, env: "Environment") -> np.ndarray:
+    """Test images ``[N, 32, 32, 3]`` uint8 of OOD dataset ``name``: a registered dataset (its test
+    split) or ``svhn`` (torchvision's ``test_32x32.mat`` in the data root or ``<root>/svhn``).
+    Raises DataError when absent."""
+    from .data import DATASETS, DataError, load_dataset
+
+    root = resolve_data_dir(env.data_dir)
+    if name == "svhn":
+        path = next((p for p in (root / SVHN_FILE, root / "svhn" / SVHN_FILE) if p.exists()), None)
+        if path is None:
+            raise DataError(f"SVHN not found: expected {root / SVHN_FILE} or {root / 'svhn' / SVHN_FILE} (http://ufldl.stanford.edu/housenumbers/)")
+        try:
+            from scipy.io import loadmat
+        except ImportError:
+            raise DataError(f"reading {path} needs scipy (pip install scipy)") from None
+        return np.ascontiguousarray(loadmat(path)["X"].transpose(3, 0, 1, 2))
+    if name not in DATASETS:
+        raise ValueError(f"unknown OOD dataset {name!r}; valid choices: svhn, {', '.join(DATASETS.names())}")
+    return np.asarray(load_dataset(name, env.data_dir, env.cache_dir, download=False, progress=False).test.images)
+
+
+def _scores(net: nn.Module, split: DeviceData, batch_size: int, precision: str, channels_last: bool) -> dict[str, np.ndarray]:
+    from .metrics import combine_log_probs, ood_scores
+    from .train import predict_logits
+
+    net.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    for x, _ in split.eval_batches(batch_size):
+        for key, value in ood_scores(combine_log_probs(predict_logits(net, x, precision, channels_last))).items():
+            parts.setdefault(key, []).append(value.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def evaluate_ood(net: nn.Module, data: Dataset, names: list[str], env: "Environment", *, batch_size: int, precision: str,
+                 channels_last: bool, progress: bool = True) -> dict[str, Any]:
+    """AUROC, AUPR and FPR at 95% TPR of telling ``data``'s test set from each OOD set, scored by
+    maximum probability and by predictive entropy. An absent OOD set is recorded as absent (and
+    reported nowhere), never an error."""
+    from .data import DataError
+    from .metrics import ood_metrics
+
+    device = env_device(net)
+    scores_in = _scores(net, DeviceData(data.test, data.mean, data.std, device), batch_size, precision, channels_last)
+    out: dict[str, Any] = {}
+    for name in names:
+        try:
+            images = ood_images(name, env)
+        except DataError as exc:
+            out[name] = {"absent": str(exc)}
+            continue
+        split = DeviceData(Split(images, np.zeros(len(images), dtype=np.int64)), data.mean, data.std, device)
+        scores_out = _scores(net, split, batch_size, precision, channels_last)
+        out[name] = {score: ood_metrics(scores_in[score], scores_out[score]) for score in scores_in}
+        out[name].update({"n_in": len(data.test), "n_out": len(images)})
+    return out

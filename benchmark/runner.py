@@ -58,7 +58,14 @@ class Environment:
     resume: bool = False
     progress: bool = True
     log: Callable[[str], None] = print
-    stop: StopFlag = field(default_factory=StopFlag)
+    stop: StopFlag = field(default_factory=StopFlag)  # anything with is_set() and reason (e.g. slurm_job.STOP_REQUESTED)
+    # Data-parallel training over several processes (a benchmark.distributed.DistContext); None: one
+    # process. Only its main rank writes checkpoints, final weights and records.
+    dist: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
 
 
 class RunContext:
@@ -92,7 +99,8 @@ class RunContext:
         cfg = self.train_config(**train_changes)
         t0 = time.perf_counter()
         history = fit(model, method, self.train_data, cfg, seed_parts=(self.seed, stage), checkpoint=self.checkpoints / f"{stage}.pt",
-                      resume=self.env.resume, stop=self.env.stop, progress=self.env.progress, log=self.env.log, desc=f"{self.run_id} {stage}")
+                      resume=self.env.resume, stop=self.env.stop, progress=self.env.progress, log=self.env.log, desc=f"{self.run_id} {stage}",
+                      dist=self.env.dist)
         self.train_seconds += time.perf_counter() - t0
         self.history[stage] = history
         return history
@@ -101,15 +109,14 @@ class RunContext:
         """The trained network of the run ``self.config`` merged with ``overrides`` (e.g. another
         method and seed). Reuses the saved final weights of that run if it exists; otherwise trains
         it here (checkpointed under its own run id) and saves them for later reuse."""
-        merged = C.merge(self.config, overrides)
-        if "method" in overrides:  # another method's options are exactly the ones given, never this run's
-            merged["method"] = dict(overrides["method"])
-        sub = C.resolve(merged)
+        sub = member_config(self.config, overrides)
         sub_id = run_id_of(sub)
         method = build_method(sub, self.data)
         model = method.build().to(self.device)
         final = Path(self.env.checkpoint_dir) / sub_id / "final.pt"
         reused = final.exists()
+        if self.env.dist is not None:  # every rank must take the same branch (training is collective)
+            reused = self.env.dist.any(reused)
         if reused:
             model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
             self.env.log(f"reusing trained member {sub_id} from {final}")
@@ -117,11 +124,21 @@ class RunContext:
             sub_ctx = RunContext(sub, sub_id, self.data, self.train_data, self.env)
             seed_initialisation(sub)
             model = method.run(sub_ctx)
-            save_final(model, final)
+            if self.env.is_main:
+                save_final(model, final)
             self.train_seconds += sub_ctx.train_seconds
             self.history[sub_id] = sub_ctx.history.get("train", [])
         self.members.append({"run_id": sub_id, "reused": reused, "seed": sub["run"]["seed"], "method": sub["run"]["method"]})
         return model
+
+
+def member_config(resolved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config of the run that ``RunContext.member_model(overrides)`` obtains (its run id
+    is ``run_id_of`` of it); used by sweeps to schedule such runs first."""
+    merged = C.merge(resolved, overrides)
+    if "method" in overrides:  # another method's options are exactly the ones given, never this run's
+        merged["method"] = dict(overrides["method"])
+    return C.resolve(merged)
 
 
 def seed_initialisation(resolved: dict[str, Any]) -> None:
@@ -170,6 +187,9 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     get_method(resolved["run"]["method"])
     BACKBONES.get(resolved["run"]["backbone"])
     DATASETS.get(resolved["run"]["dataset"])
+    bad_ood = sorted(set(resolved["eval"]["ood"]) - {"svhn", *DATASETS.names()})
+    if bad_ood:
+        raise C.ConfigError(f"unknown OOD dataset(s) {bad_ood} in eval.ood; valid choices: svhn, {', '.join(DATASETS.names())}")
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
     method = build_method(resolved, data)
@@ -181,12 +201,16 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
         with stop_on_signals(env.stop):
             seed_initialisation(resolved)
             model = method.run(ctx)
+        if not env.is_main:  # data parallel: rank 0 alone saves, evaluates and records
+            return []
         save_final(model, ctx.checkpoints / "final.pt")
         return _evaluate_and_record(model, method, ctx, data, resolved, base, started, env)
     except StopRequested as exc:
         env.log(f"{exc}; resume with --resume (checkpoints in {Path(env.checkpoint_dir) / run_id})")
         raise
     except Exception as exc:
+        if not env.is_main:
+            raise
         record = {**base, "status": "failed", "started": started, "identity": _identity(resolved, method, method.variant(), method.members),
                   "provenance": provenance(str(device)), "cost": {}, "metrics": {},
                   "error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
@@ -217,6 +241,10 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
             from .robustness import evaluate_corrupted
 
             metrics["corrupted"] = evaluate_corrupted(net, data, ev, env, **kwargs)
+        if ev["ood"]:
+            from .robustness import evaluate_ood
+
+            metrics["ood"] = evaluate_ood(net, data, list(ev["ood"]), env, **kwargs)
         example = next(test.eval_batches(1))[0]
         cost = measure_cost(net, example, forward_passes=passes, large_batch=ev["latency_batch"], precision=precision,
                             channels_last=train_cfg.channels_last, repeats=ev["latency_repeats"])

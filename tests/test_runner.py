@@ -210,3 +210,23 @@ def test_official_corrupted_folder_must_match_the_test_set(cifar10_dir, tiny_run
 
     with pytest.raises(CorruptedDataError, match="shot_noise"):  # the second corruption of the set is missing
         run_experiment(cfg, env_for(tmp_path, root))
+
+
+def test_ood_detection_against_present_sets_only(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    import numpy as np
+    from scipy.io import savemat
+
+    root, _ = cifar10_dir
+    svhn = np.random.default_rng(0).integers(0, 256, (32, 32, 3, 24), dtype=np.uint8)  # torchvision's SVHN layout: X [32,32,3,N]
+    savemat(root / "test_32x32.mat", {"X": svhn, "y": np.ones((24, 1))})
+    cfg = C.merge(tiny_run_config, {"train": {"epochs": 1}, "eval": {"ood": ["svhn", "cifar100"]}})
+    [path] = run_experiment(cfg, env_for(tmp_path, root))
+    ood = json.loads(path.read_text())["metrics"]["ood"]
+    assert "absent" in ood["cifar100"] and "cifar-100-python" in ood["cifar100"]["absent"]
+    for score in ("max_prob", "entropy"):
+        m = ood["svhn"][score]
+        assert 0 <= m["auroc"] <= 1 and 0 <= m["aupr"] <= 1 and 0 <= m["fpr_at_95_tpr"] <= 1
+    assert ood["svhn"]["n_out"] == 24 and ood["svhn"]["n_in"] == 40
+    cfg["eval"]["ood"] = ["mnist"]
+    with pytest.raises(C.ConfigError, match=r"unknown OOD dataset\(s\) \[.mnist.\] in eval.ood; valid choices: svhn, cifar10"):
+        run_experiment(cfg, env_for(tmp_path, root))
