@@ -7,7 +7,7 @@ Wrap the job function in :class:`CheckpointableCall`. The function must accept a
 then). It saves a checkpoint at the end of each epoch, and between steps polls
 :data:`STOP_REQUESTED`::
 
-    from benchmark.slurm_job import STOP_REQUESTED, StopRequested
+    from benchmark.slurm_job import STOP_REQUESTED, StopRequested  # the harness's StopRequested
 
     def train(cfg, *, resume: bool) -> dict:
         state = load_checkpoint(cfg) if resume else fresh_state(cfg)
@@ -54,6 +54,13 @@ from typing import Any
 import submitit
 from submitit.core.job_environment import JobEnvironment, SignalHandler
 from submitit.core.utils import DelayedSubmission, UncompletedJobError
+
+# One exception for every stop: the harness's ``StopRequested`` (raised by ``fit`` after its
+# mid-epoch checkpoint) is the one :class:`CheckpointableCall` catches, so a run inside a job uses
+# ``Environment(stop=STOP_REQUESTED)`` and needs nothing else. Re-exported from here.
+from benchmark.train import StopRequested
+
+__all__ = ["CLUSTERS", "STOP_REQUESTED", "CheckpointableCall", "StopFlag", "StopRequested", "make_executor", "raise_if_stop_requested", "wait_all"]
 
 CLUSTERS: tuple[str, ...] = ("slurm", "local", "debug")
 """Values accepted by :func:`make_executor`'s ``cluster``."""
@@ -160,6 +167,9 @@ class StopFlag:
         self._set = False
         self.reason = ""
         self.signum: int | None = None
+        # True while a CheckpointableCall's handlers own SIGTERM/SIGUSR2: the harness's
+        # ``stop_on_signals`` then leaves them alone instead of replacing them.
+        self.signals_installed = False
 
     def is_set(self) -> bool:
         """True once a stop was requested (cheap: poll it at every step)."""
@@ -193,8 +203,7 @@ STOP_REQUESTED = StopFlag()
 """Process-wide stop flag, set by :class:`CheckpointableCall`'s signal handlers."""
 
 
-class StopRequested(Exception):
-    """Raise from the wrapped function, after saving a checkpoint, once ``STOP_REQUESTED`` is set."""
+# StopRequested is the harness's own (imported above and re-exported): see the note there.
 
 
 def raise_if_stop_requested() -> None:
@@ -231,9 +240,11 @@ class _SignalGuard:
         signal.signal(signal.SIGALRM, guard._on_alarm)
         signal.signal(signal.SIGTERM, guard._on_term)
         signal.signal(usr_sig, guard._on_usr)
+        STOP_REQUESTED.signals_installed = True
         return guard
 
     def uninstall(self) -> None:
+        STOP_REQUESTED.signals_installed = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(self.usr_sig, self.orig_usr)
         signal.signal(signal.SIGTERM, self.orig_term)

@@ -133,7 +133,9 @@ def stop_on_signals(flag: StopFlag, signals: tuple[int, ...] = (signal.SIGINT, s
 
     A second SIGINT while stopping raises KeyboardInterrupt at once.
     """
-    if threading.current_thread() is not threading.main_thread():
+    # A flag whose signals are already handled (slurm_job.STOP_REQUESTED inside a CheckpointableCall,
+    # which must see SIGTERM/SIGUSR2 itself to requeue) is used as is: no handler of ours replaces them.
+    if threading.current_thread() is not threading.main_thread() or getattr(flag, "signals_installed", False):
         yield flag
         return
     old = {}
@@ -193,8 +195,12 @@ def train_one_epoch(
     on_stop: Callable[[int], None] | None = None,
     progress: bool = True,
     desc: str = "",
+    dist: Any = None,
 ) -> EpochStats:
-    """One epoch from ``start_step``; returns the mean loss over the steps run."""
+    """One epoch from ``start_step``; returns the mean loss over the steps run.
+
+    ``dist`` (a ``benchmark.distributed.DistContext``): train on this rank's chunk of each batch.
+    """
     device = data.device
     model.train()
     steps = data.steps_per_epoch(cfg.batch_size)
@@ -212,15 +218,18 @@ def train_one_epoch(
         else:
             x = x.contiguous()
         inputs, targets = method.training_batch(x, y, gen)
+        rows += targets.shape[-1]
+        weight = 1.0
+        if dist is not None:  # data parallel: this rank's rows of the global batch (benchmark.distributed)
+            inputs, targets, weight = dist.shard(inputs, targets)
         with autocast(cfg.precision, device):
             logits = model(inputs)
         loss = ensemble_loss(logits, targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if dist is not None else loss).backward()
         optimizer.step()
         scheduler.step()
-        loss_sum += loss.detach()
-        rows += targets.shape[-1]
+        loss_sum += loss.detach() * weight
         if cfg.nan_check_every and (step + 1) % cfg.nan_check_every == 0 or step == steps - 1:
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -231,6 +240,8 @@ def train_one_epoch(
                 on_stop(step + 1)
             raise StopRequested(f"stopped at epoch {epoch + 1}, step {step + 1}: {stop.reason}")
     n = max(1, steps - start_step)
+    if dist is not None:
+        loss_sum = dist.average(loss_sum)  # the global batch's mean loss, as one process reports it
     return EpochStats(epoch, float(loss_sum) / n, time.perf_counter() - t0, scheduler.get_last_lr()[0], rows)
 
 
@@ -247,10 +258,13 @@ def fit(
     progress: bool = True,
     log: Callable[[str], None] = print,
     desc: str = "train",
+    dist: Any = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``cfg.epochs`` epochs; returns the per-epoch history.
 
     With ``checkpoint`` set, writes it after every epoch; with ``resume``, continues from it.
+    With ``dist`` (a ``benchmark.distributed.DistContext``), trains data-parallel over its ranks
+    (rank 0 alone writes checkpoints; stops are agreed so all ranks stop at the same step).
     """
     cfg.validate()
     device = data.device
@@ -273,14 +287,20 @@ def fit(
             return history
         log(f"resuming {desc} at epoch {epoch + 1}, step {step + 1} from {checkpoint}")
 
+    net = model
+    if dist is not None:  # data parallel (benchmark.distributed): DDP wrapper; stop polled in lockstep
+        net = dist.wrap(model)
+        stop = dist.agreed_stop(stop) if stop is not None else None
+
     def save(e: int, s: int) -> None:
-        if checkpoint is not None:
+        if checkpoint is not None and (dist is None or dist.is_main):
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                          "epoch": e, "step": s, "history": history, "config": asdict(cfg)})
 
     while epoch < cfg.epochs:
-        stats = train_one_epoch(model, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
-                                stop=stop, on_stop=lambda s, e=epoch: save(e, s), progress=progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}")
+        stats = train_one_epoch(net, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
+                                stop=stop, on_stop=lambda s, e=epoch: save(e, s), progress=progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}",
+                                dist=dist)
         history.append(asdict(stats))
         epoch, step = epoch + 1, 0
         save(epoch, 0)
