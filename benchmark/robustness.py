@@ -6,8 +6,10 @@ Which set (``[eval] corruptions``):
 - ``"official"``: the released folder ``<data root>/CIFAR-10-C`` (or ``CIFAR-100-C``).
 - any other value: a folder path in the official layout.
 
-``corruption_subset = N`` evaluates the first N test images of every corruption x severity (a fixed
-subset, recorded); 0 means all. Summaries average over the named ``corruption_set``.
+``corruption_subset = N`` evaluates a fixed subset of N test images (a random sample drawn with
+``corruption_seed``, kept in test-set order; the same images for every corruption, severity and
+method; recorded); 0 means all. A random sample, not the first N: a test set stored in class
+order (such as an ImageFolder copy) would otherwise give a subset of one class. Summaries average over the named ``corruption_set``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ OFFICIAL_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar10-jpeg": "CIFAR-10-C", "cifa
 SUMMARY_KEYS = {"accuracy": "cA", "nll": "cNLL", "ece": "cECE", "brier": "cBrier"}
 
 
+def subset_indices(n_total: int, subset: int, seed: int) -> np.ndarray:
+    """Sorted indices of the evaluated test images: all of them, or a seeded random sample of ``subset``."""
+    if not subset or subset >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[:subset])
+
+
 def corrupted_folder(data: Dataset, ev: dict[str, Any], env: "Environment", progress: bool = True) -> Path:
     """The folder of corrupted sets to evaluate on, generating (and caching) it when asked."""
     kind = ev["corruptions"]
@@ -42,12 +51,12 @@ def corrupted_folder(data: Dataset, ev: dict[str, Any], env: "Environment", prog
         return resolve_data_dir(env.data_dir) / OFFICIAL_FOLDERS[data.name]
     if kind != "regenerated":
         return Path(kind)
-    subset = int(ev["corruption_subset"]) or len(data.test)
+    idx = subset_indices(len(data.test), int(ev["corruption_subset"]), int(ev["corruption_seed"]))
     names = corruption_set(ev["corruption_set"])
     root = resolve_cache_dir(env.cache_dir, resolve_data_dir(env.data_dir))
-    folder = root / f"{data.name}-C" / f"regenerated-seed{ev['corruption_seed']}-n{subset}-{ev['corruption_set']}"
-    images = np.ascontiguousarray(data.test.images[:subset])
-    labels = np.asarray(data.test.labels[:subset])
+    folder = root / f"{data.name}-C" / f"regenerated-seed{ev['corruption_seed']}-n{len(idx)}-{ev['corruption_set']}"
+    images = np.ascontiguousarray(data.test.images[idx])
+    labels = np.asarray(data.test.labels[idx])
     return generate_cifar_c(images, labels, folder, corruptions=names, severities=tuple(ev["corruption_severities"]),
                             seed=int(ev["corruption_seed"]), progress=progress)
 
@@ -66,6 +75,9 @@ def evaluate_corrupted(net: nn.Module, data: Dataset, ev: dict[str, Any], env: "
     names = corruption_set(ev["corruption_set"])
     severities = [int(s) for s in ev["corruption_severities"]]
     subset = int(ev["corruption_subset"])
+    idx = subset_indices(len(data.test), subset, int(ev["corruption_seed"]))
+    expected = np.asarray(data.test.labels[idx])
+    regenerated = ev["corruptions"] == "regenerated"  # a regenerated folder holds only the subset, in order
     per: dict[str, dict[str, Any]] = {}
     seen = 0
     t0 = time.perf_counter()
@@ -74,12 +86,14 @@ def evaluate_corrupted(net: nn.Module, data: Dataset, ev: dict[str, Any], env: "
         per[name] = {}
         for s in severities:
             images, labels = load_cifar_c(folder, name, s)
-            n = min(subset or len(labels), len(labels))
-            expected = np.asarray(data.test.labels[:n])
-            if not np.array_equal(np.asarray(labels[:n]), expected):
+            rows = np.arange(len(idx)) if regenerated else idx
+            if len(labels) <= rows[-1] or not np.array_equal(np.asarray(labels[rows]), expected):
                 raise ValueError(f"labels of {folder}/{name}.npy (severity {s}) do not match the clean test labels of {data.name}: "
-                                 "the corrupted set belongs to another test set or order")
-            split = DeviceData(Split(images[:n], expected), data.mean, data.std, env_device(net))
+                                 "the corrupted set belongs to another test set or order (an ImageFolder copy is in class order; "
+                                 "use eval.corruptions = \"regenerated\" for it)")
+            cells = images[rows] if len(rows) < len(labels) else images
+            split = DeviceData(Split(cells, expected), data.mean, data.std, env_device(net))
+            n = len(rows)
             per[name][str(s)] = evaluate(net, split, batch_size=batch_size, precision=precision, channels_last=channels_last, progress=False)
             seen += n
             bar.update(1)

@@ -183,6 +183,11 @@ def test_corrupted_evaluation_on_regenerated_sets(cifar10_dir, tiny_run_config, 
     cor = json.loads(path.read_text())["metrics"]["corrupted"]
     assert cor["source"] == "regenerated" and cor["corruption_set"] == "benchmark15" and len(cor["per"]) == 15
     assert set(cor["per"]["fog"]) == {"1", "5"} and cor["per"]["fog"]["5"]["n"] == 16 and cor["subset"] == 16
+    # the subset is a seeded random sample in test order (not the first 16: a class-ordered test set would give one class)
+    from benchmark.robustness import subset_indices
+
+    idx = subset_indices(40, 16, 0)
+    assert len(idx) == 16 and list(idx) == sorted(idx) and list(idx) != list(range(16))
     mean_acc = sum(m["accuracy"] for sev in cor["per"].values() for m in sev.values()) / 30
     assert cor["summary"]["cA"] == pytest.approx(mean_acc)
     # the regenerated sets are cached: a second run reuses the folder
