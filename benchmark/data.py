@@ -42,6 +42,8 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DataError(RuntimeError):
@@ -72,6 +74,9 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, idx: np.ndarray) -> "Split":
+        return Split(self.images[idx], self.labels[idx])
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -84,6 +89,7 @@ class Dataset:
     source: str  # "official", "jpeg-copy", ...
     source_path: str
     val: Split | None = None
+    # train/test/val may instead be streaming splits (benchmark.imagenet.StreamingImageFolder): see device_data.
 
     @property
     def num_classes(self) -> int:
@@ -91,7 +97,7 @@ class Dataset:
 
     @property
     def image_size(self) -> int:
-        return int(self.train.images.shape[1])
+        return int(getattr(self.train, "image_size", None) or self.train.images.shape[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,9 +378,16 @@ def _jpeg_copy(folder_name: str):
     return load
 
 
+def _imagenet(root: Path, cache: Path, download: bool, progress: bool):
+    from .imagenet import load_imagenet  # streamed from the JPEG files: no uint8 cache
+
+    return load_imagenet(root, progress)
+
+
 DATASETS.register("cifar10")(DatasetSpec("cifar10", _official(CIFAR10_ARCHIVE), CIFAR_MEAN, CIFAR_STD, "official", "CIFAR-10, torchvision's official archive"))
 DATASETS.register("cifar100")(DatasetSpec("cifar100", _official(CIFAR100_ARCHIVE), CIFAR100_MEAN, CIFAR100_STD, "official", "CIFAR-100, torchvision's official archive"))
 DATASETS.register("cifar10-jpeg")(DatasetSpec("cifar10-jpeg", _jpeg_copy("cifar10-jpeg"), CIFAR_MEAN, CIFAR_STD, "jpeg-copy", "CIFAR-10 re-encoded as JPEG (ImageFolder); not comparable with official CIFAR-10 numbers"))
+DATASETS.register("imagenet")(DatasetSpec("imagenet", _imagenet, IMAGENET_MEAN, IMAGENET_STD, "official", "ImageNet ILSVRC-2012, <root>/imagenet/{train,val}/<wnid>/*.JPEG, streamed (benchmark.imagenet)"))
 
 
 def load_dataset(
@@ -399,8 +412,7 @@ def load_dataset(
             raise ValueError(f"val_size={val_size} must be between 1 and {len(train) - 1} (training images)")
         perm = np.random.default_rng(val_seed).permutation(len(train))
         keep, held = np.sort(perm[val_size:]), np.sort(perm[:val_size])
-        val = Split(train.images[held], train.labels[held])
-        train = Split(train.images[keep], train.labels[keep])
+        val, train = train.take(held), train.take(keep)
     return Dataset(name, classes, train, splits["test"], spec.mean, spec.std, source, str(src), val)
 
 
@@ -463,3 +475,11 @@ class DeviceData:
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self), batch_size):
             yield self.normalise(self.images[start : start + batch_size]), self.labels[start : start + batch_size]
+
+
+def device_data(split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu"):
+    """What the training loop and evaluation read: ``DeviceData`` for a :class:`Split` held as
+    arrays; a streaming split (e.g. ``benchmark.imagenet.StreamingImageFolder``) bound to ``device``."""
+    if isinstance(split, Split):
+        return DeviceData(split, mean, std, device)
+    return split.on_device(mean, std, device)

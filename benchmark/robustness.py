@@ -71,6 +71,10 @@ def evaluate_corrupted(net: nn.Module, data: Dataset, ev: dict[str, Any], env: "
     """
     if ev["corruption_set"] not in CORRUPTION_SETS:
         raise ValueError(f"unknown corruption_set {ev['corruption_set']!r}; valid choices: {', '.join(sorted(CORRUPTION_SETS))}")
+    if data.name == "imagenet":  # ImageNet-C: JPEG folders, streamed (benchmark.imagenet)
+        from .imagenet import evaluate_imagenet_c
+
+        return evaluate_imagenet_c(net, data, ev, env, batch_size=batch_size, precision=precision, channels_last=channels_last, progress=progress)
     folder = corrupted_folder(data, ev, env, progress)
     names = corruption_set(ev["corruption_set"])
     severities = [int(s) for s in ev["corruption_severities"]]

@@ -22,7 +22,7 @@ from torch import nn
 
 from . import config as C
 from .cost import measure_cost, peak_memory_mb
-from .data import Dataset, DeviceData, load_dataset
+from .data import Dataset, DeviceData, device_data, load_dataset
 from .methods import Method, Task, get_method
 from .records import provenance, utc_now, write_record
 from .train import StopFlag, StopRequested, TrainConfig, evaluate, fit, stop_on_signals
@@ -196,7 +196,7 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     base = {"run_id": run_id, "config": resolved, "data": _data_facts(data)}
     started = utc_now()
     try:
-        train_data = DeviceData(data.train, data.mean, data.std, device)
+        train_data = device_data(data.train, data.mean, data.std, device)
         ctx = RunContext(resolved, run_id, data, train_data, env)
         with stop_on_signals(env.stop):
             seed_initialisation(resolved)
@@ -225,8 +225,8 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     ev = resolved["eval"]
     train_cfg = ctx.train_config()
     precision = ev["precision"] or train_cfg.precision
-    test = DeviceData(data.test, data.mean, data.std, device)
-    val = DeviceData(data.val, data.mean, data.std, device) if data.val is not None else None
+    test = device_data(data.test, data.mean, data.std, device)
+    val = device_data(data.val, data.mean, data.std, device) if data.val is not None else None
     epochs_trained = sum(len(h) for h in ctx.history.values())
     paths = []
     for variant, net, passes in method.eval_variants(model):
