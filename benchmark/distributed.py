@@ -32,10 +32,27 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 from torch import nn
-from torch.nn import functional as F
 
 
 # --------------------------------------------------------------------------- BatchNorm
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: the gradient of a sum over ranks is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        tdist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return _AllReduceSum.apply(grad)
+
+
+def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(tensor)
 
 
 class SyncBatchNorm2d(nn.BatchNorm2d):
@@ -49,22 +66,22 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not (tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         c = x.shape[1]
         xf = x.float()
         local_n = torch.full((1,), xf.numel() // c, dtype=torch.float32, device=x.device)
-        packed = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), local_n]))
+        # two passes (mean, then centred squares), as accurate as the 1-process kernel's variance
+        packed = _all_reduce(torch.cat([xf.sum((0, 2, 3)), local_n]))
         n = packed[-1]
         mean = packed[:c] / n
-        var = (packed[c : 2 * c] / n - mean * mean).clamp_min(0)
+        centred = xf - mean[None, :, None, None]
+        var = _all_reduce((centred * centred).sum((0, 2, 3))) / n
         if self.track_running_stats and self.running_mean is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
-        y = (xf - mean[None, :, None, None]) * torch.rsqrt(var + self.eps)[None, :, None, None]
+        y = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)

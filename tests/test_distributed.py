@@ -1,0 +1,131 @@
+"""Data-parallel training (benchmark.distributed) on the CPU: 2 gloo processes equal 1 process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+
+from benchmark.distributed import DistContext, SyncBatchNorm2d, convert_sync_batchnorm
+from benchmark.runner import Environment, run_experiment
+from tests.conftest import write_cifar_archive
+
+# Measured (2 ranks vs 1, resnet8 w4, 60 images, batch 30, 2 epochs = 4 steps, fp32, SyncBatchNorm2d):
+# max |delta| of the final weights 7e-6, gradients of one step 1e-6 relative. Float reassociation
+# is then amplified by training itself: after 8 steps the same model differs by ~7e-3 between 2
+# ranks and 1 process, and by ~4e-3 between 1 and 2 CPU threads of ONE process; so the test keeps
+# to 4 steps. The bounds leave room for other CPUs.
+WEIGHT_TOL = 1e-4
+METRIC_TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, cfg: dict, root: str, sync_bn: bool) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist = DistContext(rank=rank, world_size=world, sync_bn=sync_bn)
+    dist.init_process_group("gloo")
+    try:
+        env = Environment(data_dir=f"{root}/data", cache_dir=f"{root}/cache-{rank}", results_dir=Path(root) / "runs",
+                          checkpoint_dir=Path(root) / "ckpt", device="cpu", progress=False, log=lambda m: None, dist=dist)
+        paths = run_experiment(cfg, env)
+        assert (len(paths) == 1) == dist.is_main
+    finally:
+        dist.close()
+
+
+def _run(cfg: dict, root: Path, world: int, sync_bn: bool = True) -> tuple[dict, dict]:
+    if world == 1:
+        env = Environment(data_dir=str(root / "data"), cache_dir=str(root / "cache"), results_dir=root / "runs", checkpoint_dir=root / "ckpt",
+                          device="cpu", progress=False, log=lambda m: None)
+        run_experiment(cfg, env)
+    else:
+        mp.spawn(_worker, args=(world, _free_port(), cfg, str(root), sync_bn), nprocs=world, join=True)
+    (rec,) = [json.loads(p.read_text()) for p in (root / "runs").rglob("*.json")]
+    (final,) = list((root / "ckpt").rglob("final.pt"))
+    return rec, torch.load(final, weights_only=True)
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    write_cifar_archive(tmp_path / "data", "cifar10", per_batch=12, as_tar=False)  # 60 train, 12 test images
+    return tmp_path
+
+
+def _max_delta(a: dict, b: dict) -> float:
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point())
+
+
+@pytest.mark.timeout(240)
+def test_two_ranks_equal_one_process(data_root: Path, tiny_run_config: dict, tmp_path: Path) -> None:
+    cfg = {**tiny_run_config, "train": {**tiny_run_config["train"], "batch_size": 30}}  # 2 steps per epoch, chunks of 15
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "data").symlink_to(data_root / "data")
+    two = tmp_path / "two"
+    two.mkdir()
+    (two / "data").symlink_to(data_root / "data")
+    rec1, w1 = _run(cfg, one, 1)
+    rec2, w2 = _run(cfg, two, 2)
+    assert rec1["run_id"] == rec2["run_id"]
+    delta = _max_delta(w1, w2)
+    print(f"max |weight delta| 2 ranks vs 1: {delta:.3g}")
+    assert delta < WEIGHT_TOL
+    c1, c2 = rec1["metrics"]["clean"], rec2["metrics"]["clean"]
+    for key in ("accuracy", "nll", "ece", "brier"):
+        if key in c1:
+            assert abs(c1[key] - c2[key]) < METRIC_TOL, (key, c1[key], c2[key])
+    h1, h2 = rec1["training"]["history"]["train"], rec2["training"]["history"]["train"]
+    assert [e["rows"] for e in h1] == [e["rows"] for e in h2]
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(h1, h2)) < METRIC_TOL
+
+
+def test_shard_chunks_and_weights() -> None:
+    x, y = torch.randn(7, 3, 4, 4), torch.arange(7).expand(2, 7)
+    parts = [DistContext(rank=r, world_size=2).shard(x, y) for r in range(2)]
+    assert [p[1].shape[-1] for p in parts] == [4, 3]
+    assert torch.equal(torch.cat([p[0] for p in parts]), x)
+    assert sum(p[2] for p in parts) == pytest.approx(2.0)  # weights average to 1 under DDP's mean
+    mimo_x = torch.randn(3, 7, 3, 4, 4)  # [M, B, C, H, W]
+    xs, ys, _ = DistContext(rank=1, world_size=2).shard(mimo_x, torch.zeros(3, 7, dtype=torch.long))
+    assert xs.shape == (3, 3, 3, 4, 4) and ys.shape == (3, 3) and torch.equal(xs, mimo_x[:, 4:])
+    with pytest.raises(ValueError, match="cannot shard"):
+        DistContext(rank=0, world_size=2).shard(torch.randn(7, 5), y)
+    with pytest.raises(ValueError, match="0 <= rank < world_size"):
+        DistContext(rank=2, world_size=2)
+
+
+def test_sync_batchnorm_is_batchnorm_on_one_process() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ref = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    ref.load_state_dict(net.state_dict())
+    assert convert_sync_batchnorm(net) == 1 and isinstance(net[1], SyncBatchNorm2d)
+    assert set(net.state_dict()) == set(ref.state_dict())
+    x = torch.randn(5, 3, 6, 6)
+    assert torch.allclose(net(x), ref(x))  # no process group: plain BatchNorm
+
+
+def test_from_environment_single_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("WORLD_SIZE", "RANK", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    assert DistContext.from_environment() is None
