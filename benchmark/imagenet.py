@@ -254,10 +254,12 @@ class StreamingImageFolder:
         return self.normalise(images.to(self.device, non_blocking=cuda)), labels.to(self.device, non_blocking=cuda)
 
     def loader(self, dataset: TorchDataset, **kwargs: Any) -> DataLoader:
-        """A DataLoader over ``dataset`` with this split's workers, pinned memory on CUDA."""
+        """A DataLoader over ``dataset`` with this split's workers, pinned memory on CUDA. Its own
+        generator: starting it must not draw from the global RNG, which the training loop seeds
+        per step (dropout), or a run resumed mid-epoch would differ from an uninterrupted one."""
         workers = num_workers(self.workers)
         return DataLoader(dataset, num_workers=workers, pin_memory=self.device.type == "cuda",
-                          prefetch_factor=4 if workers else None, **kwargs)
+                          prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(0), **kwargs)
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self) // batch_size

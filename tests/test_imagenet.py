@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from benchmark.imagenet import (IMAGENET_MEAN, IMAGENET_STD, WORKERS_ENV, Regene
                                 eval_transform, evaluate_imagenet_c)
 from benchmark.methods import Task, get_method
 from benchmark.runner import Environment, run_experiment
+from benchmark.train import StopFlag, StopRequested
 
 WNIDS = ["n01440764", "n01443537", "n02102040"]  # deliberately written out of order below
 TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 2
@@ -124,6 +126,12 @@ def test_train_batches_shape_normalisation_and_reproducibility(tree: Path) -> No
     xs, _ = train.train_batch(order, 0, 12, _gen(1))
     first = {int(i): xs[j] for j, i in enumerate(order)}
     assert not all(torch.equal(xo[j], first[int(i)]) for j, i in enumerate(other))
+    # Starting a loader leaves the global RNG (seeded per step by the loop, used by dropout) alone.
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    device_data(data.train, data.mean, data.std, "cpu").train_batch(order, 2, 4, _gen(1))
+    assert torch.equal(torch.rand(3), expected)
     with pytest.raises(IndexError, match="step 3 out of range"):
         train.train_batch(order, 3, 4, _gen(1))
 
@@ -179,6 +187,32 @@ def test_run_with_imagenet_c(tree: Path, tmp_path: Path) -> None:
     [path] = run_experiment(official, _env(tmp_path, tree))
     corrupted = json.loads(path.read_text())["metrics"]["corrupted"]
     assert corrupted["folder"] == str(tree / "imagenet-c") and corrupted["images"] == 15 * 3
+
+
+class _StopAfter(StopFlag):
+    """A stop request that arrives after ``n`` checks (the loop checks once per step)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        self.reason = "test"
+        return self.n < 0
+
+
+def test_resumed_run_equals_uninterrupted(tree: Path, tmp_path: Path) -> None:
+    cfg = {"run": {"method": "deterministic", "dataset": "imagenet", "backbone": "resnet50", "seed": 1}, "backbone": {"width": 2},
+           "train": {"epochs": 2, "batch_size": 4, "lr": 0.05, "warmup_epochs": 0.0},
+           "eval": {"batch_size": 6, "latency_batch": 2, "latency_repeats": 1}}
+    [straight] = run_experiment(cfg, _env(tmp_path / "a", tree))
+    with pytest.raises(StopRequested):  # mid-epoch 2 (3 steps per epoch)
+        run_experiment(cfg, dataclasses.replace(_env(tmp_path / "b", tree), stop=_StopAfter(4)))
+    [resumed] = run_experiment(cfg, dataclasses.replace(_env(tmp_path / "b", tree), resume=True))
+    run_id = json.loads(straight.read_text())["run_id"]
+    sa, sb = (torch.load(tmp_path / d / "ckpt" / run_id / "final.pt") for d in ("a", "b"))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _evaluate(tree: Path, tmp_path: Path, **ev_changes):
