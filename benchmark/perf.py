@@ -73,9 +73,11 @@ class StepBench:
         self.step_i += 1
         return self.method.training_batch(x, y, gen)
 
-    def step(self) -> None:
+    def step(self, inputs: Any = None, targets: torch.Tensor | None = None) -> None:
+        """One optimisation step; forms the batch (data path + the method's member inputs) unless given."""
         self.model.train()
-        inputs, targets = self.batch_inputs()
+        if inputs is None:
+            inputs, targets = self.batch_inputs()
         with autocast(self.precision, self.data.device):
             logits = self.model(inputs)
         loss = ensemble_loss(logits, targets)
@@ -211,6 +213,63 @@ def measure_generation(n: int, log: Callable[[str], None]) -> dict[str, Any]:
     return {"images": n, "corruptions": len(ALL_CORRUPTIONS), "severities": 5, "seconds": seconds, "ms_per_image_per_pass": ms}
 
 
+class PeerBench:
+    """A torch-uncertainty model's training step on the same rows as ours (their input conventions:
+    MIMO takes the M member inputs stacked along the batch, BatchEnsemble the batch tiled M times)."""
+
+    def __init__(self, model: torch.nn.Module, rows: int, device: torch.device, precision: str, channels_last: bool) -> None:
+        self.model = model.to(device)
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        x = torch.randn(rows, 3, 32, 32, device=device)
+        self.x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        self.y = torch.randint(0, 10, (rows,), device=device)
+        self.precision, self.device = precision, device
+
+    def step(self) -> None:
+        self.model.train()
+        with autocast(self.precision, self.device):
+            logits = self.model(self.x)
+        loss = torch.nn.functional.cross_entropy(logits.float(), self.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def measure_peers(batch: int, precision: str, channels_last: bool, device: torch.device, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Our MIMO (M=3, batch repetition 4) and BatchEnsemble (M=4) ResNet-18 training steps against
+    torch-uncertainty's (``pip install 'plures[peers]'``), interleaved; ratio = ours / theirs."""
+    try:
+        import torch_uncertainty
+        from torch_uncertainty.models.classification import batched_resnet, mimo_resnet
+    except Exception as exc:  # noqa: BLE001 - absent, or broken by its own dependencies
+        log(f"peer comparison skipped: torch-uncertainty not importable ({type(exc).__name__}: {exc}); pip install 'plures[peers]'")
+        return {"skipped": f"torch-uncertainty not importable: {type(exc).__name__}: {exc}"}
+    task = Task(num_classes=10, backbone="resnet18")
+    data = DeviceData(synthetic_data(max(4 * batch, 1024)), CIFAR_MEAN, CIFAR_STD, device)
+    ours = {"mimo": StepBench("mimo", task, data, batch, precision, channels_last, {"members": 3, "batch_repetition": 4}),
+            "batchensemble": StepBench("batchensemble", task, data, batch, precision, channels_last, {"members": 4})}
+    theirs = {"mimo": PeerBench(mimo_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=3, style="cifar"), 3 * 4 * batch, device, precision, channels_last),
+              "batchensemble": PeerBench(batched_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=4, style="cifar"), 4 * batch, device, precision, channels_last)}
+    # Both sides step on an already formed batch: the peers' data pipeline is not part of their model.
+    formed = {k: v.batch_inputs() for k, v in ours.items()}
+    benches = {f"ours {k}": (lambda b=v, f=formed[k]: b.step(*f)) for k, v in ours.items()}
+    benches |= {f"torch-uncertainty {k}": v.step for k, v in theirs.items()}
+    for fn in benches.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in benches}
+    for _ in range(repeats):
+        for key, fn in benches.items():
+            times[key].append(time_call(fn, device))
+    out: dict[str, Any] = {"torch_uncertainty": getattr(torch_uncertainty, "__version__", "unknown"), "backbone": "resnet18 (CIFAR stem)", "batch": batch}
+    for name in ours:
+        a, b = statistics.median(times[f"ours {name}"]), statistics.median(times[f"torch-uncertainty {name}"])
+        out[name] = {"ours_seconds": _spread(times[f"ours {name}"]), "theirs_seconds": _spread(times[f"torch-uncertainty {name}"]), "ours_over_theirs": a / b}
+        log(f"peer {name}: ours {a * 1000:.1f} ms / torch-uncertainty {b * 1000:.1f} ms = {a / b:.3f}")
+    return out
+
+
 def render_table(result: dict[str, Any]) -> str:
     """The perf record as a Markdown table (rounding only here)."""
     lines = [f"# Performance ({result['device']}, {result['provenance']['device_name']}, torch {result['provenance']['torch']})", "",
@@ -241,6 +300,14 @@ def render_table(result: dict[str, Any]) -> str:
     if "corrupted_rate" in result:
         c = result["corrupted_rate"]
         lines.append(f"- Corrupted-set evaluation (memory-mapped) runs at {c['rate_ratio']:.3f} of the clean in-memory rate ({c['clean_images_per_second']:.0f} img/s clean).")
+    peers = result.get("peers", {})
+    if "skipped" in peers:
+        lines.append(f"- Peer comparison skipped: {peers['skipped']}.")
+    for name in ("mimo", "batchensemble"):
+        if name in peers:
+            p = peers[name]
+            lines.append(f"- torch-uncertainty {peers['torch_uncertainty']} {name} ResNet-18 training step, same rows: ours / theirs = {p['ours_over_theirs']:.3f} "
+                         f"({p['ours_seconds']['median'] * 1000:.1f} ms vs {p['theirs_seconds']['median'] * 1000:.1f} ms, batch {peers['batch']}).")
     if "generation" in result:
         g = result["generation"]
         lines.append(f"- Corruption generation: {g['seconds']:.1f} s for {g['images']} images x 19 corruptions x 5 severities = {g['ms_per_image_per_pass']:.3f} ms per image per pass.")
@@ -260,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--corrupted-images", type=int, default=5000, help="images for the corrupted-vs-clean evaluation rate (0: skip)")
     p.add_argument("--generation-images", type=int, default=1000, help="images for the generation throughput (0: skip)")
+    p.add_argument("--peers", action="store_true", help="also compare with torch-uncertainty's MIMO and BatchEnsemble ResNet-18 (optional extra)")
+    p.add_argument("--peer-batch", type=int, default=32, help="unique images per step in the peer comparison")
     p.add_argument("--out", type=Path, default=Path("results/perf"))
     args = p.parse_args(argv)
     from .runner import select_device
@@ -280,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     result["methods"] = measure_methods(methods, args.backbone, opts, args.batch, args.precision, args.channels_last, device, args.repeats, args.large_batch, log)
     if args.corrupted_images:
         result["corrupted_rate"] = measure_corrupted_rate(args.backbone, opts, args.precision, args.channels_last, device, args.corrupted_images, max(3, args.repeats // 2), log)
+    if args.peers:
+        result["peers"] = measure_peers(args.peer_batch, args.precision, args.channels_last, device, args.repeats, log)
     if args.generation_images:
         result["generation"] = measure_generation(args.generation_images, log)
     tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "")
