@@ -5,6 +5,8 @@
 #   make test           the test suite (slow real-data tests excluded)
 #   make leaderboard    rebuild leaderboards from the records in results/runs
 #   make test-slow      the long real-data tests
+#   make sweep SWEEP=benchmark/sweeps/tiny.toml   submit a sweep (job arrays + leaderboard job)  [ARGS=--dry-run]
+#   make sweep-status SWEEP=...                    each run: pending, running, done, failed  [ARGS=--resubmit-failed]
 #
 # Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when it holds the CIFAR-10 copy, else ./data).
 
@@ -12,6 +14,7 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 SUITE    ?= quick
+SWEEP    ?= benchmark/sweeps/tiny.toml
 ARGS     ?=
 PYTEST_ARGS ?=
 DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/cifar10-jpeg.tar.gz),../shared/data,data))
@@ -22,7 +25,7 @@ export PLURES_DATA_DIR := $(DATA_DIR)
 .PHONY: bench test test-slow leaderboard sweep sweep-status perf venv clean-venv help
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile
 
 # pip, not uv/poetry: torch and torchvision come from pip's configured sources (local wheels on the
 # plures build machines); the range in pyproject.toml admits them.
@@ -51,3 +54,9 @@ clean-venv:
 
 perf: $(STAMP)
 	$(BIN)/python -m benchmark perf $(ARGS)
+
+sweep: $(STAMP)
+	$(BIN)/python -m benchmark sweep "$(SWEEP)" $(ARGS)
+
+sweep-status: $(STAMP)
+	$(BIN)/python -m benchmark sweep-status "$(SWEEP)" $(ARGS)

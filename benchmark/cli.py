@@ -147,6 +147,9 @@ def cmd_list(p: argparse.ArgumentParser):
 # Subcommands with parsers of their own: ``python -m benchmark NAME ...`` calls ``module.main(argv)``.
 DELEGATED: dict[str, tuple[str, str]] = {
     "perf": ("benchmark.perf", "Measure step time, inference latency, FLOP/s, data-path share and corrupted-evaluation rate per method."),
+    # "module:function" names another entry point than main (sweep.py serves both sweep commands)
+    "sweep": ("benchmark.sweep", "Expand a sweep file into runs and submit them as submitit job arrays (SLURM, local, debug)."),
+    "sweep-status": ("benchmark.sweep:status_main", "List a sweep's runs as pending, running, done or failed; --resubmit-failed."),
 }
 
 
@@ -168,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in DELEGATED:
         import importlib
 
-        module = importlib.import_module(DELEGATED[argv[0]][0])
-        args = argparse.Namespace(handler=lambda _: module.main(argv[1:]))
+        module_name, _, function = DELEGATED[argv[0]][0].partition(":")
+        entry = getattr(importlib.import_module(module_name), function or "main")
+        args = argparse.Namespace(handler=lambda _: entry(argv[1:]))
     else:
         args = parser.parse_args(argv)
     from .data import DataError
