@@ -1,0 +1,271 @@
+"""Sweeps: expansion, stable ids, plans, skip-existing, status; end to end on the debug executor
+and, marked ``slurm``, through submitit on a real local SLURM cluster (preemption included)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from benchmark import config as C
+from benchmark import sweep as S
+from benchmark.runner import Environment, run_experiment, run_id_of
+from tests.conftest import write_cifar_archive
+
+TINY_SET = """
+[set]
+"run.suite" = "tiny-test"
+"run.dataset" = "cifar10"
+"backbone.width" = 4
+"train.epochs" = 1
+"train.batch_size" = 32
+"train.lr" = 0.05
+"train.precision" = "fp32"
+"train.channels_last" = false
+"eval.corruptions" = "none"
+"eval.batch_size" = 64
+"eval.latency_batch" = 8
+"eval.latency_repeats" = 1
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    write_cifar_archive(tmp_path / "data", "cifar10", per_batch=40, as_tar=False)
+    return tmp_path / "data"
+
+
+def write_sweep(tmp_path: Path, head: str, *, slurm: str = 'cluster = "debug"', extra: str = "", data: Path | None = None, name: str = "sweep") -> Path:
+    paths = f"""
+[paths]
+results_dir = "{tmp_path / 'runs'}"
+checkpoint_dir = "{tmp_path / 'ckpt'}"
+leaderboard_dir = "{tmp_path / 'boards'}"
+log_dir = "{tmp_path / 'logs'}"
+data_dir = "{data or tmp_path / 'data'}"
+cache_dir = "{tmp_path / 'cache'}"
+"""
+    path = tmp_path / f"{name}.toml"  # the stem names the sweep and its jobs
+    path.write_text(f'device = "cpu"\n{head}\n{TINY_SET}\n{extra}\n{paths}\n[slurm]\n{slurm}\n')
+    return path
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+def test_expansion_filters_seeds_grid_and_stable_ids(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "mimo"]\nseeds = [0, 1, 2]', extra='[grid]\n"train.lr" = [0.1, 0.05]')
+    tasks = S.expand(S.load_sweep(path))
+    assert len(tasks) == 2 * 3 * 2 and all(t.kind == "run" and t.stage == 0 for t in tasks)
+    assert {t.name for t in tasks} == {"deterministic[train.lr=0.1]", "deterministic[train.lr=0.05]", "mimo[train.lr=0.1]", "mimo[train.lr=0.05]"}
+    for t in tasks:
+        resolved = C.resolve(t.config)
+        assert t.run_id == run_id_of(resolved) and resolved["train"]["epochs"] == 1 and resolved["run"]["suite"] == "tiny-test"
+    again = S.expand(S.load_sweep(path))
+    assert [t.run_id for t in again] == [t.run_id for t in tasks]  # stable across expansions
+    assert len({t.run_id for t in tasks}) == len(tasks)
+
+
+def test_deep_ensemble_members_run_first_as_their_own_tasks(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "deep_ensemble", "subnetwork"]\nseeds = [0]')
+    tasks = S.expand(S.load_sweep(path))
+    by_id = {t.run_id: t for t in tasks}
+    de = next(t for t in tasks if t.name == "deep_ensemble")
+    sub = next(t for t in tasks if t.name == "subnetwork")
+    det = next(t for t in tasks if t.name == "deterministic")
+    assert de.stage == 1 and sub.stage == 1 and det.stage == 0
+    assert len(de.needs) == 4 and de.needs[0] == det.run_id and sub.needs == [det.run_id]
+    members = [by_id[n] for n in de.needs[1:]]
+    assert [m.kind for m in members] == ["member"] * 3 and [m.seed for m in members] == [1, 2, 3] and all(m.stage == 0 for m in members)
+    assert [t.stage for t in tasks] == sorted(t.stage for t in tasks)
+
+
+@pytest.mark.parametrize("text, match", [
+    ('suite = "quick"\nbogus = 1', r"unknown key\(s\) \['bogus'\]; valid keys: name, description, suite"),
+    ('suite = "quick"\n[slurm]\ncpus = 4', r"unknown key\(s\) \['cpus'\] in \[slurm\]; valid keys: cluster, partition"),
+    ('suite = "quick"\n[paths]\nresult_dir = "x"', r"unknown key\(s\) \['result_dir'\] in \[paths\]; valid keys: results_dir"),
+    ('suite = "quick"\n[set]\n"train.epoch" = 1', r"unknown key\(s\) \['epoch'\] in \[train\]; valid keys: .*epochs"),
+    ('suite = "quick"\n[set]\n"lr" = 1', r"must be table.key"),
+    ('suite = "quick"\nmethods = ["dropout"]', r"methods \['dropout'\] match no run of suite 'quick'; valid choices: .*mc_dropout"),
+    ('suite = "nope"', r"unknown suite 'nope'; valid choices: .*quick"),
+    ('suite = "quick"\n[slurm]\ncluster = "aws"', r"cluster 'aws' is not valid; valid choices: slurm, local, debug"),
+    ('suite = "quick"\nseeds = []', r"seeds must be a non-empty list"),
+])
+def test_bad_sweep_files_name_the_valid_choices(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(C.ConfigError, match=match):
+        S.expand(S.load_sweep(path))
+
+
+def test_dry_run_prints_plan_and_submits_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "mimo"]\nseeds = [0, 1]', slurm='cluster = "slurm"\npartition = "p1"')
+    assert main(["sweep", str(path), "--dry-run", "--partition", "gpu7"]) == 0
+    out = capsys.readouterr().out
+    tasks = S.expand(S.load_sweep(path))
+    assert all(t.run_id in out for t in tasks) and "4 task(s), 0 done and skipped; cluster slurm" in out
+    assert '"partition": "gpu7"' in out  # the command line wins over [slurm]
+    assert not (tmp_path / "logs").exists()
+    assert main(["sweep", str(tmp_path / "missing.toml"), "--dry-run"]) == 2
+
+
+# --------------------------------------------------------------------------- end to end (debug executor)
+
+
+@pytest.mark.timeout(240)
+def test_debug_cluster_end_to_end_skip_existing_and_status(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+    from benchmark.records import load_records
+
+    head = 'suite = "quick"\nmethods = ["deterministic", "deep_ensemble"]\nseeds = [0]'
+    path = write_sweep(tmp_path, head, data=data_dir)  # deep_ensemble M=4: deterministic s0 (a run), s1-s3 (member tasks)
+    assert main(["sweep", str(path), "--cluster", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted stage 0" in out and "submitted stage 1" in out
+    recs = load_records(tmp_path / "runs").records
+    assert sorted(r["identity"]["method"] for r in recs) == ["deep_ensemble", "deterministic"]
+    de = next(r for r in recs if r["identity"]["method"] == "deep_ensemble")
+    assert all(de["method_extra"]["member_reused"])  # trained by the earlier array, reused here
+    assert list((tmp_path / "boards").rglob("leaderboard.md"))
+    manifest = json.loads((tmp_path / "logs" / "manifest.json").read_text())
+    tasks = S.expand(S.load_sweep(path))
+    assert set(manifest["runs"]) == {t.run_id for t in tasks}
+    assert all(m["job_id"] and m["stdout"] for m in manifest["runs"].values())
+    # status: all done; re-launching skips everything
+    assert main(["sweep-status", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\ndone ") == len(tasks) and f"{len(tasks)} done" in out
+    assert main(["sweep", str(path), "--cluster", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 task(s) submitted, {len(tasks)} skipped" in out
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 2
+
+
+@pytest.mark.timeout(180)
+def test_crashed_run_is_failed_others_unaffected_and_resubmitted_alone(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    head = 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]'
+    path = write_sweep(tmp_path, head, extra='[grid]\n"train.batch_size" = [32, 100000]', data=data_dir)
+    assert main(["sweep", str(path), "--cluster", "debug"]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED" in captured.err and "batch_size=100000 exceeds" in captured.err
+    rows = {s.task.name: s for s in S.status(S.load_sweep(path))}
+    assert rows["deterministic[train.batch_size=32]"].state == "done"
+    bad = rows["deterministic[train.batch_size=100000]"]
+    assert bad.state == "failed" and "batch_size=100000 exceeds" in bad.note and bad.log
+    failed_records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("*.json")]
+    assert sorted(r["status"] for r in failed_records) == ["completed", "failed"]
+    assert main(["sweep-status", str(path), "--resubmit-failed", "--cluster", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted stage 0: 1 task(s)" in out  # the failed run alone
+    manifest = json.loads((tmp_path / "logs" / "manifest.json").read_text())
+    assert len(manifest["runs"][bad.task.run_id]["previous_jobs"]) == 1
+    assert len(manifest["runs"][rows["deterministic[train.batch_size=32]"].task.run_id]["previous_jobs"]) == 0
+
+
+def test_status_states_from_manifest_notes_and_records(tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0, 1, 2]')
+    sweep = S.load_sweep(path)
+    a, b, c = S.expand(sweep)
+    (tmp_path / "logs").mkdir()
+    manifest = {"runs": {t.run_id: {"job_id": f"debug_{i}", "stdout": f"/x/{i}.out", "cluster": "debug", "submitted": "2020"} for i, t in enumerate((a, b))},
+                "submissions": []}
+    (tmp_path / "logs" / "manifest.json").write_text(json.dumps(manifest))
+    S._failure_path(tmp_path / "logs", b.run_id).parent.mkdir(parents=True)
+    S._failure_path(tmp_path / "logs", b.run_id).write_text(json.dumps({"type": "ValueError", "message": "boom"}))
+    states = {s.task.run_id: (s.state, s.note, s.log) for s in S.status(sweep)}
+    assert states[a.run_id] == ("running", "submitted; no result yet", "/x/0.out")
+    assert states[b.run_id][:2] == ("failed", "ValueError: boom")
+    assert states[c.run_id][:2] == ("pending", "not submitted")
+
+
+# --------------------------------------------------------------------------- real SLURM
+
+
+def _slurm_sweep(tmp_path: Path, data_dir: Path, head: str, cluster: Any, extra: str = "", name: str = "sweep", **slurm: Any) -> Path:
+    params = {"cluster": "slurm", "time_min": 10, "cpus_per_task": 1, "mem_gb": 0.5, "array_parallelism": 2, "partition": cluster.partition, **slurm}
+    text = "\n".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
+    return write_sweep(tmp_path, head, slurm=text, extra=extra, data=data_dir, name=name)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(240)
+def test_slurm_tiny_sweep_records_and_leaderboard(slurm_cluster: Any, tmp_path: Path, data_dir: Path) -> None:
+    from benchmark.records import load_records
+    from benchmark.slurm_job import wait_all
+
+    path = _slurm_sweep(tmp_path, data_dir, 'suite = "quick"\nmethods = ["deterministic", "mimo"]\nseeds = [0, 1]', slurm_cluster)
+    sweep = S.load_sweep(path)
+    tasks = S.expand(sweep)
+    launched = S.launch(sweep, tasks, log=lambda m: None)
+    assert len(launched.arrays) == 1 and len(launched.arrays[0]) == 4 and launched.leaderboard is not None
+    assert all(str(j.job_id).startswith(str(launched.arrays[0][0].job_id).split("_")[0] + "_") for j in launched.arrays[0])
+    wait_all(launched.jobs(), timeout_s=200)
+    recs = load_records(tmp_path / "runs").records
+    assert sorted((r["identity"]["method"], r["identity"]["seed"]) for r in recs) == [("deterministic", 0), ("deterministic", 1), ("mimo", 0), ("mimo", 1)]
+    assert {r["training_run_id"] for r in recs} == {t.run_id for t in tasks}
+    board = tmp_path / "boards" / "tiny-test" / "leaderboard.md"
+    assert board.exists() and "mimo" in board.read_text()
+    rows = S.status(sweep, tasks)
+    assert [s.state for s in rows] == ["done"] * 4 and all(Path(s.log).exists() for s in rows)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(60)
+def test_slurm_impossible_request_is_refused_and_nothing_recorded(slurm_cluster: Any, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    path = _slurm_sweep(tmp_path, data_dir, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', slurm_cluster, name="impossible")
+    assert main(["sweep", str(path), "--cpus-per-task", str(slurm_cluster.cpus + 1)]) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and "sbatch" in err and ("More processors requested than permitted" in err or "Requested node configuration is not available" in err)
+    assert not (tmp_path / "logs" / "manifest.json").exists()
+    assert "impossible" not in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, timeout=20).stdout
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(300)
+def test_slurm_preempted_sweep_task_resumes_with_same_metrics(slurm_cluster: Any, tmp_path: Path) -> None:
+    from benchmark.records import load_records
+    from benchmark.slurm_job import wait_all
+
+    write_cifar_archive(tmp_path / "data", "cifar10", per_batch=200, as_tar=False)  # 1000 training images
+    extra = '[grid]\n"train.epochs" = [6]\n"train.batch_size" = [20]'
+    path = _slurm_sweep(tmp_path, tmp_path / "data", 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', slurm_cluster, extra=extra)
+    sweep = S.load_sweep(path)
+    (task,) = S.expand(sweep)
+    launched = S.launch(sweep, [task], log=lambda m: None)
+    (job,) = launched.arrays[0]
+    deadline = time.monotonic() + 120
+    while "epoch 1/6" not in (job.paths.stdout.read_text() if job.paths.stdout.exists() else ""):
+        assert time.monotonic() < deadline, "the task did not finish its first epoch in time"
+        time.sleep(0.2)
+    job._interrupt(timeout=False)  # SIGTERM then SIGUSR2, as a preemption
+    wait_all([job, launched.leaderboard], timeout_s=200)
+    log = job.paths.stdout.read_text()
+    assert "resuming" in log and "resume=True" in log
+    (rec,) = load_records(tmp_path / "runs").records
+    # the same run uninterrupted, here (1 thread, as the task with cpus_per_task=1)
+    env = Environment(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "ref-runs",
+                      checkpoint_dir=tmp_path / "ref-ckpt", device="cpu", progress=False, log=lambda m: None)
+    run_experiment(task.config, env)
+    (ref,) = load_records(tmp_path / "ref-runs").records
+    assert rec["run_id"] == ref["run_id"]
+    for key in ("accuracy", "nll", "ece"):
+        assert rec["metrics"]["clean"][key] == pytest.approx(ref["metrics"]["clean"][key], abs=1e-6), key
