@@ -6,10 +6,14 @@ member), obtained through ``RunContext.member_model``: a member whose saved fina
 already exist (e.g. the suite's deterministic run of that seed) is reused, not retrained.
 Run seed ``s`` uses member seeds ``s*M .. s*M + M-1``, so seed 0 reuses deterministic seeds 0..M-1.
 
-At evaluation the members run as one module, :class:`StackedEnsemble`: their parameters and
-buffers are stacked along a leading member axis and one ``torch.vmap`` pass evaluates all of
-them, giving member logits ``[M, B, K]``; the harness averages their probabilities. Test cost:
-M forward passes of the member network (M times its FLOPs and parameters).
+At evaluation the members run as one module giving member logits ``[M, B, K]``; the harness
+averages their probabilities. For deterministic members it is :func:`grouped_ensemble`: the
+backbone rebuilt through its layer factories with every layer M times as wide and grouped M ways
+(member m is group m: its weights copied in, nothing shared), so one pass of grouped
+convolutions evaluates all members (on the CPU about 2x faster than ``torch.vmap`` over stacked
+weights, whose pooling has no batching rule). Other member methods use :class:`StackedEnsemble`
+(one ``torch.vmap`` pass over stacked parameters). Test cost: M forward passes of the member
+network (M times its FLOPs and parameters).
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from benchmark.methods import Method, MethodOptions, get_method, register_method
+from benchmark.backbones import Layers
+from benchmark.methods import Method, MethodOptions, SingleMember, Task, get_method, register_method
+
+from .subnetwork import GroupedConv2d, GroupedLinear, GroupedSubnetworks
 
 if TYPE_CHECKING:  # pragma: no cover
     from benchmark.runner import RunContext
@@ -97,6 +104,44 @@ class StackedEnsemble(nn.Module):
         return self._member_axis_first(torch.stack(outs))
 
 
+def widened_grouped_layers(layers: Layers, members: int) -> Layers:
+    """``layers`` with every layer M times as wide and grouped M ways (group m = member m): the stem
+    reads the image tiled M times, the head gives M x K outputs."""
+    m = members
+
+    def conv(i: int, o: int, k: int, stride: int = 1, padding: int = 0, bias: bool = False) -> nn.Module:
+        return GroupedConv2d(i * m, o * m, k, stride, padding, bias, groups=m)
+
+    def stem(i: int, o: int, k: int, stride: int = 1, padding: int = 0, bias: bool = False) -> nn.Module:
+        return GroupedConv2d(i, o * m, k, stride, padding, bias, groups=m)  # i is already in_channels * M
+
+    dropout = None if layers.branch_dropout is None else (lambda c: layers.branch_dropout(c * m))
+    return layers.with_(conv=conv, first_conv=stem, in_channels=layers.in_channels * m, norm=lambda c: layers.norm(c * m),
+                        branch_dropout=dropout, linear=lambda i, o: GroupedLinear(i * m, o * m, m))
+
+
+def grouped_ensemble(task: Task, members: Sequence[nn.Module]) -> GroupedSubnetworks:
+    """One grouped network equal to M ``SingleMember`` backbones of ``task``: ``[B,C,H,W] -> [M,B,K]``.
+
+    Each grouped tensor is the members' tensors concatenated along the output axis (convolutions,
+    normalisation parameters and statistics) or stacked (the grouped head); member m is group m.
+    """
+    m = len(members)
+    grouped = GroupedSubnetworks(task.backbone_net(widened_grouped_layers(task.layers(), m)), m)
+    states = [net.state_dict() for net in members]
+    merged = {}
+    for key, target in grouped.state_dict().items():
+        parts = [st[key] for st in states]
+        if target.shape == parts[0].shape:  # e.g. BatchNorm's num_batches_tracked
+            merged[key] = parts[0].clone()
+        elif target.shape == (m, *parts[0].shape):
+            merged[key] = torch.stack(parts)
+        else:
+            merged[key] = torch.cat(parts)
+    grouped.load_state_dict(merged)
+    return grouped
+
+
 @dataclass
 class DeepEnsembleOptions(MethodOptions):
     """``members``: M independent runs; ``member_method``: the registered method each member runs."""
@@ -138,6 +183,13 @@ class DeepEnsemble(Method):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(m)
                 nets.append(self.member().build())
+        return self.combine_members(nets)
+
+    def combine_members(self, nets: Sequence[nn.Module]) -> nn.Module:
+        """The one-pass ensemble of trained members (grouped for deterministic members, else stacked)."""
+        if self.options.member_method == "deterministic" and all(isinstance(n, SingleMember) for n in nets):
+            device = next(nets[0].parameters()).device
+            return grouped_ensemble(self.task, [n.cpu() for n in nets]).to(device)
         return StackedEnsemble(nets)
 
     def run(self, ctx: "RunContext") -> nn.Module:
@@ -145,7 +197,7 @@ class DeepEnsemble(Method):
         first = len(ctx.members)
         nets = [ctx.member_model({"run": {"method": self.options.member_method, "seed": s}, "method": {}}) for s in self.member_seeds(ctx.seed)]
         self.member_runs = [dict(entry) for entry in ctx.members[first:]]
-        return StackedEnsemble(nets).to(ctx.device)
+        return self.combine_members(nets).to(ctx.device)
 
     def forward_passes(self) -> int:
         return self.members * self.member().forward_passes()

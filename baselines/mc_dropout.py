@@ -76,10 +76,14 @@ class AlwaysDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rate == 0.0:
             return x
-        shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.filterwise else x.shape
         gen = None if self.training else self.rng.generator(x.device)
-        keep = torch.rand(shape, generator=gen, device=x.device) >= self.rate
-        return x * (keep.to(x.dtype) / (1.0 - self.rate))
+        if self.filterwise:
+            mask = x.new_empty((*x.shape[:2], *([1] * (x.dim() - 2))))
+        else:
+            mask = torch.empty_like(x)  # same memory format as x (channels_last stays channels_last)
+        # bernoulli_ with a scalar p is the fastest mask on the CPU (vectorised) and the GPU.
+        mask.bernoulli_(1.0 - self.rate, generator=gen).mul_(1.0 / (1.0 - self.rate))
+        return x * mask
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}, filterwise={self.filterwise}"

@@ -75,12 +75,12 @@ def test_stacked_state_dict_has_member_axis_and_train_mode_works() -> None:
     assert stacked.stacked.net.stem[0].weight.grad.abs().sum(dim=(1, 2, 3, 4)).min() > 0
 
 
-def test_build_is_stacked_and_members_differ() -> None:
+def test_build_is_one_grouped_pass_and_members_differ() -> None:
     method = get_method("deep_ensemble").from_config({"members": 3}, TASK)
     net = method.build().eval()
     out = net(torch.randn(2, 3, 8, 8))
     assert out.shape == (3, 2, 5)
-    w = net.stacked.net.stem[0].weight
+    w = net.net.stem[0].weight.view(3, -1)  # group m = member m
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
     assert method.forward_passes() == 3
 
@@ -153,3 +153,28 @@ def test_run_trains_distinct_members_then_reuses_them(tmp_path: Path) -> None:
     ctx3 = _context(tmp_path, data, seed=1)
     method.run(ctx3)
     assert [(m["seed"], m["reused"]) for m in ctx3.members] == [(2, False), (3, False)]
+
+
+def test_grouped_ensemble_equals_its_members() -> None:
+    from benchmark.methods import SingleMember, Task
+    from baselines.deep_ensemble import grouped_ensemble
+
+    task = Task(num_classes=5, backbone="resnet8", backbone_options={"width": 4})
+    members = []
+    for m in range(3):
+        torch.manual_seed(m)
+        net = SingleMember(task.backbone_net()).eval()
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.normal_()
+                mod.running_var.uniform_(0.5, 2.0)
+        members.append(net)
+    grouped = grouped_ensemble(task, members).eval()
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        expected = torch.cat([net(x) for net in members])
+        torch.testing.assert_close(grouped(x), expected, rtol=1e-4, atol=1e-5)
+        # member m is group m: changing member 1's weights changes only output 1
+        members[1].net.head.weight.add_(1.0)
+        again = grouped_ensemble(task, members).eval()(x)
+    assert torch.equal(again[0], grouped(x)[0]) and not torch.allclose(again[1], grouped(x)[1])
