@@ -553,9 +553,16 @@ def launch(sweep: Sweep, tasks: list[Task], *, wait_s: float | None = None, log:
         dependency = "afterany:" + ":".join(_array_id(a[0]) for a in arrays) if arrays and cluster == "slurm" else None
         if arrays and cluster != "slurm":
             wait_all(arrays[-1], timeout_s=wait_s if wait_s is not None else 7 * 24 * 3600.0, return_exceptions=True)
-        for t in group:
-            _failure_path(sweep.paths["log_dir"], t.run_id).unlink(missing_ok=True)
-        jobs = _submit_array(_executor(sweep, folder, dependency=dependency), [(call, (t.payload(sweep),)) for t in group])
+        # a resubmitted run's old failure note goes (restored if the scheduler refuses the array)
+        notes = {p: p.read_bytes() for t in group if (p := _failure_path(sweep.paths["log_dir"], t.run_id)).exists()}
+        for p in notes:
+            p.unlink()
+        try:
+            jobs = _submit_array(_executor(sweep, folder, dependency=dependency), [(call, (t.payload(sweep),)) for t in group])
+        except SubmissionError:
+            for p, raw in notes.items():
+                p.write_bytes(raw)
+            raise
         arrays.append(jobs)
         now = utc_now()
         manifest["submissions"].append({"time": now, "cluster": cluster, "stage": stage, "array_id": _array_id(jobs[0]), "tasks": len(jobs),
