@@ -34,6 +34,11 @@ from .methods import Task, ensemble_loss, get_method, method_names
 from .records import provenance, utc_now
 from .train import autocast, evaluate, make_generator
 
+# Extra training-step rows: (method, options). MIMO at batch repetition 1 processes the same rows
+# per step as the deterministic model: the "for free" comparison; its default repetition (4)
+# processes 4x the rows by design.
+STEP_VARIANTS = {"mimo rep=1": ("mimo", {"batch_repetition": 1})}
+
 TRAIN_SKIP = {"deep_ensemble": "M x deterministic by construction (members are trained as deterministic runs)"}
 
 
@@ -115,6 +120,9 @@ def measure_methods(methods: list[str], backbone: str, backbone_options: dict, b
     task = Task(num_classes=10, backbone=backbone, backbone_options=backbone_options)
     data = DeviceData(synthetic_data(max(4 * batch, 1024)), CIFAR_MEAN, CIFAR_STD, device)
     benches = {m: StepBench(m, task, data, batch, precision, channels_last) for m in methods if m not in TRAIN_SKIP}
+    for label, (name, options) in STEP_VARIANTS.items():
+        if name in methods:
+            benches[label] = StepBench(name, task, data, batch, precision, channels_last, options)
     for b in benches.values():  # warm-up
         b.step()
         b.step()
@@ -148,7 +156,7 @@ def measure_methods(methods: list[str], backbone: str, backbone_options: dict, b
     nets = {}
     for name in methods:
         method = get_method(name).from_config({}, task)
-        model = (benches[name].model if name in benches else method.build().to(device))
+        model = benches[name].model if name in benches else method.build().to(device)
         for variant, net, passes in method.eval_variants(model):
             nets[f"{name}" + (f" {variant}" if variant else "")] = (net.eval(), passes)
     for bs in (1, large_batch):
@@ -282,11 +290,12 @@ def render_table(result: dict[str, Any]) -> str:
         if "note" in t:
             lines.append(f"| {name} | - | {t['note']} | - | - | - | - |")
             continue
-        inf = next((v for k, v in m["inference"].items() if k.split(" ")[0] == name), {})
+        inf = next((v for k, v in m["inference"].items() if k.split(" ")[0] == name), {}) if " " not in name else {}
         b1 = inf.get("batch_1", {}).get("ratio_to_deterministic")
         bl = next((v["ratio_to_deterministic"] for k, v in inf.items() if k != "batch_1"), None)
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {name} | {t['seconds']['median'] * 1000:.1f} | {t['ratio_to_deterministic']:.3f} [{t['ratio_min']:.3f}-{t['ratio_max']:.3f}] | "
-                     f"{t['rows_per_unique_image']:g} | {b1:.3f} | {bl:.3f} | {t['achieved_flops_per_second'] / 1e9:.1f} |")
+                     f"{t['rows_per_unique_image']:g} | {fmt(b1)} | {fmt(bl)} | {t['achieved_flops_per_second'] / 1e9:.1f} |")
     lines += ["", "| inference | forward passes | ms/example b=1 | x det | ms/example large batch | x det |", "|---|---|---|---|---|---|"]
     for key, v in m["inference"].items():
         large = next(k for k in v if k != "batch_1")
