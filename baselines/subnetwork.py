@@ -41,8 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch

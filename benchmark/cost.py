@@ -72,5 +72,5 @@ def measure_cost(model: nn.Module, example: torch.Tensor, *, forward_passes: int
         "flops_per_example": flops_per_example(model, example),
         "forward_passes": forward_passes,
         "ms_per_example_b1": latency_ms_per_example(model, example, 1, repeats=max(repeats, 10), precision=precision, channels_last=channels_last),
-        f"ms_per_example_large": latency_ms_per_example(model, example, large_batch, repeats=repeats, precision=precision, channels_last=channels_last),
+        "ms_per_example_large": latency_ms_per_example(model, example, large_batch, repeats=repeats, precision=precision, channels_last=channels_last),
     }

@@ -38,7 +38,6 @@ import io
 import math
 import os
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
@@ -409,7 +408,7 @@ def evaluate_imagenet_c(net: nn.Module, data: "Dataset", ev: dict[str, Any], env
     from .corruptions import corruption_set
     from .data_corrupted import ImageNetC
     from .metrics import MetricAccumulator
-    from .robustness import subset_indices, summarise
+    from .robustness import corrupted_result, evaluate_cells, subset_indices
     from .train import predict_logits
 
     names = corruption_set(ev["corruption_set"])
@@ -431,27 +430,18 @@ def evaluate_imagenet_c(net: nn.Module, data: "Dataset", ev: dict[str, Any], env
     stream = clean.on_device(data.mean, data.std, device)
     class_to_idx = {w: i for i, w in enumerate(data.classes)}
     net.eval()
-    per: dict[str, dict[str, Any]] = {}
-    seen = 0
-    t0 = time.perf_counter()
-    bar = progress_bar(total=len(names) * len(severities), desc="eval ImageNet-C", unit="set", enable=progress)
-    for name in names:
-        per[name] = {}
-        for s in severities:
-            cell = (RegeneratedImageNetC(clean, name, s, seed) if folder is None
-                    else ImageNetC(folder, name, s, class_to_idx, transform=_CenterCropUint8()))
-            idx = subset_indices(len(cell), subset, seed)
-            acc = MetricAccumulator()
-            with torch.no_grad():
-                for images, labels in stream.loader(torch.utils.data.Subset(cell, idx.tolist()), batch_size=batch_size, shuffle=False):
-                    x, y = stream.to_device(images, labels)
-                    acc.update(predict_logits(net, x, precision, channels_last), y)
-            per[name][str(s)] = acc.compute()
-            seen += len(idx)
-            bar.update(1)
-    bar.close()
-    seconds = time.perf_counter() - t0
-    return {"source": "regenerated" if folder is None else "official", "folder": str(folder) if folder is not None else None,
-            "corruption_set": ev["corruption_set"], "corruptions": list(names), "severities": severities, "subset": subset,
-            "seed": seed if folder is None else None, "per": per, "summary": summarise(per), "images": seen, "seconds": seconds,
-            "images_per_second": seen / seconds if seconds else None}
+
+    def cell(name: str, s: int) -> tuple[dict[str, Any], int]:
+        dataset = (RegeneratedImageNetC(clean, name, s, seed) if folder is None
+                   else ImageNetC(folder, name, s, class_to_idx, transform=_CenterCropUint8()))
+        idx = subset_indices(len(dataset), subset, seed)
+        acc = MetricAccumulator()
+        with torch.no_grad():
+            for images, labels in stream.loader(torch.utils.data.Subset(dataset, idx.tolist()), batch_size=batch_size, shuffle=False):
+                x, y = stream.to_device(images, labels)
+                acc.update(predict_logits(net, x, precision, channels_last), y)
+        return acc.compute(), len(idx)
+
+    per, seen, seconds = evaluate_cells(names, severities, cell, "eval ImageNet-C", progress)
+    return corrupted_result(per, ev, source="regenerated" if folder is None else "official", folder=folder,
+                            seed=seed if folder is None else None, images=seen, seconds=seconds)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from torch import nn
@@ -82,30 +82,51 @@ def evaluate_corrupted(net: nn.Module, data: Dataset, ev: dict[str, Any], env: "
     idx = subset_indices(len(data.test), subset, int(ev["corruption_seed"]))
     expected = np.asarray(data.test.labels[idx])
     regenerated = ev["corruptions"] == "regenerated"  # a regenerated folder holds only the subset, in order
+    device = env_device(net)
+
+    def cell(name: str, s: int) -> tuple[dict[str, Any], int]:
+        images, labels = load_cifar_c(folder, name, s)
+        rows = np.arange(len(idx)) if regenerated else idx
+        if len(labels) <= rows[-1] or not np.array_equal(np.asarray(labels[rows]), expected):
+            raise ValueError(f"labels of {folder}/{name}.npy (severity {s}) do not match the clean test labels of {data.name}: "
+                             "the corrupted set belongs to another test set or order (an ImageFolder copy is in class order; "
+                             "use eval.corruptions = \"regenerated\" for it)")
+        cells = images[rows] if len(rows) < len(labels) else images
+        split = DeviceData(Split(cells, expected), data.mean, data.std, device)
+        return evaluate(net, split, batch_size=batch_size, precision=precision, channels_last=channels_last, progress=False), len(rows)
+
+    per, seen, seconds = evaluate_cells(names, severities, cell, "eval corrupted", progress)
+    return corrupted_result(per, ev, source=cifar_c_source(folder), folder=folder, seed=int(ev["corruption_seed"]) if regenerated else None,
+                            images=seen, seconds=seconds)
+
+
+def evaluate_cells(names: tuple[str, ...] | list[str], severities: list[int], cell: Callable[[str, int], tuple[dict[str, Any], int]],
+                   desc: str, progress: bool) -> tuple[dict[str, dict[str, Any]], int, float]:
+    """Run ``cell(corruption, severity) -> (metrics, images)`` over the grid, with a progress bar.
+
+    Returns (per: {corruption: {"<severity>": metrics}}, images evaluated, seconds).
+    """
     per: dict[str, dict[str, Any]] = {}
     seen = 0
     t0 = time.perf_counter()
-    bar = progress_bar(total=len(names) * len(severities), desc="eval corrupted", unit="set", enable=progress)
+    bar = progress_bar(total=len(names) * len(severities), desc=desc, unit="set", enable=progress)
     for name in names:
         per[name] = {}
         for s in severities:
-            images, labels = load_cifar_c(folder, name, s)
-            rows = np.arange(len(idx)) if regenerated else idx
-            if len(labels) <= rows[-1] or not np.array_equal(np.asarray(labels[rows]), expected):
-                raise ValueError(f"labels of {folder}/{name}.npy (severity {s}) do not match the clean test labels of {data.name}: "
-                                 "the corrupted set belongs to another test set or order (an ImageFolder copy is in class order; "
-                                 "use eval.corruptions = \"regenerated\" for it)")
-            cells = images[rows] if len(rows) < len(labels) else images
-            split = DeviceData(Split(cells, expected), data.mean, data.std, env_device(net))
-            n = len(rows)
-            per[name][str(s)] = evaluate(net, split, batch_size=batch_size, precision=precision, channels_last=channels_last, progress=False)
+            per[name][str(s)], n = cell(name, s)
             seen += n
             bar.update(1)
     bar.close()
-    seconds = time.perf_counter() - t0
-    return {"source": cifar_c_source(folder), "folder": str(folder), "corruption_set": ev["corruption_set"], "corruptions": list(names),
-            "severities": severities, "subset": subset, "seed": int(ev["corruption_seed"]) if ev["corruptions"] == "regenerated" else None,
-            "per": per, "summary": summarise(per), "images": seen, "seconds": seconds, "images_per_second": seen / seconds if seconds else None}
+    return per, seen, time.perf_counter() - t0
+
+
+def corrupted_result(per: dict[str, dict[str, Any]], ev: dict[str, Any], *, source: str, folder: Path | None, seed: int | None,
+                     images: int, seconds: float) -> dict[str, Any]:
+    """The record's ``metrics.corrupted`` entry (one structure for every corrupted test set)."""
+    return {"source": source, "folder": None if folder is None else str(folder), "corruption_set": ev["corruption_set"],
+            "corruptions": list(per), "severities": [int(s) for s in ev["corruption_severities"]], "subset": int(ev["corruption_subset"]),
+            "seed": seed, "per": per, "summary": summarise(per), "images": images, "seconds": seconds,
+            "images_per_second": images / seconds if seconds else None}
 
 
 def env_device(net: nn.Module):

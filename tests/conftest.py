@@ -87,9 +87,10 @@ def write_image_folder(root: Path, classes: list[str], per_class: dict[str, int]
     return out
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """Tiny test models run fastest on one thread (and do not fight over the cores)."""
+    """Tiny test models run fastest on one thread (and do not fight over the cores); restored after
+    each test (in-process sweep tasks set the thread count themselves)."""
     import torch
 
     before = torch.get_num_threads()

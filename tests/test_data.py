@@ -132,7 +132,6 @@ def test_data_root_resolution(monkeypatch, tmp_path: Path) -> None:
 
 
 def test_random_crop_flip_shapes_determinism_and_content() -> None:
-    g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
     out1 = D.random_crop_flip(images, torch.Generator().manual_seed(5))
     out2 = D.random_crop_flip(images, torch.Generator().manual_seed(5))

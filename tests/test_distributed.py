@@ -6,7 +6,6 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -24,14 +23,6 @@ from tests.conftest import write_cifar_archive
 # to 4 steps. The bounds leave room for other CPUs.
 WEIGHT_TOL = 1e-4
 METRIC_TOL = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 def _free_port() -> int:

@@ -203,7 +203,6 @@ def test_official_corrupted_folder_must_match_the_test_set(cifar10_dir, tiny_run
     root, arrays = cifar10_dir
     folder = root / "CIFAR-10-C"
     folder.mkdir()
-    n = len(arrays["test_labels"])
     np.save(folder / "labels.npy", np.tile((arrays["test_labels"] + 1) % 10, 5).astype(np.uint8))  # wrong labels
     for name in ("gaussian_noise",):
         np.save(folder / f"{name}.npy", np.tile(arrays["test_images"], (5, 1, 1, 1)))

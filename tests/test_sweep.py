@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from benchmark import config as C
 from benchmark import sweep as S
@@ -32,14 +31,6 @@ TINY_SET = """
 "eval.latency_batch" = 8
 "eval.latency_repeats" = 1
 """
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Any:
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture
