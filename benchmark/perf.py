@@ -59,12 +59,14 @@ def synthetic_data(n: int, size: int = 32, classes: int = 10, seed: int = 0) -> 
 class StepBench:
     """One method's training step on a fixed batch of unique images (model, optimizer, inputs ready)."""
 
-    def __init__(self, name: str, task: Task, data: DeviceData, batch: int, precision: str, channels_last: bool, options: dict | None = None) -> None:
+    def __init__(self, name: str, task: Task, data: DeviceData, batch: int, precision: str, channels_last: bool, options: dict | None = None,
+                 compile: bool = False) -> None:
         self.name = name
         self.method = get_method(name).from_config(dict(options or {}), task)
         self.model = self.method.build().to(data.device)
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if compile else self.model
         self.opt = torch.optim.SGD(self.method.param_groups(self.model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
         self.data, self.batch, self.precision, self.channels_last = data, batch, precision, channels_last
         self.order = data.epoch_order(make_generator(data.device, "perf"))
@@ -84,7 +86,7 @@ class StepBench:
         if inputs is None:
             inputs, targets = self.batch_inputs()
         with autocast(self.precision, self.data.device):
-            logits = self.model(inputs)
+            logits = self.forward(inputs)
         loss = ensemble_loss(logits, targets)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,15 +118,16 @@ def matmul_flops_per_second(device: torch.device, precision: str, n: int = 2048,
 
 
 def measure_methods(methods: list[str], backbone: str, backbone_options: dict, batch: int, precision: str, channels_last: bool,
-                    device: torch.device, repeats: int, large_batch: int, log: Callable[[str], None]) -> dict[str, Any]:
+                    device: torch.device, repeats: int, large_batch: int, log: Callable[[str], None], compile: bool = False) -> dict[str, Any]:
     task = Task(num_classes=10, backbone=backbone, backbone_options=backbone_options)
     data = DeviceData(synthetic_data(max(4 * batch, 1024)), CIFAR_MEAN, CIFAR_STD, device)
-    benches = {m: StepBench(m, task, data, batch, precision, channels_last) for m in methods if m not in TRAIN_SKIP}
+    benches = {m: StepBench(m, task, data, batch, precision, channels_last, compile=compile) for m in methods if m not in TRAIN_SKIP}
     for label, (name, options) in STEP_VARIANTS.items():
         if name in methods:
-            benches[label] = StepBench(name, task, data, batch, precision, channels_last, options)
-    for b in benches.values():  # warm-up
-        b.step()
+            benches[label] = StepBench(name, task, data, batch, precision, channels_last, options, compile=compile)
+    first_step = {}
+    for name, b in benches.items():  # warm-up (with --compile, the first step compiles)
+        first_step[name] = time_call(b.step, device)
         b.step()
     step_times: dict[str, list[float]] = {m: [] for m in benches}
     data_times: list[float] = []
@@ -142,6 +145,7 @@ def measure_methods(methods: list[str], backbone: str, backbone_options: dict, b
         out["train_step"][name] = {"seconds": s, "ratio_to_deterministic": s["median"] / det_step,
                                    "ratio_min": s["min"] / det_step, "ratio_max": s["max"] / det_step,
                                    "rows_per_unique_image": b.method.rows_per_example(), "flops_per_step": flops,
+                                   "first_step_seconds": first_step[name],
                                    "achieved_flops_per_second": flops / s["median"]}
         log(f"train step {name:14s} {s['median'] * 1000:8.1f} ms  x{s['median'] / det_step:.3f} of deterministic")
     for name in TRAIN_SKIP:
@@ -282,7 +286,7 @@ def render_table(result: dict[str, Any]) -> str:
     """The perf record as a Markdown table (rounding only here)."""
     lines = [f"# Performance ({result['device']}, {result['provenance']['device_name']}, torch {result['provenance']['torch']})", "",
              f"Backbone {result['backbone']}, batch {result['batch']} unique images, precision {result['precision']}, "
-             f"channels_last {result['channels_last']}; median of {result['repeats']} interleaved repeats [min-max]. Generated {result['created']}.", "",
+             f"channels_last {result['channels_last']}, torch.compile {result.get('compile', False)}; median of {result['repeats']} interleaved repeats [min-max]. Generated {result['created']}.", "",
              "| method | train step ms | x deterministic [min-max] | rows/image | inference b=1 x det | inference b=large x det | achieved GFLOP/s |",
              "|---|---|---|---|---|---|---|"]
     m = result["methods"]
@@ -296,6 +300,9 @@ def render_table(result: dict[str, Any]) -> str:
         fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {name} | {t['seconds']['median'] * 1000:.1f} | {t['ratio_to_deterministic']:.3f} [{t['ratio_min']:.3f}-{t['ratio_max']:.3f}] | "
                      f"{t['rows_per_unique_image']:g} | {fmt(b1)} | {fmt(bl)} | {t['achieved_flops_per_second'] / 1e9:.1f} |")
+    if result.get("compile"):
+        lines += ["", "First training step (includes torch.compile's compilation): " + ", ".join(
+            f"{k} {v['first_step_seconds']:.1f} s" for k, v in m["train_step"].items() if "first_step_seconds" in v) + "."]
     lines += ["", "| inference | forward passes | ms/example b=1 | x det | ms/example large batch | x det |", "|---|---|---|---|---|---|"]
     for key, v in m["inference"].items():
         large = next(k for k in v if k != "batch_1")
@@ -331,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=128, help="unique images per training step")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile each training forward (first_step_seconds then includes the compile time)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--large-batch", type=int, default=512)
     p.add_argument("--device", default="auto")
@@ -355,14 +363,16 @@ def main(argv: list[str] | None = None) -> int:
                               "backbone_options": opts, "batch": args.batch, "precision": args.precision, "channels_last": args.channels_last,
                               "repeats": args.repeats, "platform": platform.platform()}
     result["matmul"] = matmul_flops_per_second(device, args.precision)
-    result["methods"] = measure_methods(methods, args.backbone, opts, args.batch, args.precision, args.channels_last, device, args.repeats, args.large_batch, log)
+    result["compile"] = args.compile
+    result["methods"] = measure_methods(methods, args.backbone, opts, args.batch, args.precision, args.channels_last, device, args.repeats,
+                                        args.large_batch, log, compile=args.compile)
     if args.corrupted_images:
         result["corrupted_rate"] = measure_corrupted_rate(args.backbone, opts, args.precision, args.channels_last, device, args.corrupted_images, max(3, args.repeats // 2), log)
     if args.peers:
         result["peers"] = measure_peers(args.peer_batch, args.precision, args.channels_last, device, args.repeats, log)
     if args.generation_images:
         result["generation"] = measure_generation(args.generation_images, log)
-    tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "")
+    tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "") + ("-compiled" if args.compile else "")
     atomic_write_json(args.out / f"perf-{tag}.json", result)
     table = render_table(result)
     atomic_write_text(args.out / f"perf-{tag}.md", table)

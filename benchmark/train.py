@@ -53,6 +53,7 @@ class TrainConfig:
     final_lr_fraction: float = 0.0
     precision: str = "fp32"
     channels_last: bool = False
+    compile: bool = False  # torch.compile the training forward (its compile time shows in first_step_seconds)
     augment: bool = True
     nan_check_every: int = 50
 
@@ -178,6 +179,7 @@ class EpochStats:
     seconds: float
     lr: float
     rows: int
+    first_step_seconds: float = 0.0  # includes torch.compile's compilation in a compiled run's first epoch
 
 
 def train_one_epoch(
@@ -208,6 +210,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     rows = 0
     t0 = time.perf_counter()
+    first_step = 0.0
     bar = progress_bar(range(start_step, steps), desc=desc, unit="step", enable=progress, total=steps - start_step)
     for step in bar:
         torch.manual_seed(derive_seed(*seed_parts, "global", epoch, step))
@@ -230,6 +233,10 @@ def train_one_epoch(
         optimizer.step()
         scheduler.step()
         loss_sum += loss.detach() * weight
+        if step == start_step:  # one synchronisation per epoch: the first step's time (compilation, warm-up)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_step = time.perf_counter() - t0
         if cfg.nan_check_every and (step + 1) % cfg.nan_check_every == 0 or step == steps - 1:
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -242,7 +249,7 @@ def train_one_epoch(
     n = max(1, steps - start_step)
     if dist is not None:
         loss_sum = dist.average(loss_sum)  # the global batch's mean loss, as one process reports it
-    return EpochStats(epoch, float(loss_sum) / n, time.perf_counter() - t0, scheduler.get_last_lr()[0], rows)
+    return EpochStats(epoch, float(loss_sum) / n, time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step)
 
 
 def fit(
@@ -291,6 +298,8 @@ def fit(
     if dist is not None:  # data parallel (benchmark.distributed): DDP wrapper; stop polled in lockstep
         net = dist.wrap(model)
         stop = dist.agreed_stop(stop) if stop is not None else None
+    if cfg.compile:  # the first step of the first epoch then includes the compilation (history: first_step_seconds)
+        net = torch.compile(net)
 
     def save(e: int, s: int) -> None:
         if checkpoint is not None and (dist is None or dist.is_main):

@@ -234,3 +234,18 @@ def test_ood_detection_against_present_sets_only(cifar10_dir, tiny_run_config, t
     cfg["eval"]["ood"] = ["mnist"]
     with pytest.raises(C.ConfigError, match=r"unknown OOD dataset\(s\) \[.mnist.\] in eval.ood; valid choices: svhn, cifar10"):
         run_experiment(cfg, env_for(tmp_path, root))
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    """train.compile = true trains the same model as eager mode (up to kernel reassociation) and
+    reports the compilation in the first step's time."""
+    root, _ = cifar10_dir
+    cfg = C.merge(tiny_run_config, {"train": {"epochs": 1, "precision": "fp32"}})
+    [eager] = run_experiment(cfg, env_for(tmp_path, root, ckpt="e"))
+    [compiled] = run_experiment(C.merge(cfg, {"train": {"compile": True}}), env_for(tmp_path, root, ckpt="c"))
+    a, b = (json.loads(p.read_text()) for p in (eager, compiled))
+    assert b["config"]["train"]["compile"] is True
+    assert abs(a["metrics"]["clean"]["nll"] - b["metrics"]["clean"]["nll"]) < 1e-3
+    first = b["training"]["history"]["train"][0]["first_step_seconds"]
+    assert first > a["training"]["history"]["train"][0]["first_step_seconds"]
