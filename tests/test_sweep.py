@@ -78,9 +78,11 @@ def test_deep_ensemble_members_run_first_as_their_own_tasks(tmp_path: Path) -> N
     sub = next(t for t in tasks if t.name == "subnetwork")
     det = next(t for t in tasks if t.name == "deterministic")
     assert de.stage == 1 and sub.stage == 1 and det.stage == 0
-    assert len(de.needs) == 4 and de.needs[0] == det.run_id and sub.needs == [det.run_id]
+    m = int(C.resolve(de.config)["method"]["members"])  # the suite's ensemble size
+    assert m >= 2 and len(de.needs) == m and de.needs[0] == det.run_id and sub.needs == [det.run_id]
     members = [by_id[n] for n in de.needs[1:]]
-    assert [m.kind for m in members] == ["member"] * 3 and [m.seed for m in members] == [1, 2, 3] and all(m.stage == 0 for m in members)
+    assert [t.kind for t in members] == ["member"] * (m - 1) and [t.seed for t in members] == list(range(1, m))
+    assert all(t.stage == 0 for t in members)
     assert [t.stage for t in tasks] == sorted(t.stage for t in tasks)
 
 
