@@ -58,6 +58,7 @@ from submitit.core.utils import DelayedSubmission, UncompletedJobError
 # One exception for every stop: the harness's ``StopRequested`` (raised by ``fit`` after its
 # mid-epoch checkpoint) is the one :class:`CheckpointableCall` catches, so a run inside a job uses
 # ``Environment(stop=STOP_REQUESTED)`` and needs nothing else. Re-exported from here.
+from benchmark.train import StopFlag as _HarnessStopFlag
 from benchmark.train import StopRequested
 
 __all__ = ["CLUSTERS", "STOP_REQUESTED", "CheckpointableCall", "StopFlag", "StopRequested", "make_executor", "raise_if_stop_requested", "wait_all"]
@@ -157,41 +158,9 @@ def make_executor(
 # --------------------------------------------------------------------------- stop flag
 
 
-class StopFlag:
-    """Set when SLURM asks the running job to stop (preemption or time limit); poll ``is_set()``.
-
-    A plain attribute, so it can be set from a signal handler without locks.
-    """
-
-    def __init__(self) -> None:
-        self._set = False
-        self.reason = ""
-        self.signum: int | None = None
-        # True while a CheckpointableCall's handlers own SIGTERM/SIGUSR2: the harness's
-        # ``stop_on_signals`` then leaves them alone instead of replacing them.
-        self.signals_installed = False
-
-    def is_set(self) -> bool:
-        """True once a stop was requested (cheap: poll it at every step)."""
-        return self._set
-
-    def set(self, reason: str = "manual", signum: int | None = None) -> None:
-        """Request a stop (the first reason is kept, except that ``"requeue"`` wins)."""
-        if not self._set or reason == "requeue":
-            self.reason = reason
-            self.signum = signum
-        self._set = True
-
-    def clear(self) -> None:
-        self._set = False
-        self.reason = ""
-        self.signum = None
-
-    def __bool__(self) -> bool:
-        return self._set
-
-    def __repr__(self) -> str:
-        return f"StopFlag(set={self._set}, reason={self.reason!r})"
+class StopFlag(_HarnessStopFlag):
+    """The harness's stop flag (``benchmark.train.StopFlag``: set by SLURM's preemption and
+    time-limit signals, polled by the training loop), picklable by reference for the job's flag."""
 
     def __reduce__(self) -> str | tuple[type, tuple[()]]:
         # The process-wide flag pickles by reference, so that a function pickled by value (say,

@@ -114,18 +114,41 @@ def autocast(precision: str, device: torch.device):
 
 
 class StopFlag:
-    """A flag that signal handlers (or a preemption hook) set; the loop checks it between steps."""
+    """Set when a stop is requested (SIGINT, SIGTERM, SLURM preemption or time limit); the training
+    loop polls ``is_set()`` between steps.
+
+    A plain attribute, so it can be set from a signal handler without locks.
+    """
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._set = False
         self.reason = ""
-
-    def set(self, reason: str = "stop requested") -> None:
-        self.reason = reason
-        self._event.set()
+        self.signum: int | None = None
+        # True while a CheckpointableCall's handlers own SIGTERM/SIGUSR2 (benchmark.slurm_job):
+        # ``stop_on_signals`` then leaves them alone instead of replacing them.
+        self.signals_installed = False
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        """True once a stop was requested (cheap: poll it at every step)."""
+        return self._set
+
+    def set(self, reason: str = "stop requested", signum: int | None = None) -> None:
+        """Request a stop (the first reason is kept, except that ``"requeue"`` wins)."""
+        if not self._set or reason == "requeue":
+            self.reason = reason
+            self.signum = signum
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+        self.reason = ""
+        self.signum = None
+
+    def __bool__(self) -> bool:
+        return self._set
+
+    def __repr__(self) -> str:
+        return f"StopFlag(set={self._set}, reason={self.reason!r})"
 
 
 @contextmanager
