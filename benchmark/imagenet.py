@@ -52,6 +52,7 @@ from torchvision.transforms import functional as TF
 
 from .data import DATA_ENV, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, DataError
 from .progress import progress_bar
+from .train import derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from .data import Dataset
@@ -79,12 +80,6 @@ def num_workers(default: int | None = None) -> int:
     if n < 0:
         raise ValueError(f"${WORKERS_ENV}={raw!r} must be a whole number >= 0 (0: decode in the main process)")
     return n
-
-
-def _hash_seed(*parts: Any) -> int:
-    """A 63-bit seed from ``parts`` (stable across processes and platforms)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def epoch_seed(order: np.ndarray) -> int:
@@ -163,7 +158,7 @@ class _Files(TorchDataset):
         if self.seed is None:
             img = eval_transform(img, self.size, self.resize)
         else:
-            img = train_transform(img, self.size, random.Random(_hash_seed(self.seed, int(i))))
+            img = train_transform(img, self.size, random.Random(derive_seed(self.seed, int(i))))
         return to_uint8(img), int(self.labels[i])
 
 
@@ -376,7 +371,7 @@ class RegeneratedImageNetC(TorchDataset):
         from .corruptions import corrupt
 
         img = eval_transform(open_rgb(self.split.path(i)))
-        g = torch.Generator().manual_seed(_hash_seed(self.seed, self.corruption, self.severity, int(i)))
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.corruption, self.severity, int(i)))
         x = corrupt(to_uint8(img)[None], self.corruption, self.severity, generator=g, profile="imagenet")[0]
         buf = io.BytesIO()
         Image.fromarray(x.numpy()).save(buf, format="JPEG", quality=JPEG_QUALITY)
@@ -408,7 +403,7 @@ def evaluate_imagenet_c(net: nn.Module, data: "Dataset", ev: dict[str, Any], env
     from .corruptions import corruption_set
     from .data_corrupted import ImageNetC
     from .metrics import MetricAccumulator
-    from .robustness import corrupted_result, evaluate_cells, subset_indices
+    from .robustness import corrupted_result, env_device, evaluate_cells, subset_indices
     from .train import predict_logits
 
     names = corruption_set(ev["corruption_set"])
@@ -423,7 +418,7 @@ def evaluate_imagenet_c(net: nn.Module, data: "Dataset", ev: dict[str, Any], env
             raise CorruptedDataError(f"missing severity folder(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} in {folder} "
                                      f"(corruption_set {ev['corruption_set']!r}, severities {severities}); expected "
                                      f"{folder}/<corruption>/<severity>/<wnid>/*.JPEG")
-    device = next(net.parameters()).device
+    device = env_device(net)
     clean = data.test if isinstance(data.test, StreamingImageFolder) else None
     if clean is None:
         raise ValueError(f"ImageNet-C evaluation needs the streamed ImageNet validation split, got {type(data.test).__name__}")
