@@ -228,6 +228,7 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     test = device_data(data.test, data.mean, data.std, device)
     val = device_data(data.val, data.mean, data.std, device) if data.val is not None else None
     epochs_trained = sum(len(h) for h in ctx.history.values())
+    prov = provenance(str(device))  # one run, one provenance (git is asked once, not per variant)
     paths = []
     for variant, net, passes in method.eval_variants(model):
         net.eval()
@@ -255,7 +256,7 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
                      "peak_memory_mb": peak_memory_mb(device)})
         record = {**base, "run_id": base["run_id"] + (f"-{variant}" if variant != method.variant() else ""), "status": "completed",
                   "started": started, "identity": _identity(resolved, method, variant, len(members) or method.members),
-                  "training_run_id": base["run_id"], "provenance": provenance(str(device)), "cost": cost, "metrics": metrics,
+                  "training_run_id": base["run_id"], "provenance": prov, "cost": cost, "metrics": metrics,
                   "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size, "precision": train_cfg.precision},
                   "training": {"history": ctx.history, "members": ctx.members}, "method_extra": method.extra_record()}
         path = write_record(env.results_dir, record)
