@@ -179,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     from .data import DataError
     from .records import RecordError
     from .registry import UnknownNameError
+    from .allocator import tune_host_allocator
     from .train import NonFiniteLossError, StopRequested
 
     try:
+        tune_host_allocator()  # large CPU tensors from the heap, not fresh mappings (benchmark/allocator.py)
         return int(args.handler(args) or 0)
     except StopRequested:
         return 130

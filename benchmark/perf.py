@@ -286,7 +286,8 @@ def render_table(result: dict[str, Any]) -> str:
     """The perf record as a Markdown table (rounding only here)."""
     lines = [f"# Performance ({result['device']}, {result['provenance']['device_name']}, torch {result['provenance']['torch']})", "",
              f"Backbone {result['backbone']}, batch {result['batch']} unique images, precision {result['precision']}, "
-             f"channels_last {result['channels_last']}, torch.compile {result.get('compile', False)}; median of {result['repeats']} interleaved repeats [min-max]. Generated {result['created']}.", "",
+             f"channels_last {result['channels_last']}, torch.compile {result.get('compile', False)}, host allocator "
+             f"{'tuned' if result['provenance'].get('host_allocator', {}).get('tuned') else 'default'}; median of {result['repeats']} interleaved repeats [min-max]. Generated {result['created']}.", "",
              "| method | train step ms | x deterministic [min-max] | rows/image | inference b=1 x det | inference b=large x det | achieved GFLOP/s |",
              "|---|---|---|---|---|---|---|"]
     m = result["methods"]
@@ -348,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-batch", type=int, default=32, help="unique images per step in the peer comparison")
     p.add_argument("--out", type=Path, default=Path("results/perf"))
     args = p.parse_args(argv)
+    from .allocator import tune_host_allocator
     from .runner import select_device
 
+    allocator = tune_host_allocator()  # as every run does (PLURES_HOST_ALLOCATOR=system measures glibc's defaults)
     device = select_device(args.device)
     methods = [m for m in args.methods.split(",") if m] or method_names()
     if "deterministic" not in methods:
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         result["peers"] = measure_peers(args.peer_batch, args.precision, args.channels_last, device, args.repeats, log)
     if args.generation_images:
         result["generation"] = measure_generation(args.generation_images, log)
-    tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "") + ("-compiled" if args.compile else "")
+    tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "") + ("-compiled" if args.compile else "") + ("-system-alloc" if allocator["requested"] == "system" else "")
     atomic_write_json(args.out / f"perf-{tag}.json", result)
     table = render_table(result)
     atomic_write_text(args.out / f"perf-{tag}.md", table)

@@ -70,7 +70,9 @@ def provenance(device: str) -> dict[str, Any]:
         dev["device_name"] = platform.processor() or platform.machine()
         dev["cpu_threads"] = torch.get_num_threads()
     from . import __version__
+    from .allocator import host_allocator_state
 
+    dev["host_allocator"] = host_allocator_state()
     return {**git_state(), **dev, "torch": torch.__version__, "torchvision": tv, "numpy": numpy.__version__,
             "python": platform.python_version(), "hostname": socket.gethostname(), "plures": __version__, "argv": list(sys.argv)}
 

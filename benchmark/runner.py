@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import config as C
+from .allocator import tune_host_allocator
 from .cost import measure_cost, peak_memory_mb
 from .data import Dataset, DeviceData, device_data, load_dataset
 from .methods import Method, Task, get_method
@@ -176,6 +177,7 @@ def _data_facts(data: Dataset) -> dict[str, Any]:
 def run_experiment(config: dict[str, Any], env: Environment | None = None) -> list[Path]:
     """Train and evaluate one run; returns the paths of the records written (one per eval variant)."""
     env = env or Environment()
+    tune_host_allocator()  # idempotent; also for runs started without the CLI (sweep jobs, notebooks)
     resolved = C.resolve(config)
     run_id = run_id_of(resolved)
     device = select_device(env.device)
