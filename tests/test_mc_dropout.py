@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.mc_dropout import AlwaysDropout, DropoutRNG, MCDropout, MCDropoutNet
+from baselines.mc_dropout import AlwaysDropout, DropoutRNG, MCDropout, MCDropoutNet, dropout_mask, effective_rate
 from benchmark.methods import Task, get_method
 
 B, K = 3, 5
@@ -129,3 +129,31 @@ def test_bad_options_fail_loudly() -> None:
         method(samples=[])
     with pytest.raises(ValueError, match="valid options"):
         method(samples_=[1])
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
+def test_mask_drops_at_the_rate_in_every_lane_and_is_unbiased(rate: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    n = 400_000
+    mask, scale = dropout_mask((n,), None, rate, gen, torch.float32, torch.device("cpu"))
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert effective_rate(rate) == pytest.approx(rate, abs=2**-16)
+    tol = 4 * (rate * (1 - rate) / (n / 4)) ** 0.5  # 4 standard errors per lane
+    # each 64-bit random word feeds 4 elements: every lane (the sign-carrying one too) must drop at the rate
+    for lane in range(4):
+        assert (mask.view(-1, 4)[:, lane] == 0).float().mean().item() == pytest.approx(rate, abs=tol)
+    assert scale * (1 - effective_rate(rate)) == pytest.approx(1.0, abs=1e-12)  # E[mask * scale] = 1
+
+
+def test_mask_follows_the_input_layout_and_generator() -> None:
+    x = torch.randn(8, 5, 6, 6).contiguous(memory_format=torch.channels_last)
+    layer = AlwaysDropout(0.3, DropoutRNG(3)).eval()
+    a = layer(x)
+    assert a.is_contiguous(memory_format=torch.channels_last)
+    layer.eval()  # re-entering evaluation mode restarts the stream
+    torch.testing.assert_close(layer(x), a)
+    kept = a != 0
+    torch.testing.assert_close(a[kept], x[kept] / (1 - effective_rate(0.3)))
+    # a non-dense input gets a contiguous mask of its shape
+    sliced = torch.randn(8, 10, 6, 6)[:, ::2]
+    assert layer(sliced).shape == sliced.shape
