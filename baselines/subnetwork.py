@@ -122,7 +122,10 @@ class GroupedSubnetworks(nn.Module):
         self.members = members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x.repeat(1, self.members, 1, 1))
+        tiled = x.repeat(1, self.members, 1, 1)
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            tiled = tiled.contiguous(memory_format=torch.channels_last)  # repeat returns NCHW; keep the input's layout
+        out = self.net(tiled)
         return out.reshape(x.shape[0], self.members, -1).transpose(0, 1)
 
 

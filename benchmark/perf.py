@@ -99,6 +99,17 @@ class StepBench:
         return int(counter.get_total_flops())
 
 
+class LoopedMembers(torch.nn.Module):
+    """M member networks run one after another (``[1, B, K]`` each): the baseline of a one-pass ensemble."""
+
+    def __init__(self, members: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(x) for m in self.members])
+
+
 def time_call(fn: Callable[[], None], device: torch.device) -> float:
     _sync(device)
     t0 = time.perf_counter()
@@ -161,8 +172,16 @@ def measure_methods(methods: list[str], backbone: str, backbone_options: dict, b
     for name in methods:
         method = get_method(name).from_config({}, task)
         model = benches[name].model if name in benches else method.build().to(device)
+        if channels_last:  # as the harness's evaluation does (StepBench models are converted already)
+            model.to(memory_format=torch.channels_last)
         for variant, net, passes in method.eval_variants(model):
             nets[f"{name}" + (f" {variant}" if variant else "")] = (net.eval(), passes)
+    if "deep_ensemble" in methods:  # the one-pass (grouped) evaluation against running the members one after another
+        de = get_method("deep_ensemble").from_config({}, task)
+        looped = LoopedMembers([de.member().build().to(device) for _ in range(de.members)])
+        if channels_last:
+            looped.to(memory_format=torch.channels_last)
+        nets[f"deep_ensemble M={de.members} looped"] = (looped.eval(), de.members)
     for bs in (1, large_batch):
         per: dict[str, list[float]] = {k: [] for k in nets}
         for _ in range(repeats):

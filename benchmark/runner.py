@@ -232,6 +232,8 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     epochs_trained = sum(len(h) for h in ctx.history.values())
     prov = provenance(str(device))  # one run, one provenance (git is asked once, not per variant)
     paths = []
+    if train_cfg.channels_last:  # networks assembled after training (e.g. the deep ensemble's) are not converted yet
+        model.to(memory_format=torch.channels_last)
     for variant, net, passes in method.eval_variants(model):
         net.eval()
         kwargs = dict(batch_size=ev["batch_size"], precision=precision, channels_last=train_cfg.channels_last, progress=env.progress)
