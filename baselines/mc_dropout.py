@@ -65,6 +65,11 @@ def effective_rate(rate: float) -> float:
     return round(rate * LANE_LEVELS) / LANE_LEVELS
 
 
+def _under_vmap(x: torch.Tensor) -> bool:
+    is_batched = getattr(getattr(torch._C, "_functorch", None), "is_batchedtensor", None)
+    return bool(is_batched(x)) if is_batched is not None else False
+
+
 def _dense(x: torch.Tensor) -> bool:
     return x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
 
@@ -113,6 +118,10 @@ class AlwaysDropout(nn.Module):
         if self.rate == 0.0:
             return x
         gen = None if self.training else self.rng.generator(x.device)
+        if _under_vmap(x):  # a member of a vmapped StackedEnsemble: layouts cannot be queried there
+            shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.filterwise else x.shape
+            keep = 1.0 - effective_rate(self.rate)
+            return (x * x.new_empty(shape).bernoulli_(keep, generator=gen)).mul_(1.0 / keep)
         if self.filterwise:
             shape, strides = (*x.shape[:2], *([1] * (x.dim() - 2))), None
         else:  # the mask in x's memory layout (channels_last stays channels_last)

@@ -32,7 +32,7 @@ from .data import CIFAR_MEAN, CIFAR_STD, DeviceData, Split
 from .io import atomic_write_json, atomic_write_text
 from .methods import Task, ensemble_loss, get_method, method_names
 from .records import provenance, utc_now
-from .train import autocast, evaluate, make_generator
+from .train import autocast, evaluate, make_generator, to_channels_last
 
 # Extra training-step rows: (method, options). MIMO at batch repetition 1 processes the same rows
 # per step as the deterministic model: the "for free" comparison; its default repetition (4)
@@ -65,7 +65,7 @@ class StepBench:
         self.method = get_method(name).from_config(dict(options or {}), task)
         self.model = self.method.build().to(data.device)
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
         self.forward = torch.compile(self.model) if compile else self.model
         self.opt = torch.optim.SGD(self.method.param_groups(self.model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
         self.data, self.batch, self.precision, self.channels_last = data, batch, precision, channels_last
@@ -173,14 +173,14 @@ def measure_methods(methods: list[str], backbone: str, backbone_options: dict, b
         method = get_method(name).from_config({}, task)
         model = benches[name].model if name in benches else method.build().to(device)
         if channels_last:  # as the harness's evaluation does (StepBench models are converted already)
-            model.to(memory_format=torch.channels_last)
+            to_channels_last(model)
         for variant, net, passes in method.eval_variants(model):
             nets[f"{name}" + (f" {variant}" if variant else "")] = (net.eval(), passes)
     if "deep_ensemble" in methods:  # the one-pass (grouped) evaluation against running the members one after another
         de = get_method("deep_ensemble").from_config({}, task)
         looped = LoopedMembers([de.member().build().to(device) for _ in range(de.members)])
         if channels_last:
-            looped.to(memory_format=torch.channels_last)
+            to_channels_last(looped)
         nets[f"deep_ensemble M={de.members} looped"] = (looped.eval(), de.members)
     for bs in (1, large_batch):
         per: dict[str, list[float]] = {k: [] for k in nets}
@@ -205,7 +205,7 @@ def measure_corrupted_rate(backbone: str, backbone_options: dict, precision: str
     task = Task(num_classes=10, backbone=backbone, backbone_options=backbone_options)
     model = get_method("deterministic").from_config({}, task).build().to(device).eval()
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     split = synthetic_data(n)
     clean = DeviceData(split, CIFAR_MEAN, CIFAR_STD, device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,7 +251,7 @@ class PeerBench:
     def __init__(self, model: torch.nn.Module, rows: int, device: torch.device, precision: str, channels_last: bool) -> None:
         self.model = model.to(device)
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         x = torch.randn(rows, 3, 32, 32, device=device)
         self.x = x.contiguous(memory_format=torch.channels_last) if channels_last else x

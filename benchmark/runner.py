@@ -26,7 +26,7 @@ from .cost import measure_cost, peak_memory_mb
 from .data import Dataset, DeviceData, device_data, load_dataset
 from .methods import Method, Task, get_method
 from .records import provenance, utc_now, write_record
-from .train import StopFlag, StopRequested, TrainConfig, evaluate, fit, stop_on_signals
+from .train import StopFlag, StopRequested, TrainConfig, evaluate, fit, stop_on_signals, to_channels_last
 
 DEFAULT_RESULTS = Path("results") / "runs"
 DEFAULT_CHECKPOINTS = Path("results") / "checkpoints"
@@ -233,7 +233,7 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     prov = provenance(str(device))  # one run, one provenance (git is asked once, not per variant)
     paths = []
     if train_cfg.channels_last:  # networks assembled after training (e.g. the deep ensemble's) are not converted yet
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     for variant, net, passes in method.eval_variants(model):
         net.eval()
         kwargs = dict(batch_size=ev["batch_size"], precision=precision, channels_last=train_cfg.channels_last, progress=env.progress)

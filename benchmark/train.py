@@ -182,6 +182,15 @@ def stop_on_signals(flag: StopFlag, signals: tuple[int, ...] = (signal.SIGINT, s
 # Checkpoints
 
 
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Every 4-D parameter and buffer of ``model`` in channels-last layout, in place; other ranks as they are.
+
+    ``model.to(memory_format=torch.channels_last)`` raises on 5-D tensors (e.g. the member-stacked
+    convolution weights of a ``StackedEnsemble``); this converts what can be converted.
+    """
+    return model._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file and a rename: the previous checkpoint survives a crash."""
     atomic_write(path, lambda fh: torch.save(state, fh))
@@ -300,7 +309,7 @@ def fit(
     device = data.device
     model.to(device)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
     steps = data.steps_per_epoch(cfg.batch_size)
     if steps == 0:
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(data)} training images")

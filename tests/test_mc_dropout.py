@@ -157,3 +157,17 @@ def test_mask_follows_the_input_layout_and_generator() -> None:
     # a non-dense input gets a contiguous mask of its shape
     sliced = torch.randn(8, 10, 6, 6)[:, ::2]
     assert layer(sliced).shape == sliced.shape
+
+
+def test_members_of_a_vmapped_stacked_ensemble_draw_their_own_masks() -> None:
+    import copy
+
+    from baselines.deep_ensemble import StackedEnsemble
+
+    net = method(rate=0.5).build()
+    stacked = StackedEnsemble([net, copy.deepcopy(net)]).eval()  # identical weights: only the masks differ
+    x = torch.randn(B, 3, 8, 8)
+    with torch.no_grad():
+        out = stacked(x)
+    assert out.shape == (2, B, K) and torch.isfinite(out).all()
+    assert not torch.allclose(out[0], out[1])

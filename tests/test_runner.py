@@ -249,3 +249,15 @@ def test_compiled_training_matches_eager(cifar10_dir, tiny_run_config, tmp_path:
     assert abs(a["metrics"]["clean"]["nll"] - b["metrics"]["clean"]["nll"]) < 1e-3
     first = b["training"]["history"]["train"][0]["first_step_seconds"]
     assert first > a["training"]["history"]["train"][0]["first_step_seconds"]
+
+
+def test_channels_last_evaluation_of_an_ensemble_assembled_after_training(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    """The deep ensemble's network is built after its members are trained; with channels_last it is
+    converted for evaluation, including a vmap StackedEnsemble whose stacked weights are 5-D."""
+    root, _ = cifar10_dir
+    cfg = C.merge(tiny_run_config, {"run": {"method": "deep_ensemble"}, "method": {"members": 2, "member_method": "mc_dropout"},
+                                    "train": {"epochs": 1, "channels_last": True}})
+    [path] = run_experiment(cfg, env_for(tmp_path, root))
+    record = json.loads(path.read_text())
+    assert record["status"] == "completed" and record["identity"]["members"] == 2
+    assert 0.0 <= record["metrics"]["clean"]["accuracy"] <= 1.0
