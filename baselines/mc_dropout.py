@@ -14,8 +14,8 @@ by the network (:class:`DropoutRNG`, shared by all its dropout layers), re-seede
 seed every time the network is put in evaluation mode (``model.eval()``, as ``evaluate`` does at
 its start). An evaluation is therefore reproducible and independent of the global RNG; the masks
 still depend on the evaluation batch size and the memory layout (random numbers are laid out in
-memory order, so channels_last and contiguous inputs get different masks). The seed is the option ``eval_seed`` (default 0), so
-re-evaluating saved weights with the same config reproduces the record.
+memory order, so channels_last and contiguous inputs get different masks). The seed is the option
+``eval_seed`` (default 0), so re-evaluating saved weights with the same config reproduces the record.
 """
 
 from __future__ import annotations

@@ -176,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(handler=lambda _: entry(argv[1:]))
     else:
         args = parser.parse_args(argv)
+    from .allocator import tune_host_allocator
     from .data import DataError
     from .records import RecordError
     from .registry import UnknownNameError
-    from .allocator import tune_host_allocator
     from .train import NonFiniteLossError, StopRequested
 
     try:
