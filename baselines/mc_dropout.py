@@ -60,9 +60,14 @@ class DropoutRNG:
 LANE_LEVELS = 2**16
 
 
+def _dropped_lanes(rate: float) -> int:
+    """How many of the 2^16 lane values drop an element."""
+    return round(rate * LANE_LEVELS)
+
+
 def effective_rate(rate: float) -> float:
     """The drop probability :func:`dropout_mask` realises: ``rate`` rounded to a multiple of 2^-16 (0.1 -> 0.1000061)."""
-    return round(rate * LANE_LEVELS) / LANE_LEVELS
+    return _dropped_lanes(rate) / LANE_LEVELS
 
 
 def _under_vmap(x: torch.Tensor) -> bool:
@@ -90,7 +95,7 @@ def dropout_mask(shape: tuple[int, ...] | torch.Size, strides: tuple[int, ...] |
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1, generator=generator)
     lanes = words.view(torch.int16)[:n]
     lanes = lanes.as_strided(shape, strides) if strides is not None else lanes.view(shape)
-    dropped = round(rate * LANE_LEVELS)  # lanes below -32768 + dropped are dropped
+    dropped = _dropped_lanes(rate)  # lanes below -32768 + dropped are dropped
     keep = lanes >= (dropped - 2**15)
     return keep.to(dtype), LANE_LEVELS / (LANE_LEVELS - dropped)
 
@@ -118,15 +123,13 @@ class AlwaysDropout(nn.Module):
         if self.rate == 0.0:
             return x
         gen = None if self.training else self.rng.generator(x.device)
+        shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.filterwise else x.shape
         if _under_vmap(x):  # a member of a vmapped StackedEnsemble: layouts cannot be queried there
-            shape = (*x.shape[:2], *([1] * (x.dim() - 2))) if self.filterwise else x.shape
             keep = 1.0 - effective_rate(self.rate)
-            return (x * x.new_empty(shape).bernoulli_(keep, generator=gen)).mul_(1.0 / keep)
-        if self.filterwise:
-            shape, strides = (*x.shape[:2], *([1] * (x.dim() - 2))), None
-        else:  # the mask in x's memory layout (channels_last stays channels_last)
-            shape, strides = x.shape, x.stride() if _dense(x) else None
-        mask, scale = dropout_mask(shape, strides, self.rate, gen, x.dtype, x.device)
+            mask, scale = x.new_empty(shape).bernoulli_(keep, generator=gen), 1.0 / keep
+        else:  # an element-wise mask in x's memory layout (channels_last stays channels_last)
+            strides = x.stride() if not self.filterwise and _dense(x) else None
+            mask, scale = dropout_mask(shape, strides, self.rate, gen, x.dtype, x.device)
         return (x * mask).mul_(scale)
 
     def extra_repr(self) -> str:
