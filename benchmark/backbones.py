@@ -106,6 +106,13 @@ def build_backbone(name: str, layers: Layers, **options: Any) -> nn.Module:
 # Blocks
 
 
+def _shortcut(layers: Layers, in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """The residual branch's skip path: identity, or a strided 1x1 projection + norm when the shape changes."""
+    if stride == 1 and in_ch == out_ch:
+        return nn.Identity()
+    return nn.Sequential(layers.conv(in_ch, out_ch, 1, stride=stride), layers.norm(out_ch))
+
+
 class BasicBlock(nn.Module):
     """Post-activation residual block (He et al.): conv-norm-act-[dropout]-conv-norm, + shortcut, act."""
 
@@ -120,9 +127,7 @@ class BasicBlock(nn.Module):
         self.conv2 = layers.conv(out_ch, out_ch, 3, stride=1, padding=1)
         self.bn2 = layers.norm(out_ch)
         self.act2 = layers.act()
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(layers.conv(in_ch, out_ch, 1, stride=stride), layers.norm(out_ch))
+        self.shortcut = _shortcut(layers, in_ch, out_ch, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.drop(self.act1(self.bn1(self.conv1(x))))
@@ -171,9 +176,7 @@ class Bottleneck(nn.Module):
         self.conv3 = layers.conv(width, out_ch, 1)
         self.bn3 = layers.norm(out_ch)
         self.act3 = layers.act()
-        self.shortcut: nn.Module = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(layers.conv(in_ch, out_ch, 1, stride=stride), layers.norm(out_ch))
+        self.shortcut = _shortcut(layers, in_ch, out_ch, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
