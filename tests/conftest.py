@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark.train import StopFlag
+
 pytest_plugins = ["tests.slurm_fixtures"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -104,6 +106,26 @@ def cifar10_dir(tmp_path: Path) -> tuple[Path, dict]:
     """A data root holding a tiny CIFAR-10 in the extracted-folder form (no md5 to match)."""
     arrays = write_cifar_archive(tmp_path / "data", "cifar10", per_batch=40, as_tar=False)
     return tmp_path / "data", arrays
+
+
+class StopAfter(StopFlag):
+    """A stop request that arrives after ``n`` checks (the training loop checks once per step)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        if self.n < 0:
+            self.reason = "test"
+        return self.n < 0
+
+
+@pytest.fixture
+def stop_after() -> type:
+    """``stop_after(n)``: a stop flag that requests a stop at the n-th step (to interrupt and resume runs)."""
+    return StopAfter
 
 
 @pytest.fixture

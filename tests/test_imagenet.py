@@ -20,7 +20,7 @@ from benchmark.imagenet import (IMAGENET_MEAN, IMAGENET_STD, WORKERS_ENV, Regene
                                 eval_transform, evaluate_imagenet_c)
 from benchmark.methods import Task, get_method
 from benchmark.runner import Environment, run_experiment
-from benchmark.train import StopFlag, StopRequested
+from benchmark.train import StopRequested
 
 WNIDS = ["n01440764", "n01443537", "n02102040"]  # deliberately written out of order below
 TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 2
@@ -189,26 +189,13 @@ def test_run_with_imagenet_c(tree: Path, tmp_path: Path) -> None:
     assert corrupted["folder"] == str(tree / "imagenet-c") and corrupted["images"] == 15 * 3
 
 
-class _StopAfter(StopFlag):
-    """A stop request that arrives after ``n`` checks (the loop checks once per step)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-
-    def is_set(self) -> bool:
-        self.n -= 1
-        self.reason = "test"
-        return self.n < 0
-
-
-def test_resumed_run_equals_uninterrupted(tree: Path, tmp_path: Path) -> None:
+def test_resumed_run_equals_uninterrupted(tree: Path, tmp_path: Path, stop_after) -> None:
     cfg = {"run": {"method": "deterministic", "dataset": "imagenet", "backbone": "resnet50", "seed": 1}, "backbone": {"width": 2},
            "train": {"epochs": 2, "batch_size": 4, "lr": 0.05, "warmup_epochs": 0.0},
            "eval": {"batch_size": 6, "latency_batch": 2, "latency_repeats": 1}}
     [straight] = run_experiment(cfg, _env(tmp_path / "a", tree))
     with pytest.raises(StopRequested):  # mid-epoch 2 (3 steps per epoch)
-        run_experiment(cfg, dataclasses.replace(_env(tmp_path / "b", tree), stop=_StopAfter(4)))
+        run_experiment(cfg, dataclasses.replace(_env(tmp_path / "b", tree), stop=stop_after(4)))
     [resumed] = run_experiment(cfg, dataclasses.replace(_env(tmp_path / "b", tree), resume=True))
     run_id = json.loads(straight.read_text())["run_id"]
     sa, sb = (torch.load(tmp_path / d / "ckpt" / run_id / "final.pt") for d in ("a", "b"))

@@ -22,20 +22,6 @@ def env_for(tmp_path: Path, data_dir: Path, **kw) -> Environment:
                        checkpoint_dir=tmp_path / kw.pop("ckpt", "ckpt"), progress=False, log=lambda m: None, **kw)
 
 
-class StopAfter(StopFlag):
-    """A stop request that arrives after ``n`` checks (the loop checks once per step)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-
-    def is_set(self) -> bool:
-        self.n -= 1
-        if self.n < 0:
-            self.reason = "test"
-        return self.n < 0
-
-
 def test_record_schema(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
     root, _ = cifar10_dir
     [path] = run_experiment(tiny_run_config, env_for(tmp_path, root))
@@ -60,14 +46,14 @@ def test_record_schema(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
     assert [r["_path"] for r in load_records(tmp_path / "runs").records] == [str(path2)]
 
 
-def test_resume_equals_uninterrupted(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+def test_resume_equals_uninterrupted(cifar10_dir, tiny_run_config, stop_after, tmp_path: Path) -> None:
     root, _ = cifar10_dir
     [straight] = run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt="a"))
     steps_per_epoch = 200 // 32
     for stop_at in (steps_per_epoch + 2, 3):  # mid-epoch 2, and mid-epoch 1
         ckpt = f"b{stop_at}"
         with pytest.raises(StopRequested):
-            run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, stop=StopAfter(stop_at)))
+            run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, stop=stop_after(stop_at)))
         [resumed] = run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, resume=True))
         a, b = (json.loads(p.read_text())["metrics"]["clean"] for p in (straight, resumed))
         for key in ("accuracy", "nll", "ece", "brier"):
