@@ -2,7 +2,7 @@
 
 Each member is an ordinary run of ``member_method`` (default: the deterministic network) with its
 own seed, trained exactly like that run (same data, epochs, schedule: an equal budget per
-member), obtained through ``RunContext.member_model``: a member whose saved final weights
+member), obtained through the stage context's ``member_model``: a member whose saved final weights
 already exist (e.g. the suite's deterministic run of that seed) is reused, not retrained.
 Run seed ``s`` uses member seeds ``s*M .. s*M + M-1``, so seed 0 reuses deterministic seeds 0..M-1.
 
@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
 from benchmark.backbones import Layers
-from benchmark.methods import Method, MethodOptions, SingleMember, Task, get_method, register_method
+from benchmark.methods import METHODS, Method, MethodOptions, SingleMember, StageContext, Task, register_method
 
-from .subnetwork import GroupedConv2d, GroupedLinear, GroupedSubnetworks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from benchmark.runner import RunContext
+from .layers import GroupedConv2d, GroupedLinear, GroupedSubnetworks
 
 
 def _set_tensor(root: nn.Module, name: str, value: torch.Tensor, parameter: bool) -> None:
@@ -162,12 +159,12 @@ class DeepEnsemble(Method):
             raise ValueError(f"deep_ensemble: members must be >= 1, got {options.members}")
         if options.member_method == self.name:
             raise ValueError(f"deep_ensemble: member_method cannot be {self.name!r} itself; choose e.g. 'deterministic'")
-        get_method(options.member_method)  # an unknown name fails here and lists the valid ones
+        METHODS.get(options.member_method)  # an unknown name fails here and lists the valid ones (the catalogue is loaded)
         self.member_runs: list[dict[str, Any]] = []
 
     def member(self) -> Method:
         """The method one member runs, with its default options."""
-        return get_method(self.options.member_method).from_config({}, self.task)
+        return METHODS.get(self.options.member_method).from_config({}, self.task)
 
     def member_seeds(self, seed: int) -> list[int]:
         return [seed * self.members + m for m in range(self.members)]
@@ -192,7 +189,7 @@ class DeepEnsemble(Method):
             return grouped_ensemble(self.task, [n.cpu() for n in nets]).to(device)
         return StackedEnsemble(nets)
 
-    def run(self, ctx: "RunContext") -> nn.Module:
+    def run(self, ctx: StageContext) -> nn.Module:
         """Obtain (train or reuse) the M member runs and stack them; trains nothing itself."""
         first = len(ctx.members)
         nets = [ctx.member_model({"run": {"method": self.options.member_method, "seed": s}, "method": {}}) for s in self.member_seeds(ctx.seed)]

@@ -1,4 +1,6 @@
-"""Shared ensemble layers: BatchEnsemble's rank-1 fast-weight convolution and dense layer.
+"""Shared ensemble layers: BatchEnsemble's rank-1 fast-weight convolution and dense layer, and the
+grouped layers that run M networks as one (the subnetwork ensemble's one-pass network, the deep
+ensemble's grouped evaluation).
 
 A BatchEnsemble layer holds one shared ("slow") weight ``W`` and, per member ``m``, two
 fast-weight vectors ``r_m`` (input side) and ``s_m`` (output side). Member ``m``'s effective
@@ -17,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from benchmark.backbones import Layers
 
 
 def _per_row(v: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
@@ -154,3 +158,73 @@ class TiledEnsemble(nn.Module):
             tiled = tiled.contiguous(memory_format=torch.channels_last)
         out = self.net(tiled)
         return out.view(self.members, b, *out.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Grouped layers: M independent networks on contiguous channel blocks of one network
+
+
+def _require_divisible(channels: int, groups: int, where: str) -> None:
+    if channels % groups:
+        raise ValueError(f"subnetwork: {where} has {channels} channels, not divisible by members={groups}; "
+                         f"choose members dividing every layer width (or a backbone width divisible by members)")
+
+
+class GroupedConv2d(nn.Conv2d):
+    """A convolution with ``groups=G`` (G independent convolutions on contiguous channel blocks)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False, *, groups: int) -> None:
+        _require_divisible(in_ch, groups, f"a convolution's input ({in_ch}->{out_ch})")
+        _require_divisible(out_ch, groups, f"a convolution's output ({in_ch}->{out_ch})")
+        super().__init__(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias, groups=groups)
+
+
+class GroupedLinear(nn.Module):
+    """G independent linear maps on contiguous feature blocks: ``[B, in] -> [B, out]``.
+
+    Block g maps features ``[g*in/G, (g+1)*in/G)`` to outputs ``[g*out/G, (g+1)*out/G)``;
+    weight ``[G, out/G, in/G]``, bias ``[G, out/G]``, initialised like ``nn.Linear(in/G, out/G)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, groups: int) -> None:
+        super().__init__()
+        _require_divisible(in_features, groups, "the head's input")
+        _require_divisible(out_features, groups, "the head's output")
+        self.groups = groups
+        fan_in = in_features // groups
+        bound = 1.0 / math.sqrt(fan_in)
+        self.weight = nn.Parameter(torch.empty(groups, out_features // groups, fan_in).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(groups, out_features // groups).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.groups
+        out = torch.einsum("bgi,goi->bgo", x.reshape(x.shape[0], g, -1), self.weight) + self.bias
+        return out.reshape(x.shape[0], -1)
+
+
+def grouped_layers(layers: Layers, members: int) -> Layers:
+    """``layers`` with every convolution grouped M ways, the stem reading M tiled images and a
+    grouped head with M x K outputs."""
+    conv = lambda i, o, k, stride=1, padding=0, bias=False: GroupedConv2d(i, o, k, stride, padding, bias, groups=members)  # noqa: E731
+    return layers.with_(conv=conv, first_conv=conv, in_channels=layers.in_channels * members, num_outputs=layers.num_outputs * members,
+                        linear=lambda i, o: GroupedLinear(i, o, members))
+
+
+class GroupedSubnetworks(nn.Module):
+    """M non-overlapping subnetworks as one grouped network: ``[B, C, H, W] -> [M, B, K]``.
+
+    ``net``: the backbone built from :func:`grouped_layers` (input ``[B, M*C, H, W]``, output
+    ``[B, M*K]``, subnetwork m on the m-th block of channels of every layer).
+    """
+
+    def __init__(self, net: nn.Module, members: int) -> None:
+        super().__init__()
+        self.net = net
+        self.members = members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tiled = x.repeat(1, self.members, 1, 1)
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            tiled = tiled.contiguous(memory_format=torch.channels_last)  # repeat returns NCHW; keep the input's layout
+        out = self.net(tiled)
+        return out.reshape(x.shape[0], self.members, -1).transpose(0, 1)

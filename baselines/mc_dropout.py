@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.methods import Method, MethodOptions, register_method
+from benchmark.methods import EvalVariant, Method, MethodOptions, register_method
 
 
 class DropoutRNG:
@@ -210,7 +210,10 @@ class MCDropout(Method):
     def forward_passes(self) -> int:
         return int(self.options.samples[0])
 
-    def eval_variants(self, model: nn.Module) -> list[tuple[str, nn.Module, int]]:
-        """One row per K in ``samples``: (``"K=k"``, the network returning ``[k, B, K]``, k)."""
-        return [(f"K={k}", model.with_samples(int(k)), int(k)) for k in self.options.samples]
+    def test_members(self) -> int:
+        return int(self.options.samples[0])
+
+    def eval_variants(self, model: nn.Module) -> list[EvalVariant]:
+        """One row per K in ``samples``: (``"K=k"``, the network returning ``[k, B, K]``, k passes, k members)."""
+        return [EvalVariant(f"K={k}", model.with_samples(int(k)), int(k), int(k)) for k in self.options.samples]
 

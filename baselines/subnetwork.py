@@ -40,93 +40,20 @@ FLOPs and parameters (the head and the tiled stem input excepted).
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.fx
 from torch import nn
 
-from benchmark.backbones import Layers
-from benchmark.methods import Method, MethodOptions, SingleMember, register_method
-from benchmark.train import derive_seed
+from benchmark.core.runtime import hash_seed
+from benchmark.methods import Method, MethodOptions, SingleMember, StageContext, register_method
 
-if TYPE_CHECKING:  # pragma: no cover
-    from benchmark.runner import RunContext
+from .layers import GroupedSubnetworks, _require_divisible, grouped_layers
 
 CRITERIA = ("bn_scale", "filter_norm", "random")
 INPUT = -1  # the channel space of the images (shared by all subnetworks, never partitioned)
-
-
-# ---------------------------------------------------------------------------------------------
-# Grouped layers (the Layers factories of the one-pass network)
-
-
-def _require_divisible(channels: int, groups: int, where: str) -> None:
-    if channels % groups:
-        raise ValueError(f"subnetwork: {where} has {channels} channels, not divisible by members={groups}; "
-                         f"choose members dividing every layer width (or a backbone width divisible by members)")
-
-
-class GroupedConv2d(nn.Conv2d):
-    """A convolution with ``groups=G`` (G independent convolutions on contiguous channel blocks)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False, *, groups: int) -> None:
-        _require_divisible(in_ch, groups, f"a convolution's input ({in_ch}->{out_ch})")
-        _require_divisible(out_ch, groups, f"a convolution's output ({in_ch}->{out_ch})")
-        super().__init__(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias, groups=groups)
-
-
-class GroupedLinear(nn.Module):
-    """G independent linear maps on contiguous feature blocks: ``[B, in] -> [B, out]``.
-
-    Block g maps features ``[g*in/G, (g+1)*in/G)`` to outputs ``[g*out/G, (g+1)*out/G)``;
-    weight ``[G, out/G, in/G]``, bias ``[G, out/G]``, initialised like ``nn.Linear(in/G, out/G)``.
-    """
-
-    def __init__(self, in_features: int, out_features: int, groups: int) -> None:
-        super().__init__()
-        _require_divisible(in_features, groups, "the head's input")
-        _require_divisible(out_features, groups, "the head's output")
-        self.groups = groups
-        fan_in = in_features // groups
-        bound = 1.0 / math.sqrt(fan_in)
-        self.weight = nn.Parameter(torch.empty(groups, out_features // groups, fan_in).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(groups, out_features // groups).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.groups
-        out = torch.einsum("bgi,goi->bgo", x.reshape(x.shape[0], g, -1), self.weight) + self.bias
-        return out.reshape(x.shape[0], -1)
-
-
-def grouped_layers(layers: Layers, members: int) -> Layers:
-    """``layers`` with every convolution grouped M ways, the stem reading M tiled images and a
-    grouped head with M x K outputs."""
-    conv = lambda i, o, k, stride=1, padding=0, bias=False: GroupedConv2d(i, o, k, stride, padding, bias, groups=members)  # noqa: E731
-    return layers.with_(conv=conv, first_conv=conv, in_channels=layers.in_channels * members, num_outputs=layers.num_outputs * members,
-                        linear=lambda i, o: GroupedLinear(i, o, members))
-
-
-class GroupedSubnetworks(nn.Module):
-    """M non-overlapping subnetworks as one grouped network: ``[B, C, H, W] -> [M, B, K]``.
-
-    ``net``: the backbone built from :func:`grouped_layers` (input ``[B, M*C, H, W]``, output
-    ``[B, M*K]``, subnetwork m on the m-th block of channels of every layer).
-    """
-
-    def __init__(self, net: nn.Module, members: int) -> None:
-        super().__init__()
-        self.net = net
-        self.members = members
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tiled = x.repeat(1, self.members, 1, 1)
-        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-            tiled = tiled.contiguous(memory_format=torch.channels_last)  # repeat returns NCHW; keep the input's layout
-        out = self.net(tiled)
-        return out.reshape(x.shape[0], self.members, -1).transpose(0, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,13 +404,13 @@ class Subnetwork(Method):
         """The untrained grouped network of M subnetworks, ``[B, C, H, W] -> [M, B, K]``."""
         return GroupedSubnetworks(self.task.backbone_net(grouped_layers(self.task.layers(), self.members)), self.members)
 
-    def run(self, ctx: "RunContext") -> nn.Module:
+    def run(self, ctx: StageContext) -> nn.Module:
         """Train the parent, partition its channels, train the subnetworks (one grouped network)."""
         cfg = ctx.train_config()
         frac = float(self.options.parent_epochs_fraction)
         parent_epochs = int(round(frac * cfg.epochs))
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(ctx.seed, "subnetwork", "parent-init"))
+            torch.manual_seed(hash_seed(ctx.seed, "subnetwork", "parent-init"))
             parent = self.build_parent()
             fresh = self.build()
         if frac == 1.0:
@@ -493,7 +420,7 @@ class Subnetwork(Method):
         else:
             ctx.fit(parent, self.parent_method(), stage="parent", epochs=parent_epochs, milestones=[m * frac for m in cfg.milestones])
         parent.eval()
-        partition = partition_channels(parent.net, self.members, self.options.criterion, seed=derive_seed(ctx.seed, "subnetwork", "masks"))
+        partition = partition_channels(parent.net, self.members, self.options.criterion, seed=hash_seed(ctx.seed, "subnetwork", "masks"))
         grouped = fresh.to(ctx.device)
         if not self.options.reinit:
             load_from_parent(grouped, parent.net, partition)

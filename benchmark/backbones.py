@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .registry import Registry
+from .core.registry import Registry
 
 ConvFactory = Callable[..., nn.Module]
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import config as C
+from .core import config as C
 
 COMMANDS: dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
 
@@ -33,7 +33,7 @@ def add_env_options(p: argparse.ArgumentParser) -> None:
 
 
 def make_env(args: argparse.Namespace):
-    from .runner import Environment
+    from .core.runtime import Environment
 
     return Environment(data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
                        device=args.device, resume=args.resume, progress=not args.no_progress, log=lambda m: print(m, flush=True))
@@ -93,7 +93,7 @@ def cmd_bench(p: argparse.ArgumentParser):
             try:
                 run_experiment(cfg, env)
             except Exception as exc:  # a failed run is recorded; the suite goes on
-                from .train import StopRequested
+                from .core.runtime import StopRequested
 
                 if isinstance(exc, StopRequested):
                     raise
@@ -132,8 +132,10 @@ def cmd_list(p: argparse.ArgumentParser):
 
     def run(args: argparse.Namespace) -> int:
         from .backbones import BACKBONES
-        from .data import DATASETS
-        from .methods import method_names
+        from .data.base import DATASETS, load_datasets
+
+        load_datasets()
+        from .methods.catalogue import method_names
 
         print("methods:  ", ", ".join(method_names()))
         print("backbones:", ", ".join(BACKBONES.names()))
@@ -146,7 +148,7 @@ def cmd_list(p: argparse.ArgumentParser):
 
 # Subcommands with parsers of their own: ``python -m benchmark NAME ...`` calls ``module.main(argv)``.
 DELEGATED: dict[str, tuple[str, str]] = {
-    "perf": ("benchmark.perf", "Measure step time, inference latency, FLOP/s, data-path share and corrupted-evaluation rate per method."),
+    "perf": ("benchmark.tools.perf", "Measure step time, inference latency, FLOP/s, data-path share and corrupted-evaluation rate per method."),
     # "module:function" names another entry point than main (sweep.py serves both sweep commands)
     "sweep": ("benchmark.sweep", "Expand a sweep file into runs and submit them as submitit job arrays (SLURM, local, debug)."),
     "sweep-status": ("benchmark.sweep:status_main", "List a sweep's runs as pending, running, done or failed; --resubmit-failed."),
@@ -176,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         args = argparse.Namespace(handler=lambda _: entry(argv[1:]))
     else:
         args = parser.parse_args(argv)
-    from .allocator import tune_host_allocator
-    from .data import DataError
+    from .core.allocator import tune_host_allocator
+    from .data.base import DataError
     from .records import RecordError
-    from .registry import UnknownNameError
-    from .train import NonFiniteLossError, StopRequested
+    from .core.registry import UnknownNameError
+    from .core.runtime import StopRequested
+    from .training.train import NonFiniteLossError
 
     try:
         tune_host_allocator()  # large CPU tensors from the heap, not fresh mappings (benchmark/allocator.py)

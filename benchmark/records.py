@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .io import atomic_write_json
+from .core.io import atomic_write_json
 
 SCHEMA_VERSION = 1
 REQUIRED = ("schema_version", "run_id", "status", "identity", "config", "provenance", "cost", "metrics")
@@ -70,7 +70,7 @@ def provenance(device: str) -> dict[str, Any]:
         dev["device_name"] = platform.processor() or platform.machine()
         dev["cpu_threads"] = torch.get_num_threads()
     from . import __version__
-    from .allocator import host_allocator_state
+    from .core.allocator import host_allocator_state
 
     dev["host_allocator"] = host_allocator_state()
     return {**git_state(), **dev, "torch": torch.__version__, "torchvision": tv, "numpy": numpy.__version__,

@@ -13,23 +13,29 @@ import hashlib
 import json
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from . import config as C
-from .allocator import tune_host_allocator
-from .cost import measure_cost, peak_memory_mb
-from .data import Dataset, DeviceData, device_data, load_dataset
-from .methods import Method, Task, get_method
+from .backbones import BACKBONES
+from .core import config as C
+from .core.allocator import tune_host_allocator
+from .core.config import TrainConfig
+from .core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, Environment, StopRequested, hash_seed, select_device, stop_on_signals
+from .data.base import Dataset, check_ood_names, dataset_spec, load_dataset
+from .evaluation.cost import measure_cost, peak_memory_mb
+from .evaluation.evaluate import evaluate
+from .evaluation.ood import evaluate_ood
+from .evaluation.robustness import evaluate_corrupted
+from .methods.base import Method
+from .methods.catalogue import build_method as build_method_for, get_method
 from .records import provenance, utc_now, write_record
-from .train import StopFlag, StopRequested, TrainConfig, evaluate, fit, stop_on_signals, to_channels_last
+from .training.train import fit, save_checkpoint, to_channels_last
 
-DEFAULT_RESULTS = Path("results") / "runs"
-DEFAULT_CHECKPOINTS = Path("results") / "checkpoints"
+__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "RunContext", "build_method", "member_config", "run_experiment",
+           "run_id_of", "select_device"]
 
 
 def run_id_of(resolved: dict[str, Any]) -> str:
@@ -41,43 +47,16 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     return f"{r['method']}-{r['dataset']}-{r['backbone']}-s{r['seed']}-{digest}"
 
 
-def select_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@dataclass
-class Environment:
-    """Where a run reads and writes, and how it reports."""
-
-    data_dir: str | None = None
-    cache_dir: str | None = None
-    results_dir: Path = DEFAULT_RESULTS
-    checkpoint_dir: Path = DEFAULT_CHECKPOINTS
-    device: str | None = None
-    resume: bool = False
-    progress: bool = True
-    log: Callable[[str], None] = print
-    stop: StopFlag = field(default_factory=StopFlag)  # anything with is_set() and reason (e.g. slurm_job.STOP_REQUESTED)
-    # Data-parallel training over several processes (a benchmark.distributed.DistContext); None: one
-    # process. Only its main rank writes checkpoints, final weights and records.
-    dist: Any = None
-
-    @property
-    def is_main(self) -> bool:
-        return self.dist is None or self.dist.is_main
-
-
 class RunContext:
-    """What a method's stages may use: training stages with checkpoints, and other runs' models.
+    """What a method's stages may use (:class:`benchmark.methods.base.StageContext`): training
+    stages with checkpoints, and other runs' models.
 
     ``fit(model, method, stage)`` trains in place (resuming a stage from its checkpoint);
     ``member_model(overrides)`` returns the trained model of another run of the same data and
     budget (training it, or reusing its saved weights when that run already exists).
     """
 
-    def __init__(self, resolved: dict[str, Any], run_id: str, data: Dataset, train_data: DeviceData, env: Environment) -> None:
+    def __init__(self, resolved: dict[str, Any], run_id: str, data: Dataset, train_data: Any, env: Environment) -> None:
         self.config = resolved
         self.run_id = run_id
         self.data = data
@@ -145,22 +124,16 @@ def member_config(resolved: dict[str, Any], overrides: dict[str, Any]) -> dict[s
 def seed_initialisation(resolved: dict[str, Any]) -> None:
     """Seed the global RNG (weight initialisation) from the run's seed, so that a run trained as
     another run's member equals the same run trained on its own."""
-    from .train import derive_seed
-
-    torch.manual_seed(derive_seed(int(resolved["run"]["seed"]), "init"))
+    torch.manual_seed(hash_seed(int(resolved["run"]["seed"]), "init"))
 
 
 def save_final(model: nn.Module, path: Path) -> None:
-    from .train import save_checkpoint
-
     save_checkpoint(path, model.state_dict())
 
 
 def build_method(resolved: dict[str, Any], data: Dataset) -> Method:
-    r = resolved["run"]
-    task = Task(num_classes=data.num_classes, backbone=r["backbone"], backbone_options=dict(resolved["backbone"]),
-                image_size=data.image_size, dataset=r["dataset"])
-    return get_method(r["method"]).from_config(dict(resolved["method"]), task)
+    """The method of ``resolved`` for ``data``'s classes and image size."""
+    return build_method_for(resolved, data.num_classes, data.image_size)
 
 
 def _identity(resolved: dict[str, Any], method: Method, variant: str, members: int) -> dict[str, Any]:
@@ -182,23 +155,18 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     run_id = run_id_of(resolved)
     device = select_device(env.device)
     env.log(f"run {run_id} on {device}")
-    # Bad method / backbone / dataset names fail here, before any data is read.
-    from .backbones import BACKBONES
-    from .data import DATASETS
-
+    # Bad method / backbone / dataset / OOD names fail here, before any data is read.
     get_method(resolved["run"]["method"])
     BACKBONES.get(resolved["run"]["backbone"])
-    DATASETS.get(resolved["run"]["dataset"])
-    bad_ood = sorted(set(resolved["eval"]["ood"]) - {"svhn", *DATASETS.names()})
-    if bad_ood:
-        raise C.ConfigError(f"unknown OOD dataset(s) {bad_ood} in eval.ood; valid choices: svhn, {', '.join(DATASETS.names())}")
+    dataset_spec(resolved["run"]["dataset"])
+    check_ood_names(list(resolved["eval"]["ood"]))
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
     method = build_method(resolved, data)
     base = {"run_id": run_id, "config": resolved, "data": _data_facts(data)}
     started = utc_now()
     try:
-        train_data = device_data(data.train, data.mean, data.std, device)
+        train_data = data.train.on_device(data.mean, data.std, device)
         ctx = RunContext(resolved, run_id, data, train_data, env)
         with stop_on_signals(env.stop):
             seed_initialisation(resolved)
@@ -213,7 +181,7 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     except Exception as exc:
         if not env.is_main:
             raise
-        record = {**base, "status": "failed", "started": started, "identity": _identity(resolved, method, method.variant(), method.members),
+        record = {**base, "status": "failed", "started": started, "identity": _identity(resolved, method, method.variant(), method.test_members()),
                   "provenance": provenance(str(device)), "cost": {}, "metrics": {},
                   "error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
         path = write_record(env.results_dir, record)
@@ -227,14 +195,14 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     ev = resolved["eval"]
     train_cfg = ctx.train_config()
     precision = ev["precision"] or train_cfg.precision
-    test = device_data(data.test, data.mean, data.std, device)
-    val = device_data(data.val, data.mean, data.std, device) if data.val is not None else None
+    test = data.test.on_device(data.mean, data.std, device)
+    val = data.val.on_device(data.mean, data.std, device) if data.val is not None else None
     epochs_trained = sum(len(h) for h in ctx.history.values())
     prov = provenance(str(device))  # one run, one provenance (git is asked once, not per variant)
     paths = []
     if train_cfg.channels_last:  # networks assembled after training (e.g. the deep ensemble's) are not converted yet
         to_channels_last(model)
-    for variant, net, passes in method.eval_variants(model):
+    for variant, net, passes, members in method.eval_variants(model):
         net.eval()
         kwargs = dict(batch_size=ev["batch_size"], precision=precision, channels_last=train_cfg.channels_last, progress=env.progress)
         t0 = time.perf_counter()
@@ -243,23 +211,18 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
         if val is not None:
             metrics["val"] = evaluate(net, val, desc="eval val", **kwargs)
         if ev["corruptions"] != "none":
-            from .robustness import evaluate_corrupted
-
             metrics["corrupted"] = evaluate_corrupted(net, data, ev, env, **kwargs)
         if ev["ood"]:
-            from .robustness import evaluate_ood
-
             metrics["ood"] = evaluate_ood(net, data, list(ev["ood"]), env, **kwargs)
         example = next(test.eval_batches(1))[0]
         cost = measure_cost(net, example, forward_passes=passes, large_batch=ev["latency_batch"], precision=precision,
                             channels_last=train_cfg.channels_last, repeats=ev["latency_repeats"])
-        members = metrics["clean"].get("members", [])
         cost.update({"train_seconds": ctx.train_seconds, "epochs_trained": epochs_trained,
                      "seconds_per_epoch": ctx.train_seconds / epochs_trained if epochs_trained else None,
                      "rows_per_example": method.rows_per_example(), "eval_seconds_clean": eval_seconds,
                      "peak_memory_mb": peak_memory_mb(device)})
         record = {**base, "run_id": base["run_id"] + (f"-{variant}" if variant != method.variant() else ""), "status": "completed",
-                  "started": started, "identity": _identity(resolved, method, variant, len(members) or method.members),
+                  "started": started, "identity": _identity(resolved, method, variant, members),
                   "training_run_id": base["run_id"], "provenance": prov, "cost": cost, "metrics": metrics,
                   "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size, "precision": train_cfg.precision},
                   "training": {"history": ctx.history, "members": ctx.members}, "method_extra": method.extra_record()}

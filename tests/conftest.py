@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.train import StopFlag
+from benchmark.core.runtime import StopFlag
 
 pytest_plugins = ["tests.slurm_fixtures"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import slurm_local
+from benchmark.tools import slurm_local
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,7 +27,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[slurm_local.SlurmCluster]:
-    """A running :class:`benchmark.slurm_local.SlurmCluster`, with ``SLURM_CONF`` set for the session."""
+    """A running :class:`benchmark.tools.slurm_local.SlurmCluster`, with ``SLURM_CONF`` set for the session."""
     override = os.environ.get("PLURES_SLURM_DIR")
     # not under pytest's basetemp: munged wants every parent of its socket searchable by all
     state_dir = Path(override) if override else Path(tempfile.mkdtemp(prefix="plures-slurm-"))

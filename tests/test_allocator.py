@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from benchmark.allocator import CHOICES, ENV, host_allocator_state, requested_mode, tune_host_allocator
+from benchmark.core.allocator import CHOICES, ENV, host_allocator_state, requested_mode, tune_host_allocator
 
 glibc_linux = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc on Linux only")
 
@@ -19,7 +19,7 @@ glibc_linux = pytest.mark.skipif(not sys.platform.startswith("linux") or platfor
 # holds in mmapped blocks (mallinfo2().hblkhd) while it is live.
 PROBE = textwrap.dedent("""
     import ctypes, json, sys
-    from benchmark.allocator import tune_host_allocator
+    from benchmark.core.allocator import tune_host_allocator
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]

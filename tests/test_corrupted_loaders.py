@@ -11,16 +11,11 @@ import torch
 from PIL import Image
 
 from benchmark.corruptions import ALL_CORRUPTIONS, corrupt
-from benchmark.corruptions.generate import corrupt_array, derive_seed, generate_cifar_c, main
-from benchmark.data_corrupted import (
-    CorruptedDataError,
-    ImageNetC,
-    cifar_c_source,
-    imagenet_classes,
-    imagenet_val_transform,
-    load_cifar_c,
-)
-from benchmark.registry import UnknownNameError
+from benchmark.corruptions.generate import corrupt_array, cell_seed, generate_cifar_c, main
+from benchmark.data.corrupted.base import CorruptedDataError
+from benchmark.data.corrupted.cifar_c import cifar_c_source, load_cifar_c
+from benchmark.data.corrupted.imagenet_c import imagenet_classes, imagenet_val_transform, ImageNetC
+from benchmark.core.registry import UnknownNameError
 
 N = 8
 RNG = np.random.default_rng(0)
@@ -56,7 +51,7 @@ def test_severity_major_rows(regen: Path) -> None:
             assert np.array_equal(bright[(s - 1) * N + i], one[0])
     noise = np.load(regen / "gaussian_noise.npy")
     assert np.array_equal(noise[2 * N : 3 * N], corrupt_array(IMAGES, "gaussian_noise", 3, seed=0))
-    assert derive_seed(0, "fog", 1) != derive_seed(0, "fog", 2) != derive_seed(1, "fog", 2)
+    assert cell_seed(0, "fog", 1) != cell_seed(0, "fog", 2) != cell_seed(1, "fog", 2)
 
 
 def test_read_back(regen: Path) -> None:

@@ -17,7 +17,7 @@ from benchmark.corruptions import (
     blur,
     corrupt,
 )
-from benchmark.registry import UnknownNameError
+from benchmark.core.registry import UnknownNameError
 
 
 def _images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:

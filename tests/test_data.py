@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import data as D
+from benchmark.data.base import base as D
+from benchmark.data.base import device as DV
+from benchmark.data.datasets import cifar as CF
 from tests.conftest import CIFAR10_CLASSES, write_cifar_archive, write_image_folder
 
 
-@pytest.mark.parametrize("kind,spec", [("cifar10", D.CIFAR10_ARCHIVE), ("cifar100", D.CIFAR100_ARCHIVE)])
+@pytest.mark.parametrize("kind,spec", [("cifar10", CF.CIFAR10_ARCHIVE), ("cifar100", CF.CIFAR100_ARCHIVE)])
 @pytest.mark.parametrize("as_tar", [True, False])
-def test_reads_torchvision_archive_formats(tmp_path: Path, kind: str, spec: D.CifarArchive, as_tar: bool) -> None:
+def test_reads_torchvision_archive_formats(tmp_path: Path, kind: str, spec: CF.CifarArchive, as_tar: bool) -> None:
     arrays = write_cifar_archive(tmp_path, kind, per_batch=7, as_tar=as_tar)
     src = tmp_path / (spec.filename if as_tar else spec.folder)
-    train, test, classes = D.read_cifar_archive(src, spec, md5=None)
+    train, test, classes = CF.read_cifar_archive(src, spec, md5=None)
     np.testing.assert_array_equal(train.images, arrays["train_images"])
     np.testing.assert_array_equal(train.labels, arrays["train_labels"])
     np.testing.assert_array_equal(test.images, arrays["test_images"])
@@ -94,7 +96,7 @@ def test_cache_is_built_once_then_memory_mapped(tmp_path: Path) -> None:
 
     def read():
         calls.append(1)
-        train, test, classes = D.read_cifar_archive(src, D.CIFAR10_ARCHIVE, md5=None)
+        train, test, classes = CF.read_cifar_archive(src, CF.CIFAR10_ARCHIVE, md5=None)
         return {"train": train, "test": test}, classes
 
     cache = tmp_path / "cache" / "cifar10"
@@ -133,9 +135,9 @@ def test_data_root_resolution(monkeypatch, tmp_path: Path) -> None:
 
 def test_random_crop_flip_shapes_determinism_and_content() -> None:
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
-    out1 = D.random_crop_flip(images, torch.Generator().manual_seed(5))
-    out2 = D.random_crop_flip(images, torch.Generator().manual_seed(5))
-    out3 = D.random_crop_flip(images, torch.Generator().manual_seed(6))
+    out1 = DV.random_crop_flip(images, torch.Generator().manual_seed(5))
+    out2 = DV.random_crop_flip(images, torch.Generator().manual_seed(5))
+    out3 = DV.random_crop_flip(images, torch.Generator().manual_seed(6))
     assert out1.shape == images.shape and out1.dtype == torch.uint8
     assert torch.equal(out1, out2) and not torch.equal(out1, out3)
     # every output is a 32x32 window of the zero-padded image, possibly mirrored
@@ -153,7 +155,7 @@ def test_random_crop_flip_shapes_determinism_and_content() -> None:
 def test_device_batches_normalise_and_cover_the_epoch() -> None:
     labels = np.arange(100) % 10
     images = np.random.default_rng(0).integers(0, 256, (100, 32, 32, 3), dtype=np.uint8)
-    dd = D.DeviceData(D.Split(images, labels), D.CIFAR_MEAN, D.CIFAR_STD)
+    dd = DV.DeviceData(D.Split(images, labels), CF.CIFAR_MEAN, CF.CIFAR_STD)
     order = dd.epoch_order(torch.Generator().manual_seed(0))
     seen = []
     for step in range(dd.steps_per_epoch(25)):
@@ -162,7 +164,7 @@ def test_device_batches_normalise_and_cover_the_epoch() -> None:
         assert x.is_contiguous(memory_format=torch.channels_last)
         seen.extend(order[step * 25 : (step + 1) * 25].tolist())
         ref = (torch.from_numpy(images[order[step * 25 : (step + 1) * 25].numpy()]).permute(0, 3, 1, 2).float() / 255
-               - torch.tensor(D.CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(D.CIFAR_STD).view(1, 3, 1, 1)
+               - torch.tensor(CF.CIFAR_MEAN).view(1, 3, 1, 1)) / torch.tensor(CF.CIFAR_STD).view(1, 3, 1, 1)
         torch.testing.assert_close(x, ref, rtol=1e-5, atol=1e-5)
         assert torch.equal(y, torch.from_numpy(labels[order[step * 25 : (step + 1) * 25].numpy()]))
     assert sorted(seen) == list(range(100))

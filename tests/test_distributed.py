@@ -1,4 +1,4 @@
-"""Data-parallel training (benchmark.distributed) on the CPU: 2 gloo processes equal 1 process."""
+"""Data-parallel training (benchmark.training.distributed) on the CPU: 2 gloo processes equal 1 process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from benchmark.distributed import DistContext, SyncBatchNorm2d, convert_sync_batchnorm
+from benchmark.training.distributed import convert_sync_batchnorm, DistContext, SyncBatchNorm2d
 from benchmark.runner import Environment, run_experiment
 from tests.conftest import write_cifar_archive
 

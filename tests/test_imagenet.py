@@ -12,15 +12,19 @@ import torch
 from PIL import Image
 from torch import nn
 
-from benchmark import config as C
+from benchmark.core import config as C
 from benchmark.corruptions import BENCHMARK_CORRUPTIONS
-from benchmark.data import DataError, device_data, load_dataset
-from benchmark.data_corrupted import CorruptedDataError
-from benchmark.imagenet import (IMAGENET_MEAN, IMAGENET_STD, WORKERS_ENV, RegeneratedImageNetC, StreamingImageFolder,
-                                eval_transform, evaluate_imagenet_c)
-from benchmark.methods import Task, get_method
+from benchmark.data.base import DataError, load_dataset
+from benchmark.data.device import device_data
+from benchmark.data.corrupted.base import CorruptedDataError
+from benchmark.data.corrupted.imagenet_c import RegeneratedImageNetC
+from benchmark.data.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from benchmark.data.streaming import WORKERS_ENV, StreamingImageFolder, eval_transform
+from benchmark.evaluation.robustness import evaluate_corrupted
+from benchmark.methods import Task
+from benchmark.methods.catalogue import get_method
 from benchmark.runner import Environment, run_experiment
-from benchmark.train import StopRequested
+from benchmark.core.runtime import StopRequested
 
 WNIDS = ["n01440764", "n01443537", "n02102040"]  # deliberately written out of order below
 TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 2
@@ -206,7 +210,7 @@ def _evaluate(tree: Path, tmp_path: Path, **ev_changes):
     data = load_dataset("imagenet", tree, progress=False)
     ev = {**C.resolve({})["eval"], "corruptions": str(tree / "imagenet-c"), "corruption_severities": [1], **ev_changes}
     torch.manual_seed(0)
-    return evaluate_imagenet_c(_Logits(3), data, ev, _env(tmp_path, tree), batch_size=4, precision="fp32", channels_last=False, progress=False)
+    return evaluate_corrupted(_Logits(3), data, ev, _env(tmp_path, tree), batch_size=4, precision="fp32", channels_last=False, progress=False)
 
 
 def test_imagenet_c_errors(tree: Path, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 from benchmark import leaderboard as lb
 from benchmark.records import RecordError, load_records
-from benchmark.reported import ALEXNET_IMAGENET_C_ERROR, REPORTED
+from benchmark.data.datasets.imagenet import ALEXNET_IMAGENET_C_ERROR
+from benchmark.leaderboard.reported import REPORTED
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "records"
@@ -364,7 +365,7 @@ def test_page_has_every_table_image_and_note(built, boards):
 
 
 def test_pareto_front():
-    from benchmark.plots import pareto_front
+    from benchmark.leaderboard.plots import pareto_front
 
     pts = [(1.0, 0.5), (2.0, 0.4), (3.0, 0.45), (4.0, 0.3)]
     assert pareto_front(pts, maximize=False) == [(1.0, 0.5), (2.0, 0.4), (4.0, 0.3)]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from baselines.mc_dropout import AlwaysDropout, DropoutRNG, MCDropout, MCDropoutNet, dropout_mask, effective_rate
-from benchmark.methods import Task, get_method
+from benchmark.methods import Task
+from benchmark.methods.catalogue import get_method
 
 B, K = 3, 5
 TASK = Task(num_classes=K, backbone="resnet8", backbone_options={"width": 4}, image_size=8)
@@ -93,10 +94,10 @@ def test_eval_variants_rows_and_passes() -> None:
     meth = method()
     model = meth.build()
     variants = meth.eval_variants(model)
-    assert [(label, passes) for label, _, passes in variants] == [("K=1", 1), ("K=30", 30)]
+    assert [(v.label, v.forward_passes, v.members) for v in variants] == [("K=1", 1, 1), ("K=30", 30, 30)]
     assert meth.variant() == "K=1" and meth.forward_passes() == 1 and meth.members == 1
     x = torch.randn(B, 3, 8, 8)
-    for _, net, passes in variants:
+    for _, net, passes, _members in variants:
         net.eval()
         assert net(x).shape == (passes, B, K)
         assert {id(p) for p in net.parameters()} == {id(p) for p in model.parameters()}

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from benchmark.backbones import BACKBONES, Layers, build_backbone
-from benchmark.methods import Task, combine, ensemble_loss, get_method, method_names
-from benchmark.train import make_generator
+from benchmark.methods import combine, ensemble_loss, Task
+from benchmark.methods.catalogue import get_method, method_names
+from benchmark.core.runtime import make_generator
 
 TASK = Task(num_classes=5, backbone="resnet8", backbone_options={"width": 8}, image_size=16)
 
@@ -31,11 +32,12 @@ def test_member_logits_shape_loss_and_combination(name: str) -> None:
     torch.manual_seed(0)
     model = method.build()
     x, y = batch()
-    for variant, net, passes in method.eval_variants(model):
+    for variant, net, passes, members in method.eval_variants(model):
         net.eval()
         with torch.no_grad():
             logits = net(x)
         assert logits.dim() == 3 and logits.shape[1:] == (12, 5), (variant, logits.shape)
+        assert logits.shape[0] == members, (variant, "the variant's declared members are the logits' first axis")
         assert passes >= 1
         probs = combine(logits).exp()
         torch.testing.assert_close(probs, torch.softmax(logits, -1).mean(0), rtol=1e-5, atol=1e-6)
@@ -44,7 +46,8 @@ def test_member_logits_shape_loss_and_combination(name: str) -> None:
     loss = train_loss(method, model, x, y)
     assert loss.dim() == 0 and math.isfinite(loss.item())
     inputs, targets = method.training_batch(x, y, make_generator(torch.device("cpu"), "contract", 0))
-    assert targets.shape[0] == (method.members if name != "mc_dropout" else 1)
+    assert targets.shape[0] == method.members  # the members trained (MC dropout: 1; its test members differ)
+    assert method.eval_variants(model)[0].members == method.test_members()
 
 
 @pytest.mark.parametrize("name", method_names())

@@ -1,4 +1,4 @@
-"""Tests for benchmark.metrics: each metric against an independent computation."""
+"""Tests for benchmark.evaluation.metrics: each metric against an independent computation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, average_precision_score, log_loss, roc_auc_score
 
-from benchmark import metrics as mt
+from benchmark.evaluation import metrics as mt
+from benchmark.evaluation import ood
 
 N_BINS = 15
 
@@ -389,7 +390,7 @@ def test_ood_metrics_match_sklearn_and_brute_force(seed):
     s_out = rng.normal(1.0, 1.0, 80)
     if seed == 2:  # heavy ties
         s_in, s_out = np.round(s_in), np.round(s_out)
-    got = mt.ood_metrics(s_in, s_out)
+    got = ood.ood_metrics(s_in, s_out)
     labels = np.r_[np.zeros(len(s_in)), np.ones(len(s_out))]
     scores = np.r_[s_in, s_out]
     assert got["auroc"] == pytest.approx(roc_auc_score(labels, scores), rel=1e-12)
@@ -399,24 +400,24 @@ def test_ood_metrics_match_sklearn_and_brute_force(seed):
 
 
 def test_ood_metrics_perfect_separation_and_guards():
-    got = mt.ood_metrics(np.array([0.1, 0.2, 0.3]), np.array([0.9, 1.0]))
+    got = ood.ood_metrics(np.array([0.1, 0.2, 0.3]), np.array([0.9, 1.0]))
     assert got == {"auroc": 1.0, "aupr": 1.0, "fpr_at_95_tpr": 0.0}
     with pytest.raises(ValueError, match="scores_out"):
-        mt.ood_metrics(np.array([0.1]), np.array([]))
+        ood.ood_metrics(np.array([0.1]), np.array([]))
     with pytest.raises(ValueError, match="1 non-finite"):
-        mt.ood_metrics(np.array([0.1, np.nan]), np.array([0.2]))
+        ood.ood_metrics(np.array([0.1, np.nan]), np.array([0.2]))
 
 
 def test_ood_scores():
     logits, _ = _make(3, 20, 5, seed=15)
     lp = mt.combine_log_probs(logits)
-    s = mt.ood_scores(lp)
+    s = ood.ood_scores(lp)
     p = _np_mean_probs(logits)
     np.testing.assert_allclose(s["max_prob"].numpy(), -p.max(1), rtol=1e-12)
     np.testing.assert_allclose(s["entropy"].numpy(), -(p * np.log(p)).sum(1), rtol=1e-10)
     # uniform is maximally uncertain; one-hot (with -inf log-probs) has zero entropy
     uni = torch.full((1, 5), -math.log(5), dtype=torch.float64)
     onehot = torch.tensor([[0.0, -math.inf, -math.inf]], dtype=torch.float64)
-    assert float(mt.ood_scores(uni)["entropy"][0]) == pytest.approx(math.log(5))
-    assert float(mt.ood_scores(onehot)["entropy"][0]) == 0.0
-    assert float(mt.ood_scores(onehot)["max_prob"][0]) == -1.0
+    assert float(ood.ood_scores(uni)["entropy"][0]) == pytest.approx(math.log(5))
+    assert float(ood.ood_scores(onehot)["entropy"][0]) == 0.0
+    assert float(ood.ood_scores(onehot)["max_prob"][0]) == -1.0

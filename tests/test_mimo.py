@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data import DeviceData, Split
-from benchmark.methods import Task, ensemble_loss, get_method
-from benchmark.train import TrainConfig, fit
+from benchmark.data.base import Split
+from benchmark.data.device import DeviceData
+from benchmark.methods import ensemble_loss, Task
+from benchmark.methods.catalogue import get_method
+from benchmark.core.config import TrainConfig
+from benchmark.training.train import fit
 from mimo.method import MIMO, MIMOOptions, mimo_indices, shuffled_positions
 
 K = 4

@@ -7,8 +7,9 @@ import json
 
 import torch
 
-from benchmark import perf
-from benchmark.methods import Task, get_method
+from benchmark.tools import perf
+from benchmark.methods import Task
+from benchmark.methods.catalogue import get_method
 
 
 def test_perf_writes_a_record_and_a_table(tmp_path, capsys):

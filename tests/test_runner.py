@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from benchmark import cli
-from benchmark import config as C
+from benchmark.core import config as C
 from benchmark.records import SCHEMA_VERSION, RecordError, load_records, validate, write_record
 from benchmark.runner import Environment, run_experiment
-from benchmark.train import StopFlag, StopRequested
+from benchmark.core.runtime import StopFlag, StopRequested
 
 
 def env_for(tmp_path: Path, data_dir: Path, **kw) -> Environment:
@@ -79,7 +79,7 @@ def test_interrupted_run_keeps_its_checkpoint(cifar10_dir, tiny_run_config, tmp_
 
 
 def test_sigterm_sets_the_stop_flag() -> None:
-    from benchmark.train import stop_on_signals
+    from benchmark.core.runtime import stop_on_signals
 
     flag = StopFlag()
     with stop_on_signals(flag):
@@ -91,7 +91,7 @@ def test_sigterm_sets_the_stop_flag() -> None:
 def test_nan_loss_stops_with_failed_record(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
     root, _ = cifar10_dir
     cfg = C.merge(tiny_run_config, {"train": {"lr": math.nan, "nan_check_every": 1}})
-    from benchmark.train import NonFiniteLossError
+    from benchmark.training.train import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError, match="training loss is nan"):
         run_experiment(cfg, env_for(tmp_path, root))
@@ -170,7 +170,7 @@ def test_corrupted_evaluation_on_regenerated_sets(cifar10_dir, tiny_run_config, 
     assert cor["source"] == "regenerated" and cor["corruption_set"] == "benchmark15" and len(cor["per"]) == 15
     assert set(cor["per"]["fog"]) == {"1", "5"} and cor["per"]["fog"]["5"]["n"] == 16 and cor["subset"] == 16
     # the subset is a seeded random sample in test order (not the first 16: a class-ordered test set would give one class)
-    from benchmark.robustness import subset_indices
+    from benchmark.data.corrupted.base import subset_indices
 
     idx = subset_indices(40, 16, 0)
     assert len(idx) == 16 and list(idx) == sorted(idx) and list(idx) != list(range(16))
@@ -196,7 +196,7 @@ def test_official_corrupted_folder_must_match_the_test_set(cifar10_dir, tiny_run
     with pytest.raises(ValueError, match="do not match the clean test labels"):
         run_experiment(cfg, env_for(tmp_path, root))
     np.save(folder / "labels.npy", np.tile(arrays["test_labels"], 5).astype(np.uint8))
-    from benchmark.data_corrupted import CorruptedDataError
+    from benchmark.data.corrupted.base import CorruptedDataError
 
     with pytest.raises(CorruptedDataError, match="shot_noise"):  # the second corruption of the set is missing
         run_experiment(cfg, env_for(tmp_path, root))

@@ -1,4 +1,4 @@
-"""Tests of benchmark.slurm_job, against a real local SLURM cluster (marker ``slurm``) and without."""
+"""Tests of benchmark.sweep.slurm_job, against a real local SLURM cluster (marker ``slurm``) and without."""
 
 from __future__ import annotations
 
@@ -15,18 +15,9 @@ import cloudpickle
 import pytest
 import submitit
 
-from benchmark import slurm_local
-from benchmark.io import atomic_write_json
-from benchmark.slurm_job import (
-    CLUSTERS,
-    STOP_REQUESTED,
-    CheckpointableCall,
-    StopFlag,
-    StopRequested,
-    make_executor,
-    raise_if_stop_requested,
-    wait_all,
-)
+from benchmark.tools import slurm_local
+from benchmark.core.io import atomic_write_json
+from benchmark.sweep.slurm_job import CheckpointableCall, CLUSTERS, make_executor, raise_if_stop_requested, STOP_REQUESTED, StopFlag, StopRequested, wait_all
 
 
 @pytest.fixture(autouse=True, scope="module")

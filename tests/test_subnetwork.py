@@ -13,9 +13,11 @@ from torch import nn
 
 from baselines.subnetwork import (CRITERIA, Subnetwork, channel_graph, extract_subnetwork, load_from_parent,
                                   partition_channels, snake_assignment)
-from benchmark import config as C
-from benchmark.data import Dataset, DeviceData, Split
-from benchmark.methods import Task, ensemble_loss, get_method
+from benchmark.core import config as C
+from benchmark.data.base import Dataset, Split
+from benchmark.data.device import DeviceData
+from benchmark.methods import ensemble_loss, Task
+from benchmark.methods.catalogue import get_method
 from benchmark.runner import Environment, RunContext, run_id_of
 
 M = 4

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from benchmark import config as C
+from benchmark.core import config as C
 from benchmark import sweep as S
 from benchmark.runner import Environment, run_experiment, run_id_of
 from tests.conftest import write_cifar_archive
@@ -201,7 +201,7 @@ def _slurm_sweep(tmp_path: Path, data_dir: Path, head: str, cluster: Any, extra:
 @pytest.mark.timeout(240)
 def test_slurm_tiny_sweep_records_and_leaderboard(slurm_cluster: Any, tmp_path: Path, data_dir: Path) -> None:
     from benchmark.records import load_records
-    from benchmark.slurm_job import wait_all
+    from benchmark.sweep.slurm_job import wait_all
 
     path = _slurm_sweep(tmp_path, data_dir, 'suite = "quick"\nmethods = ["deterministic", "mimo"]\nseeds = [0, 1]', slurm_cluster)
     sweep = S.load_sweep(path)
@@ -236,7 +236,7 @@ def test_slurm_impossible_request_is_refused_and_nothing_recorded(slurm_cluster:
 @pytest.mark.timeout(300)
 def test_slurm_preempted_sweep_task_resumes_with_same_metrics(slurm_cluster: Any, tmp_path: Path) -> None:
     from benchmark.records import load_records
-    from benchmark.slurm_job import wait_all
+    from benchmark.sweep.slurm_job import wait_all
 
     write_cifar_archive(tmp_path / "data", "cifar10", per_batch=200, as_tar=False)  # 1000 training images
     extra = '[grid]\n"train.epochs" = [6]\n"train.batch_size" = [20]'

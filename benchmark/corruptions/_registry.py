@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmark.registry import Registry
+from benchmark.core.registry import Registry
 
 CorruptionFn = Callable[[torch.Tensor, Any, torch.Generator, str], torch.Tensor]
 

@@ -29,16 +29,19 @@ from benchmark.corruptions import (
     CORRUPTION_SETS,
     CORRUPTIONS_VERSION,
     check_corruption,
+    check_profile,
     check_severity,
     corrupt,
 )
-from benchmark.io import atomic_save_npy, atomic_write_json
+from benchmark.core.io import atomic_save_npy, atomic_write_json
 
 MANIFEST = "regenerated.json"
 
 
-def derive_seed(seed: int, corruption: str, severity: int) -> int:
-    """A 63-bit seed from (seed, corruption, severity), stable across runs and platforms."""
+def cell_seed(seed: int, corruption: str, severity: int) -> int:
+    """The 63-bit generator seed of one (corruption, severity) cell of a regenerated set: sha256 of
+    (seed, corruption, severity), stable across runs and platforms. (Not the harness's
+    :func:`benchmark.core.runtime.hash_seed`: regenerated sets keep the bytes they were made with.)"""
     digest = hashlib.sha256(f"plures-corruptions/{int(seed)}/{corruption}/{int(severity)}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
@@ -54,7 +57,7 @@ def corrupt_array(
     images: np.ndarray, corruption: str, severity: int, *, seed: int, batch_size: int = 1000, profile: str = "cifar"
 ) -> np.ndarray:
     """Corrupt uint8 [N, H, W, 3] in batches with the derived generator: uint8 [N, H, W, 3]."""
-    g = torch.Generator().manual_seed(derive_seed(seed, corruption, severity))
+    g = torch.Generator().manual_seed(cell_seed(seed, corruption, severity))
     out = np.empty_like(images)
     for s in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size]))
@@ -77,7 +80,7 @@ def _check_inputs(images: np.ndarray, labels: np.ndarray, severities: Sequence[i
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
 
 
-def _identity(images: np.ndarray, labels: np.ndarray, severities: Sequence[int], seed: int, batch_size: int) -> dict:
+def _identity(images: np.ndarray, labels: np.ndarray, severities: Sequence[int], seed: int, batch_size: int, profile: str) -> dict:
     """What must match for existing files in a folder to be reused."""
     return {
         "seed": int(seed),
@@ -86,7 +89,7 @@ def _identity(images: np.ndarray, labels: np.ndarray, severities: Sequence[int],
         "images_sha256": array_sha256(images),
         "labels_sha256": array_sha256(np.asarray(labels).astype(np.int64)),
         "batch_size": int(batch_size),
-        "profile": "cifar",
+        "profile": profile,
         "code_version": {"benchmark": benchmark.__version__, "corruptions": CORRUPTIONS_VERSION},
     }
 
@@ -132,17 +135,19 @@ def generate_cifar_c(
     seed: int = 0,
     batch_size: int = 1000,
     progress: bool = True,
+    profile: str = "cifar",
 ) -> Path:
     """Write ``out_dir/<corruption>.npy`` + ``labels.npy`` + ``regenerated.json``; return ``out_dir``.
 
-    images: uint8 [N, 32, 32, 3]; labels: int [N]. Files already present for the same inputs
+    images: uint8 [N, 32, 32, 3]; labels: int [N]; ``profile``: the corruption constants
+    (:data:`benchmark.corruptions.params.PROFILES`). Files already present for the same inputs
     are reused (a repeat call returns at once); a folder made from other inputs, or holding
     an official release, raises ValueError rather than mixing sets.
     """
     out_dir = Path(out_dir)
     corruptions = [check_corruption(c) for c in corruptions]
     _check_inputs(images, labels, severities, batch_size)
-    identity = _identity(images, labels, severities, seed, batch_size)
+    identity = _identity(images, labels, severities, seed, batch_size, check_profile(profile))
     rows = len(severities) * len(images)
     old = _load_manifest(out_dir)
     if old is not None:
@@ -173,7 +178,7 @@ def generate_cifar_c(
         out = np.empty((rows, 32, 32, 3), dtype=np.uint8)
         for k, s in enumerate(severities):
             bar.set_postfix_str(f"{c} s{s}")
-            out[k * n : (k + 1) * n] = corrupt_array(images, c, s, seed=seed, batch_size=batch_size)
+            out[k * n : (k + 1) * n] = corrupt_array(images, c, s, seed=seed, batch_size=batch_size, profile=profile)
             bar.update(1)
         atomic_save_npy(out_dir / f"{c}.npy", out)
         done.append(c)

@@ -6,7 +6,7 @@ A run config has these tables (``None``/absent means "use the default"):
 [run]       # method, dataset, backbone, seed, suite
 [method]    # the method's own options (see its Options dataclass), e.g. members = 3
 [backbone]  # the backbone's options, e.g. width = 16
-[train]     # benchmark.train.TrainConfig fields
+[train]     # TrainConfig fields (below)
 [eval]      # batch_size, corruptions, corruption_subset, ood ...
 [data]      # val_size, download
 ```
@@ -24,9 +24,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .train import TrainConfig
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
-SUITES_DIR = Path(__file__).resolve().parent / "suites"
+
+PRECISIONS = ("fp32", "bf16")
+SCHEDULES = ("cosine", "step", "linear")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings of one stage. ``lr`` is the learning rate at ``batch_size``."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.2
+    final_lr_fraction: float = 0.0
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the training forward (its compile time shows in first_step_seconds)
+    augment: bool = True
+    nan_check_every: int = 50
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
+        if self.epochs < 0 or self.batch_size < 1:
+            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs} and {self.batch_size}")
 
 
 @dataclass
@@ -46,7 +78,7 @@ class EvalSection:
     corruptions: str = "none"  # "none", "regenerated", "official", or a folder path
     corruption_set: str = "benchmark15"
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    corruption_subset: int = 0  # 0: all test images; N: the first N of each corrupted set
+    corruption_subset: int = 0  # 0: all test images; N: a seeded random sample of N test images (corruption_seed), the same in every cell
     corruption_seed: int = 0
     ood: list[str] = field(default_factory=list)
     latency_repeats: int = 5

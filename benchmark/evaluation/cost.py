@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .train import autocast
+from ..core.runtime import autocast
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,4 +1,5 @@
-"""Ensemble metrics: combination, calibration, diversity and OOD detection.
+"""Ensemble metrics: calibration and diversity of combined member predictions (OOD detection:
+:mod:`benchmark.evaluation.ood`).
 
 Conventions (as in google/uncertainty-baselines):
 
@@ -10,8 +11,6 @@ Conventions (as in google/uncertainty-baselines):
   ``(b/n_bins, (b+1)/n_bins]`` (a confidence of exactly 0 falls in bin 0). Confidence is the max
   class probability; ``ECE = sum_b |correct_b - confidence_sum_b| / n``.
 * Brier is ``sum_k (p_k - onehot_k)^2`` per example, averaged over examples (range [0, 2]).
-* OOD detection treats OUT-of-distribution examples as the positive class and a score as an
-  uncertainty: higher means "more likely OOD".
 
 :class:`MetricAccumulator` streams over evaluation batches, keeping running sums on the logits'
 device without any host synchronisation per batch; the full-tensor functions are for one-shot use
@@ -20,12 +19,14 @@ and tests.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..methods.base import combine_member_log_probs, member_log_probs
+from .metric_specs import MetricSpec, computed_metrics
 
 __all__ = [
     "combine_log_probs",
@@ -37,8 +38,6 @@ __all__ = [
     "reliability_bins",
     "disagreement",
     "pairwise_kl",
-    "ood_metrics",
-    "ood_scores",
 ]
 
 DEFAULT_N_BINS = 15
@@ -107,24 +106,15 @@ def _check_n_bins(n_bins: int) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _compute_dtype(t: Tensor) -> torch.dtype:
-    """float16/bfloat16 are upcast to float32; float32/float64 are kept."""
-    return t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32
-
-
 def _acc_dtype(device: torch.device) -> torch.dtype:
     """Dtype of running sums: float64 where the device supports it."""
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _member_log_probs(logits: Tensor) -> Tensor:
-    """``[M, B, K]`` logits -> ``[M, B, K]`` member log-probabilities."""
-    return torch.log_softmax(logits.to(_compute_dtype(logits)), dim=-1)
-
-
-def _combine(member_lp: Tensor) -> Tensor:
-    """``[M, B, K]`` member log-probs -> ``[B, K]`` log of the mean probability."""
-    return torch.logsumexp(member_lp, dim=0) - math.log(member_lp.shape[0])
+# The project's one combination (benchmark.methods.base): member log-probabilities, then the log of
+# their mean probability.
+_member_log_probs = member_log_probs
+_combine = combine_member_log_probs
 
 
 def _bin_edges(n_bins: int, device: torch.device | str = "cpu") -> Tensor:
@@ -319,12 +309,15 @@ class MetricAccumulator:
     :meth:`compute` as a ValueError). Shape mismatches raise immediately. :meth:`compute` returns
     plain Python numbers: the ensemble's ``accuracy``, ``nll`` (nats), ``ece``, ``brier``, ``n``,
     ``reliability``; ``members`` (one such dict of the four metrics per member), ``member_mean``,
-    and ``diversity`` (``disagreement``, ``kl``).
+    and ``diversity`` (``disagreement``, ``kl``); and each metric registered with a ``compute``
+    function (:mod:`benchmark.evaluation.metric_specs`), for which the combined (and, when asked,
+    member) log-probabilities of every batch are kept on the host.
     """
 
-    def __init__(self, n_bins: int = DEFAULT_N_BINS) -> None:
+    def __init__(self, n_bins: int = DEFAULT_N_BINS, computed: list[MetricSpec] | None = None) -> None:
         _check_n_bins(n_bins)
         self.n_bins = n_bins
+        self.computed = computed_metrics() if computed is None else list(computed)
         self.reset()
 
     def reset(self) -> None:
@@ -334,6 +327,7 @@ class MetricAccumulator:
         self._n = 0
         self._sums: dict[str, Tensor] = {}
         self._inner_edges: Tensor | None = None
+        self._kept: dict[str, list[Tensor]] = {"log_probs": [], "members": [], "targets": []}
 
     @property
     def n(self) -> int:
@@ -396,6 +390,11 @@ class MetricAccumulator:
         disagree, kl = _diversity_sums(member_lp, acc)
         s["disagree"] += disagree
         s["kl_sum"] += kl
+        if self.computed:  # predictions of the whole split, for the metrics computed from them
+            self._kept["log_probs"].append(all_lp[0].detach().cpu())
+            self._kept["targets"].append(targets.cpu())
+            if any(spec.needs_members for spec in self.computed):
+                self._kept["members"].append(member_lp.detach().cpu())
         self._n += b
 
     def compute(self) -> dict[str, Any]:
@@ -415,6 +414,12 @@ class MetricAccumulator:
             for r in range(self._m + 1)
         ]
         ens, members = rows[0], rows[1:]
+        if self.computed:
+            log_probs, targets = torch.cat(self._kept["log_probs"]), torch.cat(self._kept["targets"])
+            member_lp = torch.cat(self._kept["members"], dim=1) if self._kept["members"] else None
+            for spec in self.computed:
+                args = (log_probs, targets, member_lp) if spec.needs_members else (log_probs, targets)
+                ens[spec.key] = float(spec.compute(*args))  # type: ignore[misc]
         return {
             **ens,
             "n": n,
@@ -431,65 +436,3 @@ class MetricAccumulator:
                 "kl": _mean_offdiag(h["kl_sum"].astype(np.float64)) / n,
             },
         }
-
-
-# ----------------------------------------------------------------------------------------------
-# public: out-of-distribution detection
-# ----------------------------------------------------------------------------------------------
-
-
-def ood_scores(log_probs: Tensor) -> dict[str, Tensor]:
-    """Per-example OOD scores from ``log_probs`` [B, K]; higher = more likely OOD.
-
-    ``max_prob``: negated maximum class probability, in [-1, -1/K]. ``entropy``: predictive entropy
-    in nats, in [0, log K]. Both ``[B]``, in the input dtype.
-    """
-    _check_probs_2d(log_probs, "log_probs")
-    probs = log_probs.exp()
-    plogp = torch.where(probs > 0, probs * log_probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
-    return {"max_prob": -probs.max(dim=-1).values, "entropy": -plogp.sum(dim=-1)}
-
-
-def _as_scores(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x, dtype=np.float64)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {arr.shape}")
-    bad = int((~np.isfinite(arr)).sum())
-    if bad:
-        raise ValueError(f"{name} has {bad} non-finite value(s) out of {arr.size}")
-    return arr
-
-
-def ood_metrics(scores_in: np.ndarray, scores_out: np.ndarray) -> dict[str, float]:
-    """Detection of OOD examples from per-example uncertainty scores (higher = more OOD).
-
-    Follows uncertainty-baselines: OOD examples are the POSITIVE class. Returns
-    ``auroc`` (ties count one half), ``aupr`` (average precision with OOD positive, as
-    ``sklearn.metrics.average_precision_score``) and ``fpr_at_95_tpr`` (fraction of in-distribution
-    examples flagged OOD at the highest threshold that still flags >= 95% of OOD examples,
-    flagging ``score >= threshold``).
-    """
-    s_in = _as_scores(scores_in, "scores_in")
-    s_out = _as_scores(scores_out, "scores_out")
-    n_in, n_out = s_in.size, s_out.size
-    scores = np.concatenate([s_out, s_in])
-    labels = np.concatenate([np.ones(n_out), np.zeros(n_in)])
-
-    # sweep distinct thresholds from high to low: cumulative positives/negatives flagged
-    order = np.argsort(-scores, kind="mergesort")
-    scores, labels = scores[order], labels[order]
-    last_of_group = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tp = np.cumsum(labels)[last_of_group]
-    fp = (last_of_group + 1) - tp
-    tpr = tp / n_out
-    fpr = fp / n_in
-
-    # AUROC: trapezoid over the ROC curve from (0, 0) (ties -> one half), i.e. Mann-Whitney U
-    tpr0, fpr0 = np.r_[0.0, tpr], np.r_[0.0, fpr]
-    auroc = float(np.sum(np.diff(fpr0) * (tpr0[1:] + tpr0[:-1]) / 2.0))
-    # AP: sum over thresholds of (recall step) * precision
-    aupr = float(np.sum(np.diff(tpr0) * (tp / (tp + fp))))
-    # first (highest) threshold with TPR >= 0.95; fpr is non-decreasing, so it is the minimum FPR
-    hit = np.flatnonzero(tp * 100 >= 95 * n_out)  # exact integer comparison
-    fpr95 = float(fpr[hit[0]])
-    return {"auroc": auroc, "aupr": aupr, "fpr_at_95_tpr": fpr95}

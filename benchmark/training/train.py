@@ -1,4 +1,4 @@
-"""Training and evaluation: train_one_epoch, evaluate, fit (with checkpoints and resume).
+"""Training: train_one_epoch and fit (with checkpoints and resume).
 
 Randomness is derived from (seed, stage, epoch, step), never carried along: the shuffle of an
 epoch, the augmentation and method-specific sampling of a step, and the global RNG (dropout)
@@ -11,67 +11,25 @@ SIGINT/SIGTERM or a preemption signal, after the current step); ``resume`` conti
 
 from __future__ import annotations
 
-import hashlib
 import math
-import signal
-import threading
 import time
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .data import DeviceData
-from .io import atomic_write
-from .methods import Method, ensemble_loss
-from .progress import progress_bar
-
-if TYPE_CHECKING:  # pragma: no cover
-    pass
-
-PRECISIONS = ("fp32", "bf16")
-SCHEDULES = ("cosine", "step", "linear")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings of one stage. ``lr`` is the learning rate at ``batch_size``."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"
-    milestones: list[float] = field(default_factory=list)
-    gamma: float = 0.2
-    final_lr_fraction: float = 0.0
-    precision: str = "fp32"
-    channels_last: bool = False
-    compile: bool = False  # torch.compile the training forward (its compile time shows in first_step_seconds)
-    augment: bool = True
-    nan_check_every: int = 50
-
-    def validate(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs} and {self.batch_size}")
+from ..core.config import TrainConfig
+from ..core.io import atomic_write
+from ..core.progress import progress_bar
+from ..core.runtime import StopFlag, StopRequested, autocast, hash_seed, make_generator
+from ..data.device import DeviceData
+from ..methods.base import Method, ensemble_loss
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-class StopRequested(Exception):
-    """Training stopped on request (signal); the checkpoint written just before is resumable."""
 
 
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -89,93 +47,6 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
         return floor + (1 - floor) * max(0.0, 1 - progress)
     epoch = step / steps_per_epoch
     return cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed derived from ``parts`` (stable across processes and platforms)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def make_generator(device: torch.device, *parts: Any) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(derive_seed(*parts))
-    return g
-
-
-def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-# ---------------------------------------------------------------------------------------------
-# Stop requests (SIGINT, SIGTERM, SLURM preemption)
-
-
-class StopFlag:
-    """Set when a stop is requested (SIGINT, SIGTERM, SLURM preemption or time limit); the training
-    loop polls ``is_set()`` between steps.
-
-    A plain attribute, so it can be set from a signal handler without locks.
-    """
-
-    def __init__(self) -> None:
-        self._set = False
-        self.reason = ""
-        self.signum: int | None = None
-        # True while a CheckpointableCall's handlers own SIGTERM/SIGUSR2 (benchmark.slurm_job):
-        # ``stop_on_signals`` then leaves them alone instead of replacing them.
-        self.signals_installed = False
-
-    def is_set(self) -> bool:
-        """True once a stop was requested (cheap: poll it at every step)."""
-        return self._set
-
-    def set(self, reason: str = "stop requested", signum: int | None = None) -> None:
-        """Request a stop (the first reason is kept, except that ``"requeue"`` wins)."""
-        if not self._set or reason == "requeue":
-            self.reason = reason
-            self.signum = signum
-        self._set = True
-
-    def clear(self) -> None:
-        self._set = False
-        self.reason = ""
-        self.signum = None
-
-    def __bool__(self) -> bool:
-        return self._set
-
-    def __repr__(self) -> str:
-        return f"StopFlag(set={self._set}, reason={self.reason!r})"
-
-
-@contextmanager
-def stop_on_signals(flag: StopFlag, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[StopFlag]:
-    """Install handlers that set ``flag`` (main thread only); restore the old ones on exit.
-
-    A second SIGINT while stopping raises KeyboardInterrupt at once.
-    """
-    # A flag whose signals are already handled (slurm_job.STOP_REQUESTED inside a CheckpointableCall,
-    # which must see SIGTERM/SIGUSR2 itself to requeue) is used as is: no handler of ours replaces them.
-    if threading.current_thread() is not threading.main_thread() or getattr(flag, "signals_installed", False):
-        yield flag
-        return
-    old = {}
-
-    def handler(signum, frame):  # noqa: ARG001
-        if flag.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        flag.set(f"signal {signal.Signals(signum).name}")
-
-    for s in signals:
-        old[s] = signal.signal(s, handler)
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +116,7 @@ def train_one_epoch(
     first_step = 0.0
     bar = progress_bar(range(start_step, steps), desc=desc, unit="step", enable=progress, total=steps - start_step)
     for step in bar:
-        torch.manual_seed(derive_seed(*seed_parts, "global", epoch, step))
+        torch.manual_seed(hash_seed(*seed_parts, "global", epoch, step))
         gen = make_generator(device, *seed_parts, "step", epoch, step)
         x, y = data.train_batch(order, step, cfg.batch_size, gen, augment=cfg.augment)
         if cfg.channels_last:
@@ -349,27 +220,3 @@ def fit(
         if stop is not None and stop.is_set() and epoch < cfg.epochs:
             raise StopRequested(f"stopped after epoch {epoch}: {stop.reason}")
     return history
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
-    """Member logits ``[M, B, K]`` (float32) of ``model`` in eval mode on normalised images ``x``."""
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    else:
-        x = x.contiguous()
-    with autocast(precision, x.device):
-        return model(x).float()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceData, batch_size: int = 1000, precision: str = "fp32", channels_last: bool = False,
-             progress: bool = True, desc: str = "eval") -> dict[str, Any]:
-    """Metrics of ``model`` on a split (ensemble, per member, diversity): see ``metrics.MetricAccumulator``."""
-    from .metrics import MetricAccumulator
-
-    model.eval()
-    acc = MetricAccumulator()
-    for x, y in progress_bar(data.eval_batches(batch_size), desc=desc, unit="batch", enable=progress, total=math.ceil(len(data) / batch_size)):
-        acc.update(predict_logits(model, x, precision, channels_last), y)
-    return acc.compute()

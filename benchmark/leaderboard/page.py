@@ -10,10 +10,10 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .io import atomic_write_text
+from ..core.io import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .leaderboard import SuiteBoard
+    from . import SuiteBoard
     from .plots import Figure, Skipped
 
 CSS = """
@@ -73,7 +73,7 @@ def plots_html(figures: Sequence["Figure | Skipped"]) -> str:
 
 
 def render_page(board: "SuiteBoard", figures: Sequence["Figure | Skipped"]) -> str:
-    from .leaderboard import render_html_tables
+    from . import render_html_tables
 
     nav = ('<nav><a href="leaderboard.md">Markdown</a><a href="leaderboard.csv">CSV</a><a href="leaderboard.tex">LaTeX</a>'
            '<a href="leaderboard.html">tables only</a><a href="#plots">plots</a><a href="#left-out">left out</a></nav>')

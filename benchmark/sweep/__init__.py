@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import config as C
+from ..core import config as C
 
 SWEEP_KEYS = ("name", "description", "suite", "suites", "methods", "datasets", "backbones", "seeds", "device", "sync_bn",
               "set", "grid", "paths", "slurm")
@@ -220,7 +220,7 @@ class _RecordingContext:
         return int(self.config["run"]["seed"])
 
     def train_config(self, **changes: Any):
-        from .train import TrainConfig
+        from ..core.config import TrainConfig
 
         return TrainConfig(**{**self.config["train"], **changes})
 
@@ -230,7 +230,7 @@ class _RecordingContext:
     def member_model(self, overrides: dict[str, Any]):
         import torch
 
-        from .runner import member_config, run_id_of
+        from ..runner import member_config, run_id_of
 
         self.requests.append(copy.deepcopy(overrides))
         sub = member_config(self.config, overrides)
@@ -241,12 +241,10 @@ class _RecordingContext:
 
 
 def _probe_method(resolved: dict[str, Any]):
-    from .methods import Task as MethodTask, get_method
+    from ..methods.catalogue import build_method
 
-    r = resolved["run"]
     # Shapes do not matter on the meta device: any class count and image size will do.
-    task = MethodTask(num_classes=10, backbone=r["backbone"], backbone_options=dict(resolved["backbone"]), image_size=32, dataset=r["dataset"])
-    return get_method(r["method"]).from_config(dict(resolved["method"]), task)
+    return build_method(resolved, num_classes=10, image_size=32)
 
 
 def member_requests(resolved: dict[str, Any]) -> list[dict[str, Any]]:
@@ -293,7 +291,7 @@ def _reseed(runs: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]
 
 def expand(sweep: Sweep) -> list[Task]:
     """Every task of the sweep, in submission order (stage, then sweep order); ids are unique."""
-    from .runner import member_config, run_id_of
+    from ..runner import member_config, run_id_of
 
     configs = []
     for suite in sweep.suites:
@@ -358,14 +356,14 @@ def expand(sweep: Sweep) -> list[Task]:
 
 def completed_runs(results_dir: Path) -> set[tuple[str, str]]:
     """(suite, training run id) of every completed record under ``results_dir``."""
-    from .records import load_records
+    from ..records import load_records
 
     return {(r["identity"]["suite"], r.get("training_run_id", r["run_id"])) for r in load_records(results_dir).records}
 
 
 def failed_runs(results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """(suite, run id) -> the newest failed record, for runs whose newest record failed."""
-    from .records import load_records
+    from ..records import load_records
 
     out = {}
     for r in load_records(results_dir, include_failed=True).records:
@@ -390,16 +388,16 @@ def _failure_path(log_dir: str | Path, run_id: str) -> Path:
 def train_member(config: dict[str, Any], overrides: dict[str, Any], env: Any) -> Path:
     """Train (or find) the member run that ``config``'s run reuses through ``member_model(overrides)``,
     exactly as that run would, and save its final weights; writes no record. Returns their path."""
-    from .data import device_data, load_dataset
-    from .runner import RunContext, member_config, run_id_of, select_device
-    from .train import stop_on_signals
+    from ..core.runtime import select_device, stop_on_signals
+    from ..data.base import load_dataset
+    from ..runner import RunContext, member_config, run_id_of
 
     resolved = C.resolve(config)
     device = select_device(env.device)
     # the same data the reusing run would load (its seed picks the validation split)
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
-    ctx = RunContext(resolved, run_id_of(resolved), data, device_data(data.train, data.mean, data.std, device), env)
+    ctx = RunContext(resolved, run_id_of(resolved), data, data.train.on_device(data.mean, data.std, device), env)
     with stop_on_signals(env.stop):
         ctx.member_model(overrides)
     return Path(env.checkpoint_dir) / run_id_of(member_config(resolved, overrides)) / "final.pt"
@@ -412,12 +410,12 @@ def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]
     (``benchmark.distributed``); stop requests come from ``slurm_job.STOP_REQUESTED``. A failure
     leaves a note in ``<log_dir>/failures/`` (the harness also writes a failed record) and raises.
     """
-    from .distributed import DistContext
-    from .io import atomic_write_json
-    from .records import utc_now
-    from .runner import Environment, run_experiment
+    from ..core.io import atomic_write_json
+    from ..core.runtime import Environment, StopRequested
+    from ..records import utc_now
+    from ..runner import run_experiment
+    from ..training.distributed import DistContext
     from .slurm_job import STOP_REQUESTED
-    from .train import StopRequested
 
     import torch
 
@@ -450,7 +448,7 @@ def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]
 
 def rebuild_leaderboard(results_dir: str, out_dir: str, suites: list[str]) -> list[str]:
     """The sweep's last job: leaderboards of its suites from the records (a pure function of them)."""
-    from .leaderboard import write_leaderboards
+    from ..leaderboard import write_leaderboards
 
     return [str(p) for p in write_leaderboards(Path(results_dir), Path(out_dir), suites=suites)]
 
@@ -473,8 +471,8 @@ def read_manifest(sweep: Sweep) -> dict[str, Any]:
 
 
 def _write_manifest(sweep: Sweep, manifest: dict[str, Any]) -> None:
-    from .io import atomic_write_json
-    from .records import utc_now
+    from ..core.io import atomic_write_json
+    from ..records import utc_now
 
     manifest["updated"] = utc_now()
     atomic_write_json(manifest_path(sweep), manifest)
@@ -536,7 +534,7 @@ def launch(sweep: Sweep, tasks: list[Task], *, wait_s: float | None = None, log:
     array is waited for before the next starts, and the leaderboard is rebuilt here.
     Each array's tasks enter the manifest as soon as it is accepted, never before.
     """
-    from .records import utc_now
+    from ..records import utc_now
     from .slurm_job import CheckpointableCall, wait_all
 
     completed = completed_runs(Path(sweep.paths["results_dir"]))

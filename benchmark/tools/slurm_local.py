@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmark.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from benchmark.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 APT_PACKAGES: tuple[str, ...] = ("slurmctld", "slurmd", "slurm-client", "munge")
 """Debian packages needed (``apt-get install --no-install-recommends ...``)."""

@@ -58,8 +58,8 @@ from submitit.core.utils import DelayedSubmission, UncompletedJobError
 # One exception for every stop: the harness's ``StopRequested`` (raised by ``fit`` after its
 # mid-epoch checkpoint) is the one :class:`CheckpointableCall` catches, so a run inside a job uses
 # ``Environment(stop=STOP_REQUESTED)`` and needs nothing else. Re-exported from here.
-from benchmark.train import StopFlag as _HarnessStopFlag
-from benchmark.train import StopRequested
+from benchmark.core.runtime import StopFlag as _HarnessStopFlag
+from benchmark.core.runtime import StopRequested
 
 __all__ = ["CLUSTERS", "STOP_REQUESTED", "CheckpointableCall", "StopFlag", "StopRequested", "make_executor", "raise_if_stop_requested", "wait_all"]
 

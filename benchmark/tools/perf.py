@@ -27,12 +27,17 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .cost import latency_ms_per_example
-from .data import CIFAR_MEAN, CIFAR_STD, DeviceData, Split
-from .io import atomic_write_json, atomic_write_text
-from .methods import Task, ensemble_loss, get_method, method_names
-from .records import provenance, utc_now
-from .train import autocast, evaluate, make_generator, to_channels_last
+from ..core.io import atomic_write_json, atomic_write_text
+from ..core.runtime import autocast, make_generator
+from ..data.base import Split
+from ..data.datasets.cifar import CIFAR_MEAN, CIFAR_STD
+from ..data.device import DeviceData
+from ..evaluation.cost import latency_ms_per_example
+from ..evaluation.evaluate import evaluate
+from ..methods.base import Task, ensemble_loss
+from ..methods.catalogue import get_method, method_names
+from ..records import provenance, utc_now
+from ..training.train import to_channels_last
 
 # Extra training-step rows: (method, options). MIMO at batch repetition 1 processes the same rows
 # per step as the deterministic model: the "for free" comparison; its default repetition (4)
@@ -174,7 +179,7 @@ def measure_methods(methods: list[str], backbone: str, backbone_options: dict, b
         model = benches[name].model if name in benches else method.build().to(device)
         if channels_last:  # as the harness's evaluation does (StepBench models are converted already)
             to_channels_last(model)
-        for variant, net, passes in method.eval_variants(model):
+        for variant, net, passes, _ in method.eval_variants(model):
             nets[f"{name}" + (f" {variant}" if variant else "")] = (net.eval(), passes)
     if "deep_ensemble" in methods:  # the one-pass (grouped) evaluation against running the members one after another
         de = get_method("deep_ensemble").from_config({}, task)
@@ -199,8 +204,8 @@ def measure_methods(methods: list[str], backbone: str, backbone_options: dict, b
 def measure_corrupted_rate(backbone: str, backbone_options: dict, precision: str, channels_last: bool, device: torch.device,
                            n: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Evaluation images/s on a memory-mapped corrupted set (loaded per set, as the harness does) vs clean data in memory."""
-    from .corruptions.generate import generate_cifar_c
-    from .data_corrupted import load_cifar_c
+    from ..corruptions.generate import generate_cifar_c
+    from ..data.corrupted.cifar_c import load_cifar_c
 
     task = Task(num_classes=10, backbone=backbone, backbone_options=backbone_options)
     model = get_method("deterministic").from_config({}, task).build().to(device).eval()
@@ -231,8 +236,8 @@ def measure_corrupted_rate(backbone: str, backbone_options: dict, precision: str
 
 def measure_generation(n: int, log: Callable[[str], None]) -> dict[str, Any]:
     """Seconds to generate all 19 corruptions x 5 severities for ``n`` 32x32 images."""
-    from .corruptions import ALL_CORRUPTIONS
-    from .corruptions.generate import generate_cifar_c
+    from ..corruptions import ALL_CORRUPTIONS
+    from ..corruptions.generate import generate_cifar_c
 
     split = synthetic_data(n)
     with tempfile.TemporaryDirectory() as tmp:
@@ -368,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-batch", type=int, default=32, help="unique images per step in the peer comparison")
     p.add_argument("--out", type=Path, default=Path("results/perf"))
     args = p.parse_args(argv)
-    from .allocator import tune_host_allocator
-    from .runner import select_device
+    from ..core.allocator import tune_host_allocator
+    from ..core.runtime import select_device
 
     allocator = tune_host_allocator()  # as every run does (PLURES_HOST_ALLOCATOR=system measures glibc's defaults)
     device = select_device(args.device)

@@ -10,7 +10,9 @@ only on that shape. A method differs only in
 
 Adding a method is one module that subclasses :class:`Method` and registers it
 with ``@register_method("name")``, plus one config entry in a suite; nothing in
-the harness changes.
+the harness changes. This module imports no method: the catalogue
+(:mod:`benchmark.methods.catalogue`) loads the built-in ones (``baselines``, ``mimo``) and
+the user's plug-ins.
 
 The network a method builds is an ``nn.Module`` whose ``forward(x)`` takes a batch
 of images ``[B, C, H, W]`` and returns member logits ``[M, B, K]`` (in eval mode:
@@ -24,17 +26,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import Layers, build_backbone
-from .registry import Registry
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .train import RunContext
+from ..backbones import Layers, build_backbone
+from ..core.config import TrainConfig
+from ..core.registry import Registry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,13 +53,25 @@ def ensemble_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return total / b
 
 
+def member_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """``[M, B, K]`` logits -> ``[M, B, K]`` member log-probabilities (float16/bfloat16 computed in
+    float32, float32/float64 in their own precision)."""
+    dtype = logits.dtype if logits.dtype in (torch.float32, torch.float64) else torch.float32
+    return torch.log_softmax(logits.to(dtype), dim=-1)
+
+
+def combine_member_log_probs(member_lp: torch.Tensor) -> torch.Tensor:
+    """``[M, B, K]`` member log-probabilities -> ``[B, K]`` log of the mean member probability."""
+    return torch.logsumexp(member_lp, dim=0) - math.log(member_lp.shape[0])
+
+
 def combine(logits: torch.Tensor) -> torch.Tensor:
     """Log of the mean member probability: ``logsumexp_m log_softmax(logits_m) - log M``.
 
-    ``[M, B, K]`` -> ``[B, K]`` log-probabilities. Never averages logits.
+    ``[M, B, K]`` -> ``[B, K]`` log-probabilities. Never averages logits. The one combination of
+    the project (the metrics use it too).
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return torch.logsumexp(logp, dim=0) - math.log(logits.shape[0])
+    return combine_member_log_probs(member_log_probs(logits))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,6 +96,40 @@ class Task:
 
     def backbone_net(self, layers: Layers | None = None) -> nn.Module:
         return build_backbone(self.backbone, layers or self.layers(), **self.backbone_options)
+
+
+class StageContext(Protocol):
+    """What a method's :meth:`Method.run` may use (implemented by ``benchmark.runner.RunContext``,
+    and by the sweep's planning context, which records ``member_model`` requests without training).
+
+    ``fit(model, method, stage, **train_changes)`` trains ``model`` in place as stage ``stage``
+    (checkpointed and resumable); ``member_model(overrides)`` returns the trained network of
+    another run (this run's config merged with ``overrides``), reusing its saved weights when it
+    exists; ``members`` lists the runs obtained that way.
+    """
+
+    config: dict[str, Any]
+    run_id: str
+    device: torch.device
+    members: list[dict[str, Any]]
+
+    @property
+    def seed(self) -> int: ...
+
+    def train_config(self, **changes: Any) -> TrainConfig: ...
+
+    def fit(self, model: nn.Module, method: "Method", stage: str = "train", **train_changes: Any) -> list[dict[str, Any]]: ...
+
+    def member_model(self, overrides: dict[str, Any]) -> nn.Module: ...
+
+
+class EvalVariant(NamedTuple):
+    """One way a trained network is evaluated: a leaderboard row of its own."""
+
+    label: str  # the variant label ("" for a method's only variant)
+    network: nn.Module  # returns member logits [members, B, K]
+    forward_passes: int  # backbone forward passes per test example
+    members: int  # the members whose predictions are combined
 
 
 class SingleMember(nn.Module):
@@ -136,7 +182,13 @@ class Method:
 
     @property
     def members(self) -> int:
+        """M, the members the network is trained with."""
         return int(self.options.members)
+
+    def test_members(self) -> int:
+        """The members combined at test time in the default variant (:meth:`variant`); MC dropout:
+        its first sample count, where it trains one member."""
+        return self.members
 
     def variant(self) -> str:
         """A short label that tells apart configurations of one method on a leaderboard."""
@@ -162,7 +214,7 @@ class Method:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
     # -- (c) stages ---------------------------------------------------------------------------
-    def run(self, ctx: "RunContext") -> nn.Module:
+    def run(self, ctx: StageContext) -> nn.Module:
         """Run the training stages and return the network to evaluate. Default: one stage."""
         model = self.build()
         ctx.fit(model, self, stage="train")
@@ -173,11 +225,11 @@ class Method:
         """Forward passes of the backbone per test example (MIMO: 1; deep ensemble: M; ...)."""
         return 1
 
-    def eval_variants(self, model: nn.Module) -> list[tuple[str, nn.Module, int]]:
-        """The ways the trained ``model`` is evaluated, each a leaderboard row of its own:
-        (variant label, network to evaluate, forward passes per test example). Default: one.
-        (MC dropout evaluates one trained network with several sample counts.)"""
-        return [(self.variant(), model, self.forward_passes())]
+    def eval_variants(self, model: nn.Module) -> list[EvalVariant]:
+        """The ways the trained ``model`` is evaluated, each a leaderboard row of its own (label,
+        network, forward passes per test example, members). Default: one. (MC dropout evaluates
+        one trained network with several sample counts.)"""
+        return [EvalVariant(self.variant(), model, self.forward_passes(), self.test_members())]
 
     def extra_record(self) -> dict[str, Any]:
         """Method-specific facts to store in the record (e.g. member records, masks' sizes)."""
@@ -196,29 +248,3 @@ def register_method(name: str):
         return cls
 
     return deco
-
-
-def import_submodules(package: str, path: list[str]) -> None:
-    """Import every module of ``package`` (so that their ``@register_method`` decorators run)."""
-    import importlib
-    import pkgutil
-
-    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{package}.{info.name}")
-
-
-def load_methods() -> None:
-    """Import the modules that register methods (``baselines`` and ``mimo``)."""
-    import baselines  # noqa: F401  (registers on import)
-    import mimo  # noqa: F401
-
-
-def get_method(name: str) -> type[Method]:
-    load_methods()
-    return METHODS.get(name)
-
-
-def method_names() -> list[str]:
-    load_methods()
-    return METHODS.names()

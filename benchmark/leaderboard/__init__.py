@@ -28,14 +28,14 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .io import atomic_write_text
-from .records import RecordError, load_records
+from ..core.config import SUITES_DIR
+from ..core.io import atomic_write_text
+from ..records import RecordError, load_records
 from .reported import (ALEXNET_BASELINE_DATASETS, ALEXNET_CLEAN_ERROR, ALEXNET_IMAGENET_C_ERROR, ALEXNET_SOURCE, Reported, paper_recipe,
                        reported_for)
 
 GROUP_KEYS = ("suite", "dataset", "backbone", "method", "variant", "setting")
 BLOCK_KEYS = ("suite", "dataset", "backbone")
-SUITES_DIR = Path(__file__).resolve().parent / "suites"  # as benchmark.config (not imported: it imports torch)
 BASELINE_METHOD = "deterministic"  # CIFAR-C mCE is relative to this method's runs in the same block
 RANK_BY = "nll"
 # Config keys that do not shape a result (they never split a row).

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from benchmark.corruptions import ALL_CORRUPTIONS, CORRUPTION_SETS, SEVERITIES
 from benchmark.corruptions.fidelity import monotone_in_severity, psnr
 from benchmark.corruptions.generate import corrupt_array
-from benchmark.io import atomic_write_json
+from benchmark.core.io import atomic_write_json
 
 IMAGECORRUPTIONS_MS_PER_IMAGE_PASS = 8.0
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .io import atomic_write
+from ..core.io import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure as MplFigure
 
-    from .leaderboard import SuiteBoard
+    from . import SuiteBoard
 
 Groups = list[tuple[str, list[dict[str, Any]]]]
 RC = {"svg.hashsalt": "plures", "svg.fonttype": "none", "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 9,
@@ -57,7 +57,7 @@ class Skipped:
 
 
 def _cells(rec: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    from .leaderboard import corrupted_cells
+    from . import corrupted_cells
 
     return corrupted_cells(rec)
 
@@ -147,7 +147,7 @@ def _log_axis(ax: Any, si: bool) -> None:
     """A log x axis labelled at 1, 2, 5 x 10^k (SI suffixes for large counts), no minor labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from .leaderboard import _si
+    from . import _si
 
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))

@@ -1,4 +1,4 @@
-"""ImageNet (ILSVRC-2012) streamed from its JPEG files, and ImageNet-C evaluation.
+"""Image folders streamed from their JPEG files (ImageNet, ILSVRC-2012): :class:`StreamingImageFolder`.
 
 Layout: ``<data root>/imagenet/{train,val}/<wnid>/*.JPEG`` (the validation images sorted into
 wnid folders, as ``valprep.sh`` does). Classes are the sorted wnids of ``train``: the standard
@@ -24,46 +24,33 @@ CPU trains bit-identically to an uninterrupted run. Not bit-exact: on CUDA, nond
 kernels (cuDNN algorithm choice, atomics in backward) make the weights differ in the last bits
 whether or not a run is resumed; decoding is bit-exact only for the same Pillow / libjpeg build.
 
-ImageNet-C (``[eval] corruptions``): ``"official"`` reads ``<data root>/imagenet-c``, a path reads
-that folder (``<corruption>/<severity>/<wnid>/*.JPEG``, evaluated with CenterCrop(224) only);
-``"regenerated"`` corrupts the Resize(256)+CenterCrop(224) validation images on the fly with
-:func:`benchmark.corruptions.corrupt` (``profile="imagenet"``, seeded per image) and round-trips
-them through JPEG quality 85, as ImageNet-C was made.
+ImageNet-C is evaluated by the corrupted-set sources of :mod:`benchmark.data.corrupted.imagenet_c`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 from torchvision.transforms import functional as TF
 
-from .data import DATA_ENV, IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, DataError
-from .progress import progress_bar
-from .train import derive_seed
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .data import Dataset
-    from .runner import Environment
+from ..core.progress import progress_bar
+from ..core.runtime import hash_seed
+from .base import IMAGE_SUFFIXES, DataError
 
 WORKERS_ENV = "PLURES_DATA_WORKERS"
-IMAGENET_FOLDER = "imagenet"
-IMAGENET_C_FOLDER = "imagenet-c"
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256
-JPEG_QUALITY = 85  # ImageNet-C's files were saved at this quality
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
@@ -158,7 +145,7 @@ class _Files(TorchDataset):
         if self.seed is None:
             img = eval_transform(img, self.size, self.resize)
         else:
-            img = train_transform(img, self.size, random.Random(derive_seed(self.seed, int(i))))
+            img = train_transform(img, self.size, random.Random(hash_seed(self.seed, int(i))))
         return to_uint8(img), int(self.labels[i])
 
 
@@ -199,8 +186,8 @@ class StreamingImageFolder:
     ``labels``: int64 ``[N]``. Call :meth:`on_device` to bind mean, std and device.
     """
 
-    def __init__(self, folder: Path, files: np.ndarray, labels: np.ndarray, *, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, device: torch.device | str = "cpu", image_size: int = IMAGE_SIZE,
+    def __init__(self, folder: Path, files: np.ndarray, labels: np.ndarray, *, mean: Sequence[float],
+                 std: Sequence[float], device: torch.device | str = "cpu", image_size: int = IMAGE_SIZE,
                  resize_size: int = RESIZE_SIZE, workers: int | None = None) -> None:
         if len(files) != len(labels):
             raise ValueError(f"{len(files)} files but {len(labels)} labels")
@@ -301,7 +288,7 @@ class StreamingImageFolder:
 # Loading
 
 
-def _scan(split_dir: Path, classes: Sequence[str], progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def scan_class_folders(split_dir: Path, classes: Sequence[str], progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """Relative paths ``<wnid>/<file>`` (bytes ``[N]``, by class then name) and labels ``[N]``."""
     files: list[str] = []
     labels: list[int] = []
@@ -313,130 +300,3 @@ def _scan(split_dir: Path, classes: Sequence[str], progress: bool) -> tuple[np.n
         files.extend(f"{wnid}/{n}" for n in names)
         labels.extend([k] * len(names))
     return np.array([f.encode() for f in files], dtype=np.bytes_), np.array(labels, dtype=np.int64)
-
-
-def load_imagenet(root: Path, progress: bool = True) -> tuple[dict[str, Any], tuple[str, ...], str, Path]:
-    """``<root>/imagenet/{train,val}/<wnid>/*`` -> ({"train", "test": StreamingImageFolder}, wnids,
-    "official", folder). The validation set is the test split. Raises DataError naming the layout."""
-    base = Path(root) / IMAGENET_FOLDER
-    layout = (f"{base}/train/<wnid>/*.JPEG and {base}/val/<wnid>/*.JPEG (ILSVRC-2012, the validation images sorted into "
-              f"wnid folders, e.g. by valprep.sh)")
-    missing = [s for s in ("train", "val") if not (base / s).is_dir()]
-    if missing:
-        raise DataError(f"ImageNet not found: missing {', '.join(str(base / s) for s in missing)}; expected {layout}. ImageNet "
-                        f"cannot be downloaded automatically (https://image-net.org); point --data-dir / ${DATA_ENV} at the "
-                        f"folder that holds imagenet/")
-    classes = tuple(sorted(p.name for p in (base / "train").iterdir() if p.is_dir()))
-    if not classes:
-        raise DataError(f"no class folders in {base / 'train'}; expected {layout}")
-    val_classes = sorted(p.name for p in (base / "val").iterdir() if p.is_dir())
-    unknown = [w for w in val_classes if w not in set(classes)]
-    if not val_classes or unknown:
-        what = f"class folders {unknown[:10]} that {base / 'train'} lacks" if unknown else "no class folders (a flat folder?)"
-        raise DataError(f"{base / 'val'} has {what}; expected {layout}")
-    splits: dict[str, Any] = {}
-    for split, name in (("train", "train"), ("val", "test")):
-        files, labels = _scan(base / split, classes, progress)
-        if not len(files):
-            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {base / split}/<wnid>/; expected {layout}")
-        splits[name] = StreamingImageFolder(base / split, files, labels)
-    return splits, classes, "official", base
-
-
-# ---------------------------------------------------------------------------------------------
-# ImageNet-C
-
-
-class _CenterCropUint8:
-    """ImageNet-C's evaluation transform: CenterCrop(224) only, to uint8 ``[224, 224, 3]``."""
-
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        return to_uint8(TF.center_crop(img, [IMAGE_SIZE, IMAGE_SIZE]))
-
-
-class RegeneratedImageNetC(TorchDataset):
-    """Validation images corrupted on the fly: Resize(256), CenterCrop(224), ``corrupt(...,
-    profile="imagenet")`` seeded by (seed, corruption, severity, image index), JPEG quality 85.
-    Item ``i`` -> (uint8 ``[224, 224, 3]``, label); the same bytes whatever the batching."""
-
-    def __init__(self, split: StreamingImageFolder, corruption: str, severity: int, seed: int) -> None:
-        from .corruptions import check_corruption, check_severity
-
-        self.split, self.corruption, self.severity, self.seed = split, check_corruption(corruption), check_severity(severity), int(seed)
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from .corruptions import corrupt
-
-        img = eval_transform(open_rgb(self.split.path(i)))
-        g = torch.Generator().manual_seed(derive_seed(self.seed, self.corruption, self.severity, int(i)))
-        x = corrupt(to_uint8(img)[None], self.corruption, self.severity, generator=g, profile="imagenet")[0]
-        buf = io.BytesIO()
-        Image.fromarray(x.numpy()).save(buf, format="JPEG", quality=JPEG_QUALITY)
-        buf.seek(0)
-        return to_uint8(Image.open(buf)), int(self.split.labels[i])
-
-
-def imagenet_c_folder(ev: dict[str, Any], env: "Environment") -> Path | None:
-    """The ImageNet-C folder of ``[eval] corruptions`` (None: regenerated on the fly)."""
-    from .data import resolve_data_dir
-
-    kind = ev["corruptions"]
-    if kind == "regenerated":
-        return None
-    folder = resolve_data_dir(env.data_dir) / IMAGENET_C_FOLDER if kind == "official" else Path(kind)
-    if not folder.is_dir():
-        from .data_corrupted import IMAGENET_C_SOURCE, CorruptedDataError
-
-        raise CorruptedDataError(f"ImageNet-C folder {folder} not found (eval.corruptions = {kind!r}); expected "
-                                 f"{folder}/<corruption>/<severity 1-5>/<wnid>/*.JPEG; get it from {IMAGENET_C_SOURCE}")
-    return folder
-
-
-def evaluate_imagenet_c(net: nn.Module, data: "Dataset", ev: dict[str, Any], env: "Environment", *, batch_size: int, precision: str,
-                        channels_last: bool, progress: bool = True) -> dict[str, Any]:
-    """Metrics per corruption and severity on ImageNet-C, and their means (as
-    ``robustness.evaluate_corrupted`` returns them). ``corruption_subset = N``: the same seeded
-    sample of N images (in sorted order) in every corruption x severity; 0: all."""
-    from .corruptions import corruption_set
-    from .data_corrupted import ImageNetC
-    from .metrics import MetricAccumulator
-    from .robustness import corrupted_result, env_device, evaluate_cells, subset_indices
-    from .train import predict_logits
-
-    names = corruption_set(ev["corruption_set"])
-    severities = [int(s) for s in ev["corruption_severities"]]
-    subset, seed = int(ev["corruption_subset"]), int(ev["corruption_seed"])
-    folder = imagenet_c_folder(ev, env)
-    if folder is not None:  # fail before evaluating anything when a cell is absent
-        missing = [f"{n}/{s}" for n in names for s in severities if not (folder / n / str(s)).is_dir()]
-        if missing:
-            from .data_corrupted import CorruptedDataError
-
-            raise CorruptedDataError(f"missing severity folder(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} in {folder} "
-                                     f"(corruption_set {ev['corruption_set']!r}, severities {severities}); expected "
-                                     f"{folder}/<corruption>/<severity>/<wnid>/*.JPEG")
-    device = env_device(net)
-    clean = data.test if isinstance(data.test, StreamingImageFolder) else None
-    if clean is None:
-        raise ValueError(f"ImageNet-C evaluation needs the streamed ImageNet validation split, got {type(data.test).__name__}")
-    stream = clean.on_device(data.mean, data.std, device)
-    class_to_idx = {w: i for i, w in enumerate(data.classes)}
-    net.eval()
-
-    def cell(name: str, s: int) -> tuple[dict[str, Any], int]:
-        dataset = (RegeneratedImageNetC(clean, name, s, seed) if folder is None
-                   else ImageNetC(folder, name, s, class_to_idx, transform=_CenterCropUint8()))
-        idx = subset_indices(len(dataset), subset, seed)
-        acc = MetricAccumulator()
-        with torch.no_grad():
-            for images, labels in stream.loader(torch.utils.data.Subset(dataset, idx.tolist()), batch_size=batch_size, shuffle=False):
-                x, y = stream.to_device(images, labels)
-                acc.update(predict_logits(net, x, precision, channels_last), y)
-        return acc.compute(), len(idx)
-
-    per, seen, seconds = evaluate_cells(names, severities, cell, "eval ImageNet-C", progress)
-    return corrupted_result(per, ev, source="regenerated" if folder is None else "official", folder=folder,
-                            seed=seed if folder is None else None, images=seen, seconds=seconds)

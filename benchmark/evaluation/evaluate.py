@@ -1,0 +1,35 @@
+"""Evaluation: a network's member logits on a split, and the metrics of a whole split."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.progress import progress_bar
+from ..core.runtime import autocast
+from .metrics import MetricAccumulator
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+    """Member logits ``[M, B, K]`` (float32) of ``model`` in eval mode on normalised images ``x``."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = x.contiguous()
+    with autocast(precision, x.device):
+        return model(x).float()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Any, batch_size: int = 1000, precision: str = "fp32", channels_last: bool = False,
+             progress: bool = True, desc: str = "eval") -> dict[str, Any]:
+    """Metrics of ``model`` on a split (ensemble, per member, diversity): see ``metrics.MetricAccumulator``."""
+    model.eval()
+    acc = MetricAccumulator()
+    for x, y in progress_bar(data.eval_batches(batch_size), desc=desc, unit="batch", enable=progress, total=math.ceil(len(data) / batch_size)):
+        acc.update(predict_logits(model, x, precision, channels_last), y)
+    return acc.compute()
