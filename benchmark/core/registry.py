@@ -56,6 +56,19 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
+def import_package(package: str) -> None:
+    """Import the package named ``package`` and every module of it (see :func:`import_submodules`).
+
+    The registries' discovery of their built-in entries: a registry module names the package
+    where entries live instead of importing it, as it names a user's plug-in modules, so the
+    entries depend on the registry and never the other way round.
+    """
+    import importlib
+
+    module = importlib.import_module(package)
+    import_submodules(package, list(module.__path__))
+
+
 def import_submodules(package: str, path: list[str]) -> None:
     """Import every module of ``package`` whose name does not start with ``_`` (so that their
     registration decorators run): a package of plug-ins registers its members on import."""

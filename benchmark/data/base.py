@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.io import atomic_save_npy, atomic_write_json
-from ..core.registry import Registry, import_submodules, unknown
+from ..core.registry import Registry, import_package, unknown
 
 DATA_ENV = "PLURES_DATA_DIR"
 CACHE_ENV = "PLURES_CACHE_DIR"
@@ -224,9 +224,7 @@ OOD_SETS: Registry[OODSpec] = Registry("OOD set")
 
 def load_datasets() -> None:
     """Import the dataset modules of :mod:`benchmark.data.datasets` (idempotent)."""
-    from . import datasets
-
-    import_submodules(datasets.__name__, datasets.__path__)
+    import_package(f"{__package__}.datasets")
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -3,12 +3,13 @@ normalised there (one gather per batch, no per-image loop)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 
-from .base import Split
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import Split
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..core.registry import Registry, import_submodules
+from ..core.registry import Registry, import_package
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,7 @@ register_metric(MetricSpec("brier", "Brier", "min", "f4", "cBrier", None, descri
 
 def load_metrics() -> None:
     """Import the metric modules of :mod:`benchmark.evaluation.extra_metrics` (idempotent)."""
-    from . import extra_metrics
-
-    import_submodules(extra_metrics.__name__, extra_metrics.__path__)
+    import_package(f"{__package__}.extra_metrics")
 
 
 def metric_specs() -> list[MetricSpec]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
-from ...core.registry import Registry, import_submodules
+from ...core.registry import Registry, import_package
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.runtime import Environment
@@ -72,9 +72,7 @@ CORRUPTED_SOURCES: Registry[CorruptedSource] = Registry("corrupted-set source")
 
 def load_sources() -> None:
     """Import the source modules of this package (idempotent)."""
-    from .. import corrupted
-
-    import_submodules(corrupted.__name__, corrupted.__path__)
+    import_package(__package__)
 
 
 def corrupted_source(name: str) -> CorruptedSource:
