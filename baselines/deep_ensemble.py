@@ -171,7 +171,8 @@ class DeepEnsemble(Method):
 
     def variant(self) -> str:
         base = f"M={self.members}"
-        return base if self.options.member_method == "deterministic" else f"{base} {self.options.member_method}"
+        default = DeepEnsembleOptions.__dataclass_fields__["member_method"].default
+        return base if self.options.member_method == default else f"{base} {self.options.member_method}"
 
     def build(self) -> nn.Module:
         """Untrained stand-in of the trained ensemble: M fresh members (init seeds 0..M-1), stacked."""
@@ -183,8 +184,9 @@ class DeepEnsemble(Method):
         return self.combine_members(nets)
 
     def combine_members(self, nets: Sequence[nn.Module]) -> nn.Module:
-        """The one-pass ensemble of trained members (grouped for deterministic members, else stacked)."""
-        if self.options.member_method == "deterministic" and all(isinstance(n, SingleMember) for n in nets):
+        """The one-pass ensemble of trained members: grouped when the member method builds the plain
+        backbone (the contract's default ``build``, e.g. deterministic members), else stacked."""
+        if type(self.member()).build is Method.build and all(isinstance(n, SingleMember) for n in nets):
             device = next(nets[0].parameters()).device
             return grouped_ensemble(self.task, [n.cpu() for n in nets]).to(device)
         return StackedEnsemble(nets)

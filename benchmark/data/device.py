@@ -3,13 +3,17 @@ normalised there (one gather per batch, no per-image loop)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .base import Split
+
+class ArraySplit(Protocol):
+    """A split held as arrays (e.g. :class:`benchmark.data.base.Split`): images uint8 ``[N, H, W, 3]``, labels int64 ``[N]``."""
+
+    images: np.ndarray
+    labels: np.ndarray
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -36,7 +40,7 @@ class DeviceData:
     Batches are ``[B, C, H, W]`` float32 in channels_last memory layout (a permuted NHWC tensor).
     """
 
-    def __init__(self, split: Split, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu") -> None:
+    def __init__(self, split: ArraySplit, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.images = torch.from_numpy(np.array(split.images, dtype=np.uint8, order="C")).to(self.device)  # copy: the cache is a read-only memmap
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64)).to(self.device)

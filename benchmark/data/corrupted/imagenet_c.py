@@ -195,9 +195,10 @@ class ImageNetCSet:
 
 
 def _streamed_test(data: "Dataset") -> StreamingImageFolder:
-    if not isinstance(data.test, StreamingImageFolder):
-        raise ValueError(f"ImageNet-C evaluation reads a streamed test split (benchmark.data.streaming.StreamingImageFolder); "
-                         f"dataset {data.name!r} has {type(data.test).__name__}")
+    """The test split as image files read by DataLoader workers (``path(i)``, ``loader``, ``to_device``)."""
+    if not all(hasattr(data.test, a) for a in ("path", "loader", "to_device")):
+        raise ValueError(f"ImageNet-C evaluation reads the test split's image files through its DataLoader (a streamed split, "
+                         f"benchmark.data.streaming.StreamingImageFolder); dataset {data.name!r} has {type(data.test).__name__}")
     return data.test
 
 
