@@ -26,6 +26,8 @@ from .core.io import atomic_write_json
 SCHEMA_VERSION = 1
 REQUIRED = ("schema_version", "run_id", "status", "identity", "config", "provenance", "cost", "metrics")
 IDENTITY_KEYS = ("suite", "method", "variant", "dataset", "backbone", "members", "seed")
+IDENTITY_STRINGS = ("suite", "dataset", "backbone", "method", "variant")
+IDENTITY_INTEGERS = ("members", "seed")  # int, not bool
 STATUSES = ("completed", "failed")
 
 
@@ -92,7 +94,7 @@ def write_record(root: Path, record: dict[str, Any]) -> Path:
 
 
 def validate(record: Any, where: str) -> dict[str, Any]:
-    """Check the structure of a record (migrating older schema versions); raise RecordError."""
+    """Check the structure of a record and its identity's types (migrating older schema versions); raise RecordError."""
     if not isinstance(record, dict):
         raise RecordError(f"{where}: a record must be a JSON object, found {type(record).__name__}")
     version = record.get("schema_version")
@@ -106,9 +108,17 @@ def validate(record: Any, where: str) -> dict[str, Any]:
     if missing:
         raise RecordError(f"{where}: missing field(s) {missing}")
     ident = record["identity"]
+    if not isinstance(ident, dict):
+        raise RecordError(f"{where}: identity must be an object, found {type(ident).__name__}")
     missing = [k for k in IDENTITY_KEYS if k not in ident]
     if missing:
         raise RecordError(f"{where}: identity lacks {missing}")
+    for k in IDENTITY_STRINGS:
+        if not isinstance(ident[k], str):
+            raise RecordError(f"{where}: identity.{k} must be a string, found {ident[k]!r}")
+    for k in IDENTITY_INTEGERS:
+        if isinstance(ident[k], bool) or not isinstance(ident[k], int):
+            raise RecordError(f"{where}: identity.{k} must be an integer, found {ident[k]!r}")
     if record["status"] not in STATUSES:
         raise RecordError(f"{where}: status {record['status']!r} is not one of {list(STATUSES)}")
     if record["status"] == "completed" and "clean" not in record["metrics"]:

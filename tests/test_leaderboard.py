@@ -106,7 +106,7 @@ def test_single_seed_has_no_std_and_rendering_says_so():
     board = lb.build_boards(recs, [], [], None, FIXTURES)[0]
     row = measured(board.blocks[0], "mimo", "M=3")
     assert row["seeds"] == 1 and math.isnan(row["nll_std"])
-    assert "±" not in lb.format_value(board.blocks[0].table.iloc[0], lb.BASE_COLUMNS[1])
+    assert "±" not in lb.format_value(board.blocks[0].table.iloc[0], lb.metric_columns()[1])
 
 
 def test_differing_configs_are_not_averaged_together():

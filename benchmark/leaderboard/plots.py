@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..core.io import atomic_write
+from .boards import SuiteBoard
+from .frame import corrupted_cells
+from .render import si as si_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure as MplFigure
-
-    from . import SuiteBoard
 
 Groups = list[tuple[str, list[dict[str, Any]]]]
 RC = {"svg.hashsalt": "plures", "svg.fonttype": "none", "font.family": "DejaVu Sans", "font.size": 8, "axes.titlesize": 9,
@@ -56,17 +57,11 @@ class Skipped:
 # ------------------------------------------------------------------------------------------------
 
 
-def _cells(rec: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    from . import corrupted_cells
-
-    return corrupted_cells(rec)
-
-
 def severity_curve(rec: dict[str, Any], metric: str) -> dict[int, float]:
     """``{0: clean, s: mean over the evaluated corruptions at severity s}`` of one record."""
     out = {0: float(rec["metrics"]["clean"][metric])}
     by_sev: dict[int, list[float]] = {}
-    for (_, s), m in _cells(rec).items():
+    for (_, s), m in corrupted_cells(rec).items():
         by_sev.setdefault(s, []).append(float(m[metric]))
     out.update({s: float(np.mean(v)) for s, v in sorted(by_sev.items())})
     return out
@@ -75,7 +70,7 @@ def severity_curve(rec: dict[str, Any], metric: str) -> dict[int, float]:
 def corruption_means(rec: dict[str, Any], metric: str = "accuracy", severity: int | None = None) -> dict[str, float]:
     """Per corruption: the metric at ``severity``, or averaged over the evaluated severities."""
     by_c: dict[str, list[float]] = {}
-    for (c, s), m in _cells(rec).items():
+    for (c, s), m in corrupted_cells(rec).items():
         if severity is None or s == severity:
             by_c.setdefault(c, []).append(float(m[metric]))
     return {c: float(np.mean(v)) for c, v in sorted(by_c.items())}
@@ -85,7 +80,7 @@ def pooled_reliability(recs: list[dict[str, Any]], severity: int | None = None) 
     """Reliability bins summed over records (and over corruptions at ``severity``; ``None``: clean)."""
     total: dict[str, np.ndarray] | None = None
     for rec in recs:
-        sources = [rec["metrics"]["clean"]] if severity is None else [m for (_, s), m in _cells(rec).items() if s == severity]
+        sources = [rec["metrics"]["clean"]] if severity is None else [m for (_, s), m in corrupted_cells(rec).items() if s == severity]
         for m in sources:
             rel = m.get("reliability") if isinstance(m, dict) else None
             if not rel or not rel.get("counts"):
@@ -118,8 +113,8 @@ def _quality(rec: dict[str, Any], key: str) -> float:
     if key == "nll":
         return float(rec["metrics"]["clean"]["nll"])
     v = ((rec["metrics"].get("corrupted") or {}).get("summary") or {}).get("cA")
-    if v is None and _cells(rec):
-        v = float(np.mean([m["accuracy"] for m in _cells(rec).values()]))
+    if v is None and corrupted_cells(rec):
+        v = float(np.mean([m["accuracy"] for m in corrupted_cells(rec).values()]))
     return float(v) if v is not None else math.nan
 
 
@@ -147,11 +142,9 @@ def _log_axis(ax: Any, si: bool) -> None:
     """A log x axis labelled at 1, 2, 5 x 10^k (SI suffixes for large counts), no minor labels."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from . import _si
-
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _si(v) if si else f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: si_text(v) if si else f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
@@ -161,7 +154,7 @@ def _style(i: int) -> dict[str, Any]:
 
 def severity_figure(groups: Groups) -> "MplFigure":
     """Accuracy, NLL and ECE against severity (0 = clean): one line per row, band = seed min..max."""
-    with_c = [(label, recs, i) for i, (label, recs) in enumerate(groups) if any(_cells(r) for r in recs)]
+    with_c = [(label, recs, i) for i, (label, recs) in enumerate(groups) if any(corrupted_cells(r) for r in recs)]
     if not with_c:
         raise Skip("no record of this block has corrupted metrics")
     fig = _new_figure(11, 3.4)
@@ -169,7 +162,7 @@ def severity_figure(groups: Groups) -> "MplFigure":
     for ax, metric, name in zip(axes, ("accuracy", "nll", "ece"), ("accuracy (%)", "NLL", "ECE")):
         scale = 100.0 if metric == "accuracy" else 1.0
         for label, recs, i in with_c:
-            curves = [severity_curve(r, metric) for r in recs if _cells(r)]
+            curves = [severity_curve(r, metric) for r in recs if corrupted_cells(r)]
             sev = sorted(set.intersection(*(set(c) for c in curves)))
             vals = scale * np.array([[c[s] for s in sev] for c in curves])
             st = _style(i)
@@ -199,7 +192,7 @@ def pareto_front(points: list[tuple[float, float]], maximize: bool) -> list[tupl
 def cost_figure(groups: Groups) -> "MplFigure":
     """Quality (NLL; cA when measured) against cost (ms per example at batch 1; FLOPs), Pareto front drawn."""
     ys = [("nll", "clean NLL (lower is better)", False)]
-    if any(_cells(r) for _, recs in groups for r in recs):
+    if any(corrupted_cells(r) for _, recs in groups for r in recs):
         ys.append(("cA", "cA, % (higher is better)", True))
     xs = [("ms_b1", "ms per example (batch 1)"), ("flops", "FLOPs per example")]
     if not any(not math.isnan(_cost(r, x)) for x, _ in xs for _, recs in groups for r in recs):
@@ -233,7 +226,7 @@ def cost_figure(groups: Groups) -> "MplFigure":
 
 def heatmap_figure(groups: Groups, severity: int | None = None, metric: str = "accuracy") -> "MplFigure":
     """Rows x corruptions: ``metric`` (mean over seeds) at ``severity``, or averaged over severities."""
-    rows = [(label, [corruption_means(r, metric, severity) for r in recs if _cells(r)]) for label, recs in groups]
+    rows = [(label, [corruption_means(r, metric, severity) for r in recs if corrupted_cells(r)]) for label, recs in groups]
     rows = [(label, ms) for label, ms in rows if ms and any(ms)]
     if not rows:
         raise Skip("no record of this block has corrupted metrics" + (f" at severity {severity}" if severity else ""))
@@ -366,7 +359,7 @@ def render(fn: Callable[..., "MplFigure"], groups: Groups, **kwargs: Any) -> "Mp
         return fn(groups, **kwargs)
 
 
-def write_block_plots(board: "SuiteBoard", folder: Path) -> list[Figure | Skipped]:
+def write_block_plots(board: SuiteBoard, folder: Path) -> list[Figure | Skipped]:
     """Every plot of every block of ``board`` under ``folder``; stale PNG/SVG files there are removed."""
     results: list[Figure | Skipped] = []
     written: set[Path] = set()

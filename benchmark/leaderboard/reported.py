@@ -4,9 +4,8 @@ Figures are copied from google/uncertainty-baselines (UB) READMEs, whose tables 
 (Havasi et al., 2021) reports; see ``shared/notes/reference-results.md``. They are stored in the
 units of our records: accuracies, error rates and ECE as fractions, NLL in nats, mCE in percent.
 A reported row appears only in a leaderboard block whose dataset AND backbone match, and it is
-never ranked.
-
-This module also holds the published AlexNet ImageNet-C errors used as the mCE baseline.
+never ranked. (A dataset's mCE reference, e.g. AlexNet's ImageNet-C errors, is declared by the
+dataset: :attr:`benchmark.data.base.DatasetSpec.mce_reference`.)
 """
 
 from __future__ import annotations
@@ -97,19 +96,6 @@ REPORTED: tuple[Reported, ...] = (
     _inet("deep_ensemble", "M=4", 4, (0.857, 77.9, 0.017), (2.82, 44.9, 0.047), 69.5, 102.4e6, 4),
 )
 
-# ImageNet-C: AlexNet's error averaged over the 5 severities (Hendrycks & Dietterich, 2019), and its
-# clean error (a third-party figure). mCE on ImageNet-C is relative to these.
-ALEXNET_SOURCE = "Hendrycks & Dietterich (2019), ImageNet-C AlexNet errors"
-ALEXNET_IMAGENET_C_ERROR: dict[str, float] = {
-    "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
-    "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360,
-    "snow": 0.866816, "frost": 0.826572, "fog": 0.819324,
-    "brightness": 0.564592, "contrast": 0.853204, "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
-}
-ALEXNET_CLEAN_ERROR = 0.4345
-# Datasets whose mCE uses the AlexNet constants; all others use the leaderboard's deterministic baseline.
-ALEXNET_BASELINE_DATASETS = ("imagenet",)
-
 
 def reported_for(dataset: str, backbone: str) -> list[Reported]:
     """Published rows for exactly this dataset and backbone (none for e.g. ``cifar10-jpeg``)."""
@@ -117,4 +103,5 @@ def reported_for(dataset: str, backbone: str) -> list[Reported]:
 
 
 def paper_recipe(dataset: str, backbone: str) -> dict[str, Any] | None:
+    """The published training recipe of this dataset and backbone, if any."""
     return PAPER_RECIPES.get((dataset, backbone))

@@ -1,0 +1,207 @@
+"""One row per run record at full precision: the facts the tables are made of.
+
+:func:`record_row` reads one record that :func:`benchmark.records.validate` accepted (identity
+fields and their types are checked there) and raises :class:`RecordError` naming what else is
+unusable; :func:`record_rows` collects the usable ones and labels rows of one method whose configs
+differ (:func:`settings`). mCE compares records with each other, so the complete frame
+(:func:`benchmark.leaderboard.mce.records_frame`) is assembled in :mod:`.mce`.
+
+The metrics read are the declared ones (:func:`benchmark.evaluation.metric_specs.metric_specs`):
+every metric in ``metrics.clean`` (required for the built-ins, which every record carries), and
+every declared corrupted summary, taken from ``metrics.corrupted.summary`` or else averaged over
+the corrupted cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation.metric_specs import metric_specs
+from ..records import RecordError
+from .columns import OOD_PREFIX
+
+GROUP_KEYS = ("suite", "dataset", "backbone", "method", "variant", "setting")
+ROW_IDENTITY = ("suite", "dataset", "backbone", "method", "variant", "members", "seed")
+FRAME_ORDER = ["suite", "dataset", "backbone", "method", "variant", "setting", "seed", "path"]
+# Read from every corrupted cell (mCE reads accuracy, the severity plot all three).
+CELL_METRICS = ("accuracy", "nll", "ece")
+# Config keys that do not shape a result (they never split a row).
+NON_SHAPING = ("run.seed", "run.name", "run.suite", "data.download", "eval.latency_repeats", "eval.latency_batch", "eval.batch_size",
+               "train.nan_check_every", "eval.ood")
+
+
+def _number(value: Any, where: str, *, required: bool = True) -> float:
+    """A finite real number, or NaN when absent and not required; raise RecordError otherwise."""
+    if value is None and not required:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError(f"{where} must be a finite number, found {value!r}")
+    return float(value)
+
+
+def _dig(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists kept as values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """The shaping part of a resolved config as canonical JSON (seed, name and suite excluded)."""
+    flat = {k: v for k, v in flatten(config).items() if k not in NON_SHAPING}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def corrupted_cells(rec: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """``{(corruption, severity): metrics}`` of a record's corrupted evaluation ({} when absent)."""
+    per = _dig(rec, "metrics", "corrupted", "per")
+    if not isinstance(per, dict):
+        return {}
+    return {(c, int(s)): m for c, sev in sorted(per.items()) if isinstance(sev, dict) for s, m in sorted(sev.items(), key=lambda x: int(x[0]))}
+
+
+def corrupted_summary(rec: dict[str, Any], where: str) -> dict[str, float]:
+    """Every declared corrupted summary of a record: the stored one, else the mean over its cells
+    (NaN when a cell lacks the metric); {} without corrupted metrics."""
+    corrupted = rec["metrics"].get("corrupted")
+    if corrupted is None:
+        return {}
+    if not isinstance(corrupted, dict):
+        raise RecordError(f"{where}: metrics.corrupted must be an object")
+    cells = corrupted_cells(rec)
+    if not cells and not isinstance(corrupted.get("summary"), dict):
+        raise RecordError(f"{where}: metrics.corrupted has neither per-corruption metrics nor a summary")
+    for (c, s), m in cells.items():
+        for k in CELL_METRICS:
+            _number(_dig(m, k), f"{where}: metrics.corrupted.per.{c}.{s}.{k}")
+    summary = corrupted.get("summary") or {}
+    out = {}
+    for spec in metric_specs():
+        if not spec.summary:
+            continue
+        short = spec.summary
+        if short in summary:
+            out[short] = _number(summary[short], f"{where}: metrics.corrupted.summary.{short}")
+        else:  # the mean over the evaluated corruptions x severities, as the summary defines it
+            vals = [m.get(spec.key) for m in cells.values()]
+            out[short] = float(np.mean(vals)) if vals and all(isinstance(v, (int, float)) for v in vals) else math.nan
+    return out
+
+
+def record_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """The table facts of one validated record at full precision; RecordError names what is unusable."""
+    where = Path(rec.get("_path", rec.get("run_id", "<record>"))).name
+    ident, metrics, cost = rec["identity"], rec["metrics"], rec["cost"] if isinstance(rec["cost"], dict) else {}
+    clean = metrics.get("clean")
+    if not isinstance(clean, dict):
+        raise RecordError(f"{where}: metrics.clean must be an object")
+    row: dict[str, Any] = {k: ident[k] for k in ROW_IDENTITY}
+    for spec in metric_specs():  # the built-ins are in every record; a metric added later may be absent from older ones
+        row[spec.key] = _number(clean.get(spec.key), f"{where}: metrics.clean.{spec.key}", required=spec.compute is None)
+    if not 0.0 <= row["accuracy"] <= 1.0:
+        raise RecordError(f"{where}: metrics.clean.accuracy must be a fraction in [0, 1], found {row['accuracy']!r}")
+    row.update(corrupted_summary(rec, where))
+    corrupted = metrics.get("corrupted") or {}
+    row.update({"c_source": corrupted.get("source"), "c_set": corrupted.get("corruption_set"), "c_subset": corrupted.get("subset"),
+                "c_severities": " ".join(map(str, corrupted.get("severities", []))) or None})
+    ood = metrics.get("ood") if isinstance(metrics.get("ood"), dict) else {}
+    for name, m in sorted(ood.items()):
+        row[OOD_PREFIX + name] = _number(_dig(m, "auroc"), f"{where}: metrics.ood.{name}.auroc", required=False)
+        row[f"ood_score_{name}"] = _dig(m, "score")
+    row.update({
+        "params": _number(cost.get("params"), f"{where}: cost.params", required=False),
+        "flops": _number(cost.get("flops_per_example"), f"{where}: cost.flops_per_example", required=False),
+        "forward_passes": _number(cost.get("forward_passes"), f"{where}: cost.forward_passes", required=False),
+        "ms_b1": _number(_dig(cost, "ms_per_example_b1", "median"), f"{where}: cost.ms_per_example_b1.median", required=False),
+        "ms_large": _number(_dig(cost, "ms_per_example_large", "median"), f"{where}: cost.ms_per_example_large.median", required=False),
+        "large_batch": _dig(cost, "ms_per_example_large", "batch_size"),
+        "train_seconds": _number(cost.get("train_seconds"), f"{where}: cost.train_seconds", required=False),
+        "reused_members": any(bool(_dig(m, "reused")) for m in (_dig(rec, "training", "members") or []) if isinstance(m, dict)),
+    })
+    prov, data, budget = rec.get("provenance") or {}, rec.get("data") or {}, rec.get("budget") or {}
+    train_cfg = _dig(rec, "config", "train") or {}
+    row.update({
+        "data_source": data.get("source"), "test_size": data.get("test_size"),
+        "epochs": budget.get("epochs", train_cfg.get("epochs")), "batch_size": budget.get("batch_size", train_cfg.get("batch_size")),
+        "precision": budget.get("precision", train_cfg.get("precision")),
+        "git_commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"), "device": prov.get("device"),
+        "device_name": prov.get("device_name"), "torch": prov.get("torch"), "created": rec.get("created"), "run_id": rec.get("run_id"),
+        "fingerprint": config_fingerprint(rec["config"] if isinstance(rec["config"], dict) else {}), "path": rec.get("_path"),
+    })
+    return row
+
+
+def empty_frame() -> pd.DataFrame:
+    """The records frame of no records (identity and clean metric columns)."""
+    return pd.DataFrame(columns=[*GROUP_KEYS, "members", "seed", *(m.key for m in metric_specs())])
+
+
+def record_rows(records: list[dict[str, Any]], problems: list[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """(one row per usable record in input order, with ``setting``; those records), no mCE yet.
+
+    A record whose content is unusable raises RecordError, or, when ``problems`` is given, is
+    appended there as (file, reason) and left out.
+    """
+    rows, kept = [], []
+    for rec in records:
+        try:
+            rows.append(record_row(rec))
+            kept.append(rec)
+        except RecordError as exc:
+            if problems is None:
+                raise
+            problems.append((str(rec.get("_path", rec.get("run_id"))), str(exc)))
+    if not rows:
+        return empty_frame(), []
+    df = pd.DataFrame(rows)
+    df["setting"] = settings(df)
+    return df, kept
+
+
+def settings(df: pd.DataFrame) -> list[str]:
+    """A short label for rows of one (block, method, variant) whose configs differ: the differing keys."""
+    labels = [""] * len(df)
+    for _, g in df.groupby(["suite", "dataset", "backbone", "method", "variant"], sort=True):
+        prints = sorted(set(g["fingerprint"]))
+        if len(prints) < 2:
+            continue
+        flats = {p: json.loads(p) for p in prints}
+        keys = sorted({k for p in prints for k in flats[p]} - {k for k in flats[prints[0]] if all(flats[p].get(k, object()) == flats[prints[0]][k] for p in prints)})
+        for i, p in zip(g.index, g["fingerprint"]):
+            labels[df.index.get_loc(i)] = ", ".join(f"{k}={json.dumps(flats[p].get(k))}" for k in keys)
+    return labels
+
+
+def corruption_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long format, one row per (record, corruption, severity): identity, every declared metric, n.
+
+    For slicing (one corruption, one method); records without corrupted metrics give no rows.
+    """
+    keys = [m.key for m in metric_specs()]
+    rows = []
+    for rec in records:
+        ident = rec["identity"]
+        for (c, s), m in corrupted_cells(rec).items():
+            rows.append({**{k: ident[k] for k in ("suite", "dataset", "backbone", "method", "variant", "seed")}, "corruption": c, "severity": s,
+                         **{k: m.get(k) for k in (*keys, "n")}, "path": rec.get("_path")})
+    cols = ["suite", "dataset", "backbone", "method", "variant", "seed", "corruption", "severity", *keys, "n", "path"]
+    return pd.DataFrame(rows, columns=cols).sort_values(cols[:8], kind="stable").reset_index(drop=True)

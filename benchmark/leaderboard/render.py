@@ -1,0 +1,248 @@
+"""Rendering, the only place values are rounded: number formats, table cells, and the Markdown,
+CSV (full precision), HTML and LaTeX tables of a board, plus the HTML document frame and the
+left-out sections that the tables and the page (:mod:`.page`) share.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from .boards import Block, SuiteBoard
+from .columns import Column
+from .frame import GROUP_KEYS
+
+
+def si(v: float) -> str:
+    """A count with an SI suffix (k, M, G, T) and 3 significant digits."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _duration(v: float, unit_of: float | None = None) -> str:
+    """Seconds as s, min or h (chosen by ``unit_of``, default ``v``: a spread takes its mean's unit)."""
+    ref = v if unit_of is None else unit_of
+    if ref < 60:
+        return f"{v:.3g} s"
+    if ref < 3600:
+        return f"{v / 60:.3g} min"
+    return f"{v / 3600:.3g} h"
+
+
+def _decimals(v: float, digits: int = 3) -> int:
+    """Decimals that show ``v`` with ``digits`` significant digits (0 for large values)."""
+    return max(0, digits - 1 - math.floor(math.log10(abs(v)))) if v else digits - 1
+
+
+FORMATS: dict[str, Callable[[float], str]] = {
+    "pct": lambda v: f"{100 * v:.2f}", "f1": lambda v: f"{v:.1f}", "f3": lambda v: f"{v:.3f}", "f4": lambda v: f"{v:.4f}",
+    "int": lambda v: f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}", "si": si, "ms": lambda v: f"{v:.{_decimals(v)}f}", "duration": _duration,
+}
+# Spreads printed with the mean's decimals where the mean uses significant digits.
+SPREAD_FORMATS: dict[str, Callable[[float, float], str]] = {
+    "ms": lambda s, v: f"{s:.{_decimals(v)}f}", "duration": lambda s, v: _duration(s, unit_of=v),
+}
+
+
+def format_value(row: pd.Series, col: Column) -> str:
+    """``mean ± std`` (std only with 2+ seeds), ``(n=k)`` when fewer seeds than the row has, ``—`` when absent."""
+    v = row.get(col.key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    fmt = FORMATS[col.kind]
+    text = fmt(float(v))
+    std = row.get(f"{col.key}_std")
+    if row["kind"] == "measured" and col.spread and std is not None and not math.isnan(std):
+        spread = SPREAD_FORMATS.get(col.kind)
+        text += f" ± {spread(float(std), float(v)) if spread else fmt(float(std))}"
+    n = row.get(f"{col.key}_n")
+    if row["kind"] == "measured" and n is not None and not math.isnan(n) and int(n) < int(row["seeds"]):
+        text += f" (n={int(n)})"
+    if col.key == "train_seconds" and row.get("reused_members") is True:
+        text += " ‡"
+    return text
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One rendered table cell (bold: the best measured value of its column)."""
+
+    text: str
+    bold: bool = False
+
+
+def table_cells(block: Block) -> tuple[list[str], list[list[Cell]], int]:
+    """(header, rows of cells, number of measured rows) for one block."""
+    header = ["#", "Method", "Variant", "Setting", "Source", "Seeds"] + [c.label for c in block.columns]
+    drop_setting = not block.table["setting"].astype(bool).any()
+    rows, rank = [], 0
+    for _, row in block.table.iterrows():
+        measured = row["kind"] == "measured"
+        rank += measured
+        cells = [Cell(str(rank) if measured else ""), Cell(str(row["method"])), Cell(str(row["variant"]) or "—"), Cell(str(row["setting"]) or "—"),
+                 Cell("measured" if measured else str(row["source"])), Cell(str(int(row["seeds"])) if measured else "—")]
+        cells += [Cell(format_value(row, c), bool(row.get(f"best_{c.key}", False))) for c in block.columns]
+        rows.append(cells)
+    if drop_setting:
+        header.pop(3)
+        rows = [r[:3] + r[4:] for r in rows]
+    return header, rows, rank
+
+
+LEGEND = ("Acc, cA, AUROC in %; NLL in nats; ECE top-label, 15 bins; Brier summed over classes; mCE x100 (lower is better); "
+          "FLOPs per test example; ms/ex: measured median test time per example at batch 1 and a large batch; "
+          "train time: wall time of the run's training (‡: some members reused from other runs, not counted). "
+          "(n=k): only k of the row's seeds have this metric. —: not measured.")
+
+
+def render_markdown(board: SuiteBoard) -> str:
+    """``leaderboard.md``: suite facts, one table per block with its facts, the legend, what was left out."""
+    out = [f"# Leaderboard: {board.suite}", "", "Generated from the run records by `python -m benchmark leaderboard`; do not edit.", ""]
+    out += [f"- **{k}**: {v}" for k, v in board.facts]
+    if not board.blocks:
+        out += ["", "No completed records for this suite."]
+    for block in board.blocks:
+        header, rows, _ = table_cells(block)
+        out += ["", f"## {block.title}", ""] + [f"- **{k}**: {v}" for k, v in block.facts] + [""]
+        esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+        out.append("| " + " | ".join(esc(h) for h in header) + " |")
+        out.append("|" + "|".join("---" if i < (len(header) - len(block.columns)) else "---:" for i in range(len(header))) + "|")
+        out += ["| " + " | ".join(f"**{esc(c.text)}**" if c.bold else esc(c.text) for c in r) + " |" for r in rows]
+    out += ["", f"_{LEGEND}_"]
+    out += _problems_markdown(board)
+    return "\n".join(out) + "\n"
+
+
+def _problems_markdown(board: SuiteBoard) -> list[str]:
+    out = []
+    if board.problems:
+        out += ["", "## Records left out (malformed)", ""] + [f"- `{p}`: {why}" for p, why in board.problems]
+    if board.failed:
+        out += ["", "## Failed runs (not in the tables)", ""] + [f"- `{p}`: {why}" for p, why in board.failed]
+    return out
+
+
+def render_csv(board: SuiteBoard) -> str:
+    """Every row at full precision: mean, std, count and best flag per metric."""
+    frames = []
+    for block in board.blocks:
+        t = block.table.copy()
+        keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list"]
+        for c in block.columns:
+            keep += [c.key] + [k for k in (f"{c.key}_std", f"{c.key}_n") if k in t] + [f"best_{c.key}"]
+        for k in keep:
+            if k not in t:
+                t[k] = math.nan
+        frames.append(t[keep])
+    if not frames:
+        return ",".join([*GROUP_KEYS, "kind", "source", "seeds", "seed_list"]) + "\n"
+    out = pd.concat(frames, ignore_index=True)
+    return out.to_csv(index=False, lineterminator="\n")
+
+
+def render_html_tables(board: SuiteBoard) -> str:
+    """The tables and their facts as an HTML fragment (used by leaderboard.html and the page)."""
+    e = html.escape
+    out = [_facts_html(board.facts)]
+    if not board.blocks:
+        out.append("<p>No completed records for this suite.</p>")
+    for block in board.blocks:
+        header, rows, measured = table_cells(block)
+        out.append(f'<section class="block" id="table-{e(block.slug)}"><h2>{e(block.title)}</h2>{_facts_html(block.facts)}')
+        out.append(f'<div class="scroll"><table class="leaderboard" data-block="{e(block.slug)}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        for i, r in enumerate(rows):
+            cls = "measured" if i < measured else "reported"
+            out.append(f'<tr class="{cls}">' + "".join(f"<td><strong>{e(c.text)}</strong></td>" if c.bold else f"<td>{e(c.text)}</td>" for c in r) + "</tr>")
+        out.append("</tbody></table></div></section>")
+    out.append(f'<p class="legend">{e(LEGEND)}</p>')
+    return "\n".join(out)
+
+
+def _facts_html(facts: list[tuple[str, str]]) -> str:
+    return '<dl class="facts">' + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts) + "</dl>"
+
+
+def render_html(board: SuiteBoard) -> str:
+    """``leaderboard.html``: the tables and what was left out, without plots."""
+    return html_document(f"Leaderboard: {board.suite}", render_html_tables(board) + problems_html(board))
+
+
+# ------------------------------------------------------------------------------------------------
+# the HTML document frame (shared with the page)
+# ------------------------------------------------------------------------------------------------
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; } h3 { font-size: 1.05em; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; font-size: .9em; }
+dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
+table.leaderboard { border-collapse: collapse; font-size: .82em; margin: .6em 0; }
+table.leaderboard th, table.leaderboard td { border-bottom: 1px solid #ddd; padding: .25em .5em; text-align: right; white-space: nowrap; }
+table.leaderboard th { background: #f3f3f3; position: sticky; top: 0; }
+table.leaderboard td:nth-child(-n+5), table.leaderboard th:nth-child(-n+5) { text-align: left; }
+.scroll { overflow-x: auto; }
+table.leaderboard tr.reported td { color: #666; font-style: italic; background: #fafafa; }
+.legend, .caption { font-size: .85em; color: #555; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+.skipped { color: #8a5a00; }
+nav a { margin-right: 1em; }
+"""
+
+
+def html_document(title: str, body: str) -> str:
+    """A complete offline HTML document: inline CSS, ``title`` as heading, then ``body``."""
+    e = html.escape
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{e(title)}</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{e(title)}</h1>\n{body}\n</body>\n</html>\n")
+
+
+def problems_html(board: SuiteBoard) -> str:
+    """The records left out as malformed, and failed runs, as HTML sections (always present)."""
+    e = html.escape
+    out = ['<section id="left-out"><h2>Records left out (malformed)</h2>']
+    if board.problems:
+        out.append("<ul>" + "".join(f"<li><code>{e(p)}</code>: {e(why)}</li>" for p, why in board.problems) + "</ul>")
+    else:
+        out.append("<p>None: every record read was used.</p>")
+    out.append("</section>")
+    if board.failed:
+        out.append('<section id="failed"><h2>Failed runs (not in the tables)</h2><ul>'
+                   + "".join(f"<li><code>{e(p)}</code>: {e(why)}</li>" for p, why in board.failed) + "</ul></section>")
+    return "\n".join(out)
+
+
+TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "‡": r"$\ddagger$"}
+
+
+def tex_escape(s: str) -> str:
+    """``s`` with LaTeX specials escaped (and ±, —, ‡ as math or dashes)."""
+    return "".join(TEX_ESCAPES.get(ch, ch) for ch in s)
+
+
+def render_latex(board: SuiteBoard) -> str:
+    """One booktabs table per block; the facts go in the caption."""
+    out = [f"% Leaderboard {board.suite}: generated from the run records by plures; do not edit.", "% Needs \\usepackage{booktabs}."]
+    for k, v in board.facts:
+        out.append(f"% {k}: {v}")
+    for block in board.blocks:
+        header, rows, measured = table_cells(block)
+        caption = f"{block.title}. " + " ".join(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in ("Comparability", "Data", "Corrupted data", "Budget", "Seeds"))
+        label = re.sub(r"[^A-Za-z0-9]+", "-", f"{board.suite}-{block.slug}")
+        out += ["", r"\begin{table}[t]", r"\centering", r"\scriptsize", f"\\caption{{{tex_escape(caption)}}}",
+                f"\\label{{tab:{label}}}",
+                r"\begin{tabular}{" + "l" * (len(header) - len(block.columns)) + "r" * len(block.columns) + "}", r"\toprule",
+                " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
+        for i, r in enumerate(rows):
+            if i == measured and i > 0:
+                out.append(r"\midrule")
+            out.append(" & ".join(f"\\textbf{{{tex_escape(c.text)}}}" if c.bold else tex_escape(c.text) for c in r) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
