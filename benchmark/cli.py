@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,bench,leaderboard,list} ...`` (``--help`` on each)."""
+"""Command line: ``python -m benchmark {run,bench,leaderboard,list,check-method} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -136,12 +136,50 @@ def cmd_list(p: argparse.ArgumentParser):
 
         load_datasets()
         from .methods.catalogue import method_names
+        from .methods.plugins import plugin_of
 
-        print("methods:  ", ", ".join(method_names()))
+        def shown(name: str) -> str:
+            plugin = plugin_of(name)
+            return f"{name} [plug-in {plugin.module}]" if plugin else name
+
+        print("methods:  ", ", ".join(shown(n) for n in method_names()))
         print("backbones:", ", ".join(BACKBONES.names()))
         print("datasets: ", ", ".join(DATASETS.names()))
         print("suites:   ", ", ".join(sorted(q.stem for q in C.SUITES_DIR.glob("*.toml"))))
         return 0
+
+    return run
+
+
+@command("check-method")
+def cmd_check_method(p: argparse.ArgumentParser):
+    """Run the method contract checks on a registered method (built-in or plug-in); exit 1 on a failure."""
+    p.add_argument("name", help="a registered method name (plug-ins: load them with PLURES_PLUGINS=module)")
+    p.add_argument("--backbone", default="resnet8", help="backbone to build the method on (default: resnet8)")
+    p.add_argument("--width", type=int, default=8, help="the backbone's width option (default: 8; 0: the backbone's default)")
+    p.add_argument("--classes", type=int, default=5, help="classes of the check's task (default: 5)")
+    p.add_argument("--image-size", type=int, default=16, help="image size of the check's batch (default: 16)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="method.KEY=VALUE",
+                   help="a method option, e.g. --set method.members=4 (repeatable)")
+
+    def run(args: argparse.Namespace) -> int:
+        from .methods.contract import contract_task, run_checks
+        from .methods.plugins import plugin_of
+
+        config = C.apply_overrides({}, args.overrides)
+        bad = sorted(set(config) - {"method"})
+        if bad:
+            raise C.ConfigError(f"check-method takes method options only (--set method.KEY=VALUE); got table(s) {bad}")
+        task = contract_task(args.backbone, {"width": args.width} if args.width else {}, args.classes, args.image_size)
+        results = run_checks(args.name, task, config.get("method", {}))
+        plugin = plugin_of(args.name)
+        where = f" (plug-in {plugin.module}, from {plugin.source})" if plugin else ""
+        print(f"method {args.name}{where} on {args.backbone}, {args.classes} classes, {args.image_size}px:")
+        for name, passed, message in results:
+            print(f"{'PASS' if passed else 'FAIL'}  {name:<17} {message}")
+        failed = sum(not r.passed for r in results)
+        print(f"{len(results) - failed} passed, {failed} failed")
+        return 1 if failed else 0
 
     return run
 
@@ -183,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from .records import RecordError
     from .core.registry import UnknownNameError
     from .core.runtime import StopRequested
+    from .methods.plugins import PluginError
     from .training.train import NonFiniteLossError
 
     try:
@@ -193,6 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (C.ConfigError, DataError, RecordError, UnknownNameError, NonFiniteLossError, ValueError, FileExistsError) as exc:
+    except (C.ConfigError, DataError, RecordError, UnknownNameError, PluginError, NonFiniteLossError, ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,26 @@ from benchmark.core.runtime import StopFlag
 
 pytest_plugins = ["tests.slurm_fixtures"]
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--plures-plugin", action="append", default=[], metavar="MODULE",
+                     help="import a plug-in module of methods (repeatable or comma-separated) before collection, "
+                          "so that the method contract tests include its methods")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the ``--plures-plugin`` modules through the plug-in loader (after the built-in methods)."""
+    modules = [m.strip() for value in config.getoption("plures_plugin") for m in value.split(",") if m.strip()]
+    if modules:
+        from benchmark.methods.catalogue import load_methods
+        from benchmark.methods.plugins import PluginError
+
+        try:
+            load_methods(modules, source="pytest --plures-plugin")
+        except PluginError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 

@@ -1,76 +1,49 @@
-"""The one contract, checked for every registered method (a new method is tested automatically)."""
+"""The one contract, checked for every registered method (a new method, built-in or plug-in, is
+tested automatically: ``pytest --plures-plugin=my_module`` adds a plug-in's methods). The checks
+themselves live in :mod:`benchmark.methods.contract` (also run by ``python -m benchmark check-method``)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 
 from benchmark.backbones import BACKBONES, Layers, build_backbone
-from benchmark.methods import combine, ensemble_loss, Task
+from benchmark.methods import Method, MethodOptions, combine, ensemble_loss
 from benchmark.methods.catalogue import get_method, method_names
-from benchmark.core.runtime import make_generator
+from benchmark.methods.contract import CHECKS, contract_task, run_checks
 
-TASK = Task(num_classes=5, backbone="resnet8", backbone_options={"width": 8}, image_size=16)
-
-
-def batch(n: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 5, (n,), generator=g)
+TASK = contract_task()  # ResNet-8 of width 8, 5 classes, 16-pixel images
 
 
-def train_loss(method, model, x, y, seed: int = 0) -> torch.Tensor:
-    torch.manual_seed(seed)  # same dropout masks
-    inputs, targets = method.training_batch(x, y, make_generator(torch.device("cpu"), "contract", seed))
-    return ensemble_loss(model(inputs), targets)
-
-
+@pytest.mark.parametrize("check", list(CHECKS))
 @pytest.mark.parametrize("name", method_names())
-def test_member_logits_shape_loss_and_combination(name: str) -> None:
-    method = get_method(name).from_config({}, TASK)
-    torch.manual_seed(0)
-    model = method.build()
-    x, y = batch()
-    for variant, net, passes, members in method.eval_variants(model):
-        net.eval()
-        with torch.no_grad():
-            logits = net(x)
-        assert logits.dim() == 3 and logits.shape[1:] == (12, 5), (variant, logits.shape)
-        assert logits.shape[0] == members, (variant, "the variant's declared members are the logits' first axis")
-        assert passes >= 1
-        probs = combine(logits).exp()
-        torch.testing.assert_close(probs, torch.softmax(logits, -1).mean(0), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(probs.sum(-1), torch.ones(12), rtol=1e-5, atol=1e-5)
-    model.train()
-    loss = train_loss(method, model, x, y)
-    assert loss.dim() == 0 and math.isfinite(loss.item())
-    inputs, targets = method.training_batch(x, y, make_generator(torch.device("cpu"), "contract", 0))
-    assert targets.shape[0] == method.members  # the members trained (MC dropout: 1; its test members differ)
-    assert method.eval_variants(model)[0].members == method.test_members()
+def test_method_contract(name: str, check: str) -> None:
+    CHECKS[check](get_method(name), TASK, {})
 
 
-@pytest.mark.parametrize("name", method_names())
-def test_one_step_lowers_the_loss_on_a_fixed_batch(name: str) -> None:
-    method = get_method(name).from_config({}, TASK)
-    torch.manual_seed(0)
-    model = method.build()
-    model.train()
-    x, y = batch()
-    opt = torch.optim.SGD(method.param_groups(model, 0.0), lr=0.02)
-    before = train_loss(method, model, x, y)
-    opt.zero_grad()
-    before.backward()
-    opt.step()
-    with torch.no_grad():
-        after = train_loss(method, model, x, y)
-    assert after.item() < before.item(), (name, before.item(), after.item())
+class _ExtraMemberTargets(Method):
+    def training_batch(self, x, y, generator):
+        return x, y.unsqueeze(0).expand(self.members + 1, -1)
 
 
-@pytest.mark.parametrize("name", method_names())
-def test_unknown_option_lists_valid_ones(name: str) -> None:
-    with pytest.raises(ValueError, match=rf"unknown option\(s\) \['bogus'\] for method '{name}'; valid options: .*"):
-        get_method(name).from_config({"bogus": 1}, TASK)
+class _AcceptsAnything(Method):
+    @classmethod
+    def from_config(cls, config, task):
+        return cls(MethodOptions(), task)
+
+
+class _Frozen(Method):
+    def param_groups(self, model, weight_decay):
+        return [{"params": list(model.parameters()), "lr": 0.0, "weight_decay": weight_decay}]
+
+
+@pytest.mark.parametrize("cls, failing", [(_ExtraMemberTargets, {"training-targets", "loss-finite", "sgd-step"}),
+                                          (_AcceptsAnything, {"unknown-option"}), (_Frozen, {"sgd-step"})])
+def test_the_checks_catch_violations(cls: type[Method], failing: set[str]) -> None:
+    results = run_checks(cls, TASK)
+    assert [r.name for r in results] == list(CHECKS)
+    assert {r.name for r in results if not r.passed} == failing, results
+    assert all(r.message for r in results)
 
 
 def test_loss_and_combination_definitions() -> None:

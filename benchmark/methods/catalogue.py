@@ -7,15 +7,22 @@ run config into the method object (the one place a method's :class:`Task` is mad
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from .base import METHODS, Method, Task
+from .plugins import import_plugin, load_plugins
 
 
-def load_methods() -> None:
-    """Import the modules that register methods: ``baselines`` and ``mimo`` (idempotent)."""
+def load_methods(extra_plugins: Sequence[str] = (), source: str = "the caller") -> None:
+    """Import the modules that register methods (idempotent): the built-in ``baselines`` and
+    ``mimo``, then the plug-ins (``PLURES_PLUGINS``, the ``plures.methods`` entry points, and the
+    modules ``extra_plugins``, named by ``source``); see :mod:`benchmark.methods.plugins`."""
     import baselines  # noqa: F401  (registers on import)
     import mimo  # noqa: F401
+
+    load_plugins()
+    for module in extra_plugins:
+        import_plugin(module, source)
 
 
 def get_method(name: str) -> type[Method]:
@@ -25,6 +32,7 @@ def get_method(name: str) -> type[Method]:
 
 
 def method_names() -> list[str]:
+    """The registered method names, built-in and plug-in, sorted."""
     load_methods()
     return METHODS.names()
 

@@ -1,0 +1,224 @@
+"""The method contract as checks that any registered method (built-in or plug-in) must pass.
+
+Each check takes a method class, a :class:`Task` and the method's options, runs the method on a
+fixed random batch on the CPU, and returns a short description of what it saw; a violation raises
+``AssertionError`` with a message that says what was expected. :func:`run_checks` runs them all and
+returns ``(check name, passed, message)`` rows. The tests (``tests/test_methods_contract.py``) and
+``python -m benchmark check-method NAME`` use them.
+
+The checks: member logits ``[M, B, K]`` for every eval variant, with M its declared members; the
+combination is the mean of the member probabilities; the training targets' first axis is
+``method.members`` and the network's training logits match them; the training loss is a finite
+scalar; one SGD step lowers it on a fixed batch; an unknown option fails and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple
+
+import torch
+from torch import nn
+
+from ..core.registry import unknown
+from ..core.runtime import make_generator
+from .base import EvalVariant, Method, Task, combine, ensemble_loss
+from .catalogue import get_method
+
+BATCH = 12  # images in the fixed batch
+SGD_LR = 0.02  # the step size of the one-step check
+BOGUS_OPTION = "bogus"
+
+
+def contract_task(backbone: str = "resnet8", backbone_options: dict[str, Any] | None = None, num_classes: int = 5,
+                  image_size: int = 16) -> Task:
+    """The small task the checks build methods for (default: ResNet-8 of width 8, 5 classes, 16 px)."""
+    options = {"width": 8} if backbone_options is None else dict(backbone_options)
+    return Task(num_classes=num_classes, backbone=backbone, backbone_options=options, image_size=image_size)
+
+
+def fixed_batch(task: Task, n: int = BATCH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random batch: images ``[n, C, H, W]`` and labels ``[n]``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, task.in_channels, task.image_size, task.image_size, generator=g)
+    return x, torch.randint(0, task.num_classes, (n,), generator=g)
+
+
+class CheckResult(NamedTuple):
+    name: str
+    passed: bool
+    message: str
+
+
+@contextmanager
+def _seeded(seed: int = 0) -> Iterator[None]:
+    """Seed torch's global generator (initialisation, dropout masks), restoring it afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _built(cls: type[Method], task: Task, options: dict[str, Any]) -> tuple[Method, nn.Module]:
+    method = cls.from_config(dict(options), task)
+    return method, method.build()
+
+
+def _training_batch(method: Method, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    return method.training_batch(x, y, make_generator(torch.device("cpu"), "contract", 0))
+
+
+def _train_loss(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with _seeded(0):  # the same dropout masks on every call
+        inputs, targets = _training_batch(method, x, y)
+        return ensemble_loss(model(inputs), targets)
+
+
+def _label(label: str) -> str:
+    return repr(label) if label else "(default)"
+
+
+def _variant_logits(cls: type[Method], task: Task, options: dict[str, Any]) -> list[tuple[EvalVariant, torch.Tensor]]:
+    """Each eval variant of a freshly built network, with its eval-mode logits on the fixed batch."""
+    out = []
+    with _seeded(0):
+        method, model = _built(cls, task, options)
+        x, _ = fixed_batch(task)
+        variants = method.eval_variants(model)
+        assert variants, "eval_variants() returned no variant"
+        assert variants[0].members == method.test_members(), (
+            f"the first eval variant declares members={variants[0].members}, method.test_members() is {method.test_members()}")
+        for v in variants:
+            v.network.eval()
+            with torch.no_grad():
+                out.append((v, v.network(x)))
+    return out
+
+
+def check_member_logits(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+    """Every eval variant returns member logits ``[M, B, K]``, M its declared members, and
+    declares at least one forward pass."""
+    seen = []
+    for v, logits in _variant_logits(cls, task, options):
+        shape = list(logits.shape)
+        assert logits.dim() == 3 and shape[1:] == [BATCH, task.num_classes], (
+            f"variant {_label(v.label)}: logits of shape {shape} for {BATCH} images of {task.num_classes} classes; expected [M, {BATCH}, {task.num_classes}]")
+        assert shape[0] == v.members, f"variant {_label(v.label)}: logits have {shape[0]} members, the variant declares members={v.members}"
+        assert v.forward_passes >= 1, f"variant {_label(v.label)}: forward_passes={v.forward_passes}, expected >= 1"
+        seen.append(f"{_label(v.label)} {shape}")
+    return "logits " + ", ".join(seen)
+
+
+def check_combination(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+    """``combine`` of every variant's logits is the mean of the member probabilities, a distribution."""
+    worst = 0.0
+    for v, logits in _variant_logits(cls, task, options):
+        probs = combine(logits).exp()
+        expected = torch.softmax(logits.double(), -1).mean(0).to(probs.dtype)
+        error = (probs - expected).abs().max().item()
+        assert error <= 1e-5 + 1e-5 * expected.abs().max().item(), (
+            f"variant {_label(v.label)}: combined probabilities differ from the mean of member probabilities by {error:.3g}")
+        total = (probs.sum(-1) - 1).abs().max().item()
+        assert total <= 1e-5, f"variant {_label(v.label)}: combined probabilities sum to 1 +- {total:.3g}"
+        assert bool(torch.isfinite(probs).all()), f"variant {_label(v.label)}: non-finite probabilities"
+        worst = max(worst, error)
+    return f"mean of member probabilities (max deviation {worst:.1e})"
+
+
+def check_training_targets(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+    """``training_batch`` gives targets ``[M, B']`` with M = ``method.members``, and the network's
+    training logits are ``[M, B', K]``."""
+    with _seeded(0):
+        method, model = _built(cls, task, options)
+        model.train()
+        x, y = fixed_batch(task)
+        inputs, targets = _training_batch(method, x, y)
+        assert targets.dim() == 2, f"training targets of shape {list(targets.shape)}; expected [M, B'] with M = members = {method.members}"
+        assert targets.shape[0] == method.members, (
+            f"training targets have {targets.shape[0]} members on their first axis; method.members is {method.members}")
+        logits = model(inputs)
+        assert list(logits.shape) == [*targets.shape, task.num_classes], (
+            f"training logits of shape {list(logits.shape)} for targets {list(targets.shape)}; expected {[*targets.shape, task.num_classes]}")
+    return f"targets {list(targets.shape)}, logits {list(logits.shape)}"
+
+
+def check_loss_finite(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+    """The shared training loss of a freshly built network is a finite scalar."""
+    with _seeded(0):
+        method, model = _built(cls, task, options)
+        model.train()
+        x, y = fixed_batch(task)
+        loss = _train_loss(method, model, x, y)
+    assert loss.dim() == 0, f"the loss has shape {list(loss.shape)}; expected a scalar"
+    assert math.isfinite(loss.item()), f"the loss is {loss.item()}"
+    return f"loss {loss.item():.4f}"
+
+
+def check_sgd_step(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+    """One SGD step (no weight decay, the method's parameter groups) lowers the loss on a fixed batch."""
+    with _seeded(0):
+        method, model = _built(cls, task, options)
+        model.train()
+        x, y = fixed_batch(task)
+        opt = torch.optim.SGD(method.param_groups(model, 0.0), lr=SGD_LR)
+        before = _train_loss(method, model, x, y)
+        opt.zero_grad()
+        before.backward()
+        opt.step()
+        with torch.no_grad():
+            after = _train_loss(method, model, x, y)
+    assert after.item() < before.item(), f"one SGD step (lr {SGD_LR}) did not lower the loss: {before.item():.5f} -> {after.item():.5f}"
+    return f"loss {before.item():.4f} -> {after.item():.4f}"
+
+
+def check_unknown_option(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+    """An unknown option raises ``ValueError`` that names it and lists every valid option."""
+    try:
+        cls.from_config({**options, BOGUS_OPTION: 1}, task)
+    except ValueError as exc:
+        message = str(exc)
+    else:
+        raise AssertionError(f"from_config accepted the unknown option {BOGUS_OPTION!r}; it must raise ValueError listing the valid options")
+    pattern = rf"unknown option\(s\) \[{re.escape(repr(BOGUS_OPTION))}\] for method {re.escape(repr(cls.name))}; valid options: "
+    assert re.search(pattern, message), f"the error {message!r} does not match {pattern!r}"
+    valid = [f.name for f in dataclasses.fields(cls.Options)]
+    missing = [name for name in valid if name not in message.split("valid options:", 1)[1]]
+    assert not missing, f"the error {message!r} does not list the valid option(s) {missing}"
+    return f"lists {', '.join(sorted(valid))}"
+
+
+CHECKS: dict[str, Callable[[type[Method], Task, dict[str, Any]], str]] = {
+    "member-logits": check_member_logits,
+    "combination": check_combination,
+    "training-targets": check_training_targets,
+    "loss-finite": check_loss_finite,
+    "sgd-step": check_sgd_step,
+    "unknown-option": check_unknown_option,
+}
+
+
+def run_checks(method: str | type[Method], task: Task | None = None, options: dict[str, Any] | None = None,
+               checks: list[str] | None = None) -> list[CheckResult]:
+    """Run the contract checks (default: all) on a method (a registered name or a class).
+
+    Options that the method rejects raise ``ValueError`` before any check runs; a check that
+    fails, or crashes, gives a row with ``passed=False`` and the reason.
+    """
+    cls = get_method(method) if isinstance(method, str) else method
+    task = task or contract_task()
+    options = dict(options or {})
+    bad = [name for name in checks or [] if name not in CHECKS]
+    if bad:
+        raise unknown("contract check", bad[0], list(CHECKS))
+    cls.from_config(dict(options), task)  # bad options are the caller's error, not the method's
+    results = []
+    for name in checks or list(CHECKS):
+        try:
+            results.append(CheckResult(name, True, CHECKS[name](cls, task, options)))
+        except AssertionError as exc:
+            results.append(CheckResult(name, False, str(exc) or "assertion failed"))
+        except Exception as exc:  # a crash in build, forward or the step is a failure of the method
+            results.append(CheckResult(name, False, f"{type(exc).__name__}: {exc}"))
+    return results
