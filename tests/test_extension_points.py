@@ -107,3 +107,25 @@ def test_a_corruption_kind_the_dataset_lacks_is_named(registered, tiny_run_confi
     DATASETS._items[TOY] = DatasetSpec(**{**spec.__dict__, "corrupted": {"regenerated": "cifar-c-regenerated"}})
     with pytest.raises(ValueError, match=r"eval.corruptions = 'official' is not available for dataset 'toy-arrays'; valid choices: none, regenerated"):
         _run(tmp_path, tiny_run_config, corruptions="official")
+
+
+def test_a_registered_plot_joins_every_block(tmp_path: Path) -> None:
+    """A plot is one registration: its figure is written for every block and shown on the page."""
+    from benchmark.leaderboard import write_leaderboards
+    from benchmark.leaderboard.plots import PLOTS, PlotSpec, new_figure, register_plot
+
+    def seeds_figure(groups):
+        fig = new_figure(4, 2)
+        ax = fig.add_subplot(1, 1, 1)
+        ax.bar(range(len(groups)), [len(recs) for _, recs in groups])
+        return fig
+
+    register_plot(PlotSpec("seeds", "Records per row", "How many seeds each row has.", seeds_figure))
+    try:
+        root = Path(__file__).parent / "fixtures" / "records"
+        write_leaderboards(root, tmp_path, suites=["fixture-jpeg"])
+    finally:
+        del PLOTS._items["seeds"]
+    folder = tmp_path / "fixture-jpeg"
+    assert (folder / "plots" / "cifar10-jpeg__resnet8__seeds.svg").exists()
+    assert "Records per row" in (folder / "index.html").read_text()

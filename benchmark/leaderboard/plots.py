@@ -4,6 +4,9 @@ Each plot function takes the measured rows of one leaderboard block as ``groups`
 ``(row label, records)`` in table order, draws from the stored metrics only (no metric is computed
 from predictions here), and returns a :class:`Figure` or raises :class:`Skip` saying which data is
 missing. Seeds are summarised as mean and spread (min..max band, or error bars of one std).
+
+Adding a plot: a figure function registered with :func:`register_plot` (here, or in a module of
+:mod:`benchmark.leaderboard.extra_plots`, or a plug-in module); every block's page then shows it.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 
 from ..core.io import atomic_write
+from ..core.registry import Registry, import_package
 from .boards import SuiteBoard
 from .frame import corrupted_cells
 from .render import si as si_text
@@ -123,7 +127,7 @@ def _quality(rec: dict[str, Any], key: str) -> float:
 # ------------------------------------------------------------------------------------------------
 
 
-def _new_figure(width: float, height: float) -> "MplFigure":
+def new_figure(width: float, height: float) -> "MplFigure":
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
@@ -157,7 +161,7 @@ def severity_figure(groups: Groups) -> "MplFigure":
     with_c = [(label, recs, i) for i, (label, recs) in enumerate(groups) if any(corrupted_cells(r) for r in recs)]
     if not with_c:
         raise Skip("no record of this block has corrupted metrics")
-    fig = _new_figure(11, 3.4)
+    fig = new_figure(11, 3.4)
     axes = fig.subplots(1, 3)
     for ax, metric, name in zip(axes, ("accuracy", "nll", "ece"), ("accuracy (%)", "NLL", "ECE")):
         scale = 100.0 if metric == "accuracy" else 1.0
@@ -197,7 +201,7 @@ def cost_figure(groups: Groups) -> "MplFigure":
     xs = [("ms_b1", "ms per example (batch 1)"), ("flops", "FLOPs per example")]
     if not any(not math.isnan(_cost(r, x)) for x, _ in xs for _, recs in groups for r in recs):
         raise Skip("no record of this block has cost measurements")
-    fig = _new_figure(9, 3.3 * len(ys))
+    fig = new_figure(9, 3.3 * len(ys))
     axes = np.atleast_2d(fig.subplots(len(ys), 2))
     for row, (yk, ylabel, maximize) in enumerate(ys):
         for col, (xk, xlabel) in enumerate(xs):
@@ -232,7 +236,7 @@ def heatmap_figure(groups: Groups, severity: int | None = None, metric: str = "a
         raise Skip("no record of this block has corrupted metrics" + (f" at severity {severity}" if severity else ""))
     corruptions = sorted(set.union(*(set(m) for _, ms in rows for m in ms)))
     data = np.array([[np.mean([m[c] for m in ms if c in m]) if any(c in m for m in ms) else np.nan for c in corruptions] for _, ms in rows])
-    fig = _new_figure(max(6, 0.55 * len(corruptions) + 2.5), 0.4 * len(rows) + 2)
+    fig = new_figure(max(6, 0.55 * len(corruptions) + 2.5), 0.4 * len(rows) + 2)
     ax = fig.subplots()
     scale = 100 if metric == "accuracy" else 1
     im = ax.imshow(data * scale, aspect="auto", cmap="viridis")
@@ -258,7 +262,7 @@ def reliability_figure(groups: Groups, severity: int = 5) -> "MplFigure":
         raise Skip("no record of this block stores reliability bins")
     has_c = any(c[2] is not None for c in cols)
     nrows = 2 if has_c else 1
-    fig = _new_figure(2.1 * len(cols) + 0.5, 2.3 * nrows + 0.3)
+    fig = new_figure(2.1 * len(cols) + 0.5, 2.3 * nrows + 0.3)
     axes = np.array(fig.subplots(nrows, len(cols), squeeze=False))
     for j, (label, clean, corrupted) in enumerate(cols):
         for i, (bins, name) in enumerate([(clean, "clean"), (corrupted, f"severity {severity}")][:nrows]):
@@ -300,7 +304,7 @@ def diversity_figure(groups: Groups) -> "MplFigure":
     pts = [p for p in pts if p[2]]
     if not pts:
         raise Skip("no multi-member record of this block stores per-member metrics and diversity")
-    fig = _new_figure(8, 3.3)
+    fig = new_figure(8, 3.3)
     axes = fig.subplots(1, 2)
     for ax, k, name in zip(axes, (0, 1), ("disagreement (fraction of examples)", "mean pairwise KL (nats)")):
         for i, label, gains in pts:
@@ -317,19 +321,47 @@ def diversity_figure(groups: Groups) -> "MplFigure":
 
 
 # name, title, caption, function
-PLOTS: list[tuple[str, str, str, Callable[[Groups], "MplFigure"]]] = [
-    ("severity", "Accuracy, NLL and ECE against corruption severity",
-     "Mean over seeds (band: min..max over seeds) of the mean over the evaluated corruptions; severity 0 is the clean test set.", severity_figure),
-    ("cost", "Cost against quality",
-     "Mean ± std over seeds; the dashed line is the Pareto front (no other row is both cheaper and better).", cost_figure),
-    ("heatmap", "Accuracy per corruption (mean over severities)", "Mean over seeds of the accuracy per corruption, averaged over severities.",
-     heatmap_figure),
-    ("reliability", "Reliability diagrams, clean and at severity 5",
-     "Accuracy per confidence bin from the stored bins, pooled over seeds (and over corruptions at severity 5); red: the gap to confidence.",
-     reliability_figure),
-    ("diversity", "Member diversity against the ensemble's gain",
-     "One point per record with 2+ members: clean member-mean NLL minus ensemble NLL against disagreement and mean pairwise KL.", diversity_figure),
-]
+class PlotSpec(NamedTuple):
+    """A leaderboard plot: file name stem, title, caption, and ``draw(groups) -> Figure`` (raising :class:`Skip`)."""
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable[[Groups], "MplFigure"]
+
+
+PLOTS: Registry[PlotSpec] = Registry("plot")
+
+
+def register_plot(spec: PlotSpec) -> PlotSpec:
+    """Add a plot to every block's figures (after the ones registered before it)."""
+    return PLOTS.register(spec.name)(spec)
+
+
+def load_plots() -> None:
+    """Import the plot modules of :mod:`benchmark.leaderboard.extra_plots` (idempotent)."""
+    import_package(f"{__package__}.extra_plots")
+
+
+def plot_specs() -> list[PlotSpec]:
+    """Every registered plot, in registration order (the built-ins first)."""
+    load_plots()
+    return PLOTS.ordered()
+
+
+register_plot(PlotSpec("severity", "Accuracy, NLL and ECE against corruption severity",
+                       "Mean over seeds (band: min..max over seeds) of the mean over the evaluated corruptions; severity 0 is the clean test set.",
+                       severity_figure))
+register_plot(PlotSpec("cost", "Cost against quality",
+                       "Mean ± std over seeds; the dashed line is the Pareto front (no other row is both cheaper and better).", cost_figure))
+register_plot(PlotSpec("heatmap", "Accuracy per corruption (mean over severities)",
+                       "Mean over seeds of the accuracy per corruption, averaged over severities.", heatmap_figure))
+register_plot(PlotSpec("reliability", "Reliability diagrams, clean and at severity 5",
+                       "Accuracy per confidence bin from the stored bins, pooled over seeds (and over corruptions at severity 5); red: the gap to confidence.",
+                       reliability_figure))
+register_plot(PlotSpec("diversity", "Member diversity against the ensemble's gain",
+                       "One point per record with 2+ members: clean member-mean NLL minus ensemble NLL against disagreement and mean pairwise KL.",
+                       diversity_figure))
 
 
 def save_figure(fig: "MplFigure", stem: Path) -> tuple[Path, Path]:
@@ -365,7 +397,7 @@ def write_block_plots(board: SuiteBoard, folder: Path) -> list[Figure | Skipped]
     written: set[Path] = set()
     for block in board.blocks:
         groups = block.groups()
-        for name, title, caption, fn in PLOTS:
+        for name, title, caption, fn in plot_specs():
             full = f"{title} ({block.title})"
             try:
                 fig = render(fn, groups)
