@@ -20,6 +20,21 @@ def unknown(kind: str, name: object, choices: "list[str] | tuple[str, ...]") -> 
     return UnknownNameError(f"unknown {kind} {name!r}; valid choices: {listed}")
 
 
+class DuplicateNameError(ValueError):
+    """A name registered a second time; ``existing`` is what holds the name, ``new`` what asked for it."""
+
+    def __init__(self, kind: str, name: str, new: object, existing: object) -> None:
+        super().__init__(f"{kind} {name!r} is registered twice: by {_where(new)}, and first by {_where(existing)}")
+        self.kind, self.name, self.new, self.existing = kind, name, new, existing
+
+
+def _where(obj: object) -> str:
+    """``module.qualname`` of a registered class or function; the module of anything else."""
+    module = getattr(obj, "__module__", "?")
+    qualname = getattr(obj, "__qualname__", None) if isinstance(obj, type) or callable(obj) else None
+    return f"{module}.{qualname}" if qualname else f"module {module}"
+
+
 class Registry(Generic[T]):
     """A decorator-based registry: ``@REG.register("name")`` then ``REG.get("name")``."""
 
@@ -30,7 +45,7 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
             if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise DuplicateNameError(self.kind, name, obj, self._items[name])
             self._items[name] = obj
             return obj
 

@@ -12,8 +12,9 @@ with ``@register_method("name")``. It is loaded (after the built-in methods, by
 Loading is idempotent: a module is imported once, and the scan is repeated only when
 ``PLURES_PLUGINS`` or ``sys.path`` changed. The loader remembers which plug-in module registered
 which method name (:func:`plugin_of`, :func:`loaded_plugins`). A plug-in that fails to import, or
-that registers a name already taken, raises :class:`PluginError` naming the module, where it came
-from, and the original error or the name and its first owner.
+that registers a name already taken (the registry's :class:`DuplicateNameError`), raises
+:class:`PluginError` naming the module, where it came from, and the original error or the name and
+its first owner.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from .base import METHODS, Method
+from ..core.registry import DuplicateNameError
+from .base import METHODS
 
 ENV_VAR = "PLURES_PLUGINS"
 ENTRY_POINT_GROUP = "plures.methods"
@@ -79,11 +80,16 @@ def import_plugin(module: str, source: str, load: Callable[[], Any] | None = Non
         return _loaded[module]
     before = set(METHODS._items)
     try:
-        with _checked_registrations(module, source):
-            (load or (lambda: importlib.import_module(module)))()
+        (load or (lambda: importlib.import_module(module)))()
     except PluginError:
         _forget(set(METHODS._items) - before)
         raise
+    except DuplicateNameError as exc:  # the registry's own error names neither the plug-in nor its source
+        _forget(set(METHODS._items) - before)
+        what = f"class {getattr(exc.new, '__qualname__', exc.new)!r}"
+        first = _describe_owner(exc.name) if exc.kind == METHODS.kind and exc.name in METHODS else f"module {getattr(exc.existing, '__module__', '?')!r}"
+        raise PluginError(f"plug-in module {module!r} (from {source}) registers {exc.kind} {exc.name!r} ({what}), but {first} "
+                          f"registered {exc.name!r} first; choose another name") from exc
     except (Exception, SystemExit) as exc:  # any error of the user's module, sys.exit() included
         _forget(set(METHODS._items) - before)
         hint = ""
@@ -147,31 +153,3 @@ def _describe_owner(name: str) -> str:
     if module is not None:
         return f"plug-in module {module!r} (from {_loaded[module].source})" if module in _loaded else f"plug-in module {module!r}"
     return f"module {getattr(METHODS._items[name], '__module__', '?')!r}"
-
-
-@contextmanager
-def _checked_registrations(module: str, source: str) -> Iterator[None]:
-    """While a plug-in imports, a registration under a name already taken raises
-    :class:`PluginError` naming the plug-in, the name and its first owner (the registry's own
-    error would name neither module)."""
-    register = METHODS.register
-
-    def checked(name: str) -> Callable[[type[Method]], type[Method]]:
-        def deco(cls: type[Method]) -> type[Method]:
-            if name in METHODS:
-                raise PluginError(f"plug-in module {module!r} (from {source}) registers method {name!r} "
-                                  f"(class {getattr(cls, '__qualname__', cls)!r}), but {_describe_owner(name)} registered "
-                                  f"{name!r} first; choose another name")
-            return register(name)(cls)
-
-        return deco
-
-    previous = METHODS.__dict__.get("register")  # set when plug-ins load plug-ins
-    METHODS.register = checked  # type: ignore[method-assign]  # an instance attribute, removed below
-    try:
-        yield
-    finally:
-        if previous is None:
-            del METHODS.register
-        else:
-            METHODS.register = previous  # type: ignore[method-assign]
