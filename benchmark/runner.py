@@ -34,8 +34,8 @@ from .methods.catalogue import build_method as build_method_for, get_method
 from .records import provenance, utc_now, write_record
 from .training.train import fit, save_checkpoint, to_channels_last
 
-__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "RunContext", "build_method", "member_config", "run_experiment",
-           "run_id_of", "select_device"]
+__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "RunContext", "StageContextBase", "build_method", "member_config",
+           "run_experiment", "run_id_of", "select_device"]
 
 
 def run_id_of(resolved: dict[str, Any]) -> str:
@@ -47,7 +47,49 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     return f"{r['method']}-{r['dataset']}-{r['backbone']}-s{r['seed']}-{digest}"
 
 
-class RunContext:
+class StageContextBase:
+    """What every stage context shares (:class:`benchmark.methods.base.StageContext`): the run's
+    resolved config, id, seed and training budget, and the bookkeeping of the member runs it obtains.
+
+    ``member_model(overrides)`` derives the member run's config and id (:func:`member_config`,
+    :func:`run_id_of`), asks the subclass for its network (:meth:`_member_network`) and lists it in
+    ``members``; ``fit`` is the subclass's. :class:`RunContext` trains; the sweep's planning
+    context (``benchmark.sweep.plan``) records requests on the meta device without training.
+    """
+
+    def __init__(self, resolved: dict[str, Any], run_id: str, device: torch.device) -> None:
+        self.config = resolved
+        self.run_id = run_id
+        self.device = device
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.train_seconds = 0.0
+        self.members: list[dict[str, Any]] = []
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["run"]["seed"])
+
+    def train_config(self, **changes: Any) -> TrainConfig:
+        return TrainConfig(**{**self.config["train"], **changes})
+
+    def fit(self, model: nn.Module, method: Method, stage: str = "train", **train_changes: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError(f"{type(self).__name__} does not train")
+
+    def member_model(self, overrides: dict[str, Any]) -> nn.Module:
+        """The network of the run ``self.config`` merged with ``overrides`` (e.g. another method and
+        seed), as the subclass provides it; the run is listed in ``members``."""
+        sub = member_config(self.config, overrides)
+        sub_id = run_id_of(sub)
+        model, reused = self._member_network(sub, sub_id)
+        self.members.append({"run_id": sub_id, "reused": reused, "seed": sub["run"]["seed"], "method": sub["run"]["method"]})
+        return model
+
+    def _member_network(self, sub: dict[str, Any], sub_id: str) -> tuple[nn.Module, bool]:
+        """The network of member run ``sub_id`` (resolved config ``sub``) and whether existing weights were reused."""
+        raise NotImplementedError(f"{type(self).__name__} provides no member networks")
+
+
+class RunContext(StageContextBase):
     """What a method's stages may use (:class:`benchmark.methods.base.StageContext`): training
     stages with checkpoints, and other runs' models.
 
@@ -57,23 +99,11 @@ class RunContext:
     """
 
     def __init__(self, resolved: dict[str, Any], run_id: str, data: Dataset, train_data: Any, env: Environment) -> None:
-        self.config = resolved
-        self.run_id = run_id
+        super().__init__(resolved, run_id, train_data.device)
         self.data = data
         self.train_data = train_data
         self.env = env
-        self.device = train_data.device
-        self.history: dict[str, list[dict[str, Any]]] = {}
-        self.train_seconds = 0.0
-        self.members: list[dict[str, Any]] = []
         self.checkpoints = Path(env.checkpoint_dir) / run_id
-
-    @property
-    def seed(self) -> int:
-        return int(self.config["run"]["seed"])
-
-    def train_config(self, **changes: Any) -> TrainConfig:
-        return TrainConfig(**{**self.config["train"], **changes})
 
     def fit(self, model: nn.Module, method: Method, stage: str = "train", **train_changes: Any) -> list[dict[str, Any]]:
         cfg = self.train_config(**train_changes)
@@ -85,12 +115,10 @@ class RunContext:
         self.history[stage] = history
         return history
 
-    def member_model(self, overrides: dict[str, Any]) -> nn.Module:
-        """The trained network of the run ``self.config`` merged with ``overrides`` (e.g. another
-        method and seed). Reuses the saved final weights of that run if it exists; otherwise trains
-        it here (checkpointed under its own run id) and saves them for later reuse."""
-        sub = member_config(self.config, overrides)
-        sub_id = run_id_of(sub)
+    def _member_network(self, sub: dict[str, Any], sub_id: str) -> tuple[nn.Module, bool]:
+        """The trained network of run ``sub_id``. Reuses the saved final weights of that run if it
+        exists; otherwise trains it here (checkpointed under its own run id) and saves them for
+        later reuse."""
         method = build_method(sub, self.data)
         model = method.build().to(self.device)
         final = Path(self.env.checkpoint_dir) / sub_id / "final.pt"
@@ -108,8 +136,7 @@ class RunContext:
                 save_final(model, final)
             self.train_seconds += sub_ctx.train_seconds
             self.history[sub_id] = sub_ctx.history.get("train", [])
-        self.members.append({"run_id": sub_id, "reused": reused, "seed": sub["run"]["seed"], "method": sub["run"]["method"]})
-        return model
+        return model, reused
 
 
 def member_config(resolved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
