@@ -4,15 +4,21 @@ and, marked ``slurm``, through submitit on a real local SLURM cluster (preemptio
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from torch import nn
 
-from benchmark.core import config as C
 from benchmark import sweep as S
+from benchmark.core import config as C
+from benchmark.methods import Method, StageContext, register_method
+from benchmark.methods.base import METHODS
+from benchmark.methods.catalogue import load_methods
 from benchmark.runner import Environment, run_experiment, run_id_of
 from tests.conftest import write_cifar_archive
 
@@ -117,6 +123,122 @@ def test_dry_run_prints_plan_and_submits_nothing(tmp_path: Path, capsys: pytest.
     assert main(["sweep", str(tmp_path / "missing.toml"), "--dry-run"]) == 2
 
 
+# --------------------------------------------------------------------------- planning: member requests and their errors
+
+
+class _RaisesFirst(Method):
+    """Fails before asking for any member."""
+
+    def run(self, ctx: StageContext) -> nn.Module:
+        raise ValueError("no members today")
+
+
+class _BadMember(Method):
+    """Asks for one good member, then for one of a method that does not exist."""
+
+    def run(self, ctx: StageContext) -> nn.Module:
+        ctx.member_model({"run": {"method": "deterministic", "seed": ctx.seed + 1}, "method": {}})
+        ctx.member_model({"run": {"method": "no_such_method"}, "method": {}})
+        return self.build()
+
+
+class _ReadsMembers(Method):
+    """Asks for two members, then reads their weights (real work the planning context stops at)."""
+
+    def run(self, ctx: StageContext) -> nn.Module:
+        nets = [ctx.member_model({"run": {"method": "deterministic", "seed": ctx.seed + k}, "method": {}}) for k in (1, 2)]
+        if float(sum(p.detach().sum() for p in nets[0].parameters())) > 0:  # needs values: a meta tensor has none
+            return nets[0]
+        return nets[1].cpu()
+
+
+PLAN_TEST_METHODS = {"plan_test_raises_first": _RaisesFirst, "plan_test_bad_member": _BadMember, "plan_test_reads_members": _ReadsMembers}
+
+
+@pytest.fixture
+def plan_test_methods() -> Any:
+    """The methods above, registered for one test and removed afterwards."""
+    load_methods()  # the built-in methods first, as any lookup does
+    for name, cls in PLAN_TEST_METHODS.items():
+        register_method(name)(cls)
+    yield
+    for name in PLAN_TEST_METHODS:
+        METHODS._items.pop(name, None)
+
+
+def _suite_of(tmp_path: Path, methods: list[str]) -> Path:
+    runs = "".join(f'[[runs]]\nname = "{m}"\nrun = {{ method = "{m}" }}\n' for m in methods)
+    path = tmp_path / "plan-suite.toml"
+    path.write_text(f'name = "plan-suite"\nseeds = [0]\n[defaults.run]\ndataset = "cifar10"\nbackbone = "resnet8"\n{runs}')
+    return path
+
+
+def test_planning_context_is_a_stage_context_sharing_run_context_code() -> None:
+    from benchmark.runner import RunContext, StageContextBase
+
+    resolved = C.resolve({"run": {"method": "deep_ensemble", "dataset": "cifar10", "backbone": "resnet8", "seed": 3}})
+    ctx = S.PlanningContext(resolved)
+    assert isinstance(ctx, StageContextBase) and issubclass(RunContext, StageContextBase)
+    for name in ("config", "run_id", "device", "members", "seed", "train_config", "fit", "member_model"):  # StageContext's members
+        assert hasattr(ctx, name), name
+    assert ctx.run_id == run_id_of(resolved) and ctx.seed == 3 and ctx.device.type == "meta"
+    net = ctx.member_model({"run": {"method": "deterministic", "seed": 4}, "method": {}})
+    assert next(net.parameters()).is_meta and ctx.requests == [{"run": {"method": "deterministic", "seed": 4}, "method": {}}]
+    assert [(m["seed"], m["method"], m["reused"]) for m in ctx.members] == [(4, "deterministic", False)]
+
+
+@pytest.mark.parametrize("method, error", [
+    ("plan_test_raises_first", r"ValueError: no members today"),
+    ("plan_test_bad_member", r"UnknownNameError: .*no_such_method.*valid choices: .*deterministic"),
+])
+def test_a_method_failing_to_describe_its_members_fails_the_plan(tmp_path: Path, plan_test_methods: Any, method: str, error: str,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    path = write_sweep(tmp_path, f'suite = "{_suite_of(tmp_path, ["deterministic", method])}"')
+    named = rf"run {method}-cifar10-resnet8-s0-[0-9a-f]{{10}} \(method '{method}'\)"  # the run id, then the method
+    with pytest.raises(S.PlanError, match=rf"^{named}: cannot plan the member runs it reuses: {error}"):
+        S.expand(S.load_sweep(path))
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    captured = capsys.readouterr()
+    assert re.search(rf"^error: {named}: cannot plan", captured.err, re.M) and "task(s)" not in captured.out
+
+
+def test_planning_stops_where_the_method_needs_real_values(tmp_path: Path, plan_test_methods: Any) -> None:
+    path = write_sweep(tmp_path, f'suite = "{_suite_of(tmp_path, ["plan_test_reads_members"])}"')
+    tasks = S.expand(S.load_sweep(path))
+    run = next(t for t in tasks if t.kind == "run")
+    members = [t for t in tasks if t.kind == "member"]
+    assert [t.seed for t in members] == [1, 2] and run.needs == [t.run_id for t in members] and run.stage == 1
+
+
+# --------------------------------------------------------------------------- plug-ins reach the jobs
+
+
+def test_tasks_carry_the_launch_plugins_into_the_job_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmark.sweep.jobs as jobs
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]')
+    sweep = S.load_sweep(path)
+    (task,) = S.expand(sweep)
+    monkeypatch.setenv("PLURES_PLUGINS", "my_methods,lab.more_methods")
+    payload = task.payload(sweep)
+    assert payload["plugins"] == "my_methods,lab.more_methods"
+    monkeypatch.delenv("PLURES_PLUGINS")
+    assert task.payload(sweep)["plugins"] is None
+
+    seen: list[str | None] = []
+    monkeypatch.setattr(jobs, "run_experiment", lambda config, env: seen.append(os.environ.get("PLURES_PLUGINS")) or [])
+    monkeypatch.setenv("PLURES_PLUGINS", "something_else")  # the job's own environment differs from the launch's
+    assert jobs.run_task(payload) == {"run_id": task.run_id, "records": []}
+    assert seen == ["my_methods,lab.more_methods"]  # set before the run builds anything
+    jobs.run_task({**payload, "plugins": None})
+    assert seen[-1] is None  # the launch had none: neither has the job
+    monkeypatch.setenv("PLURES_PLUGINS", "kept")
+    jobs.run_task({k: v for k, v in payload.items() if k != "plugins"})  # a payload from before plug-ins were carried
+    assert seen[-1] == "kept"
+
+
 # --------------------------------------------------------------------------- end to end (debug executor)
 
 
@@ -180,8 +302,8 @@ def test_status_states_from_manifest_notes_and_records(tmp_path: Path) -> None:
     manifest = {"runs": {t.run_id: {"job_id": f"debug_{i}", "stdout": f"/x/{i}.out", "cluster": "debug", "submitted": "2020"} for i, t in enumerate((a, b))},
                 "submissions": []}
     (tmp_path / "logs" / "manifest.json").write_text(json.dumps(manifest))
-    S._failure_path(tmp_path / "logs", b.run_id).parent.mkdir(parents=True)
-    S._failure_path(tmp_path / "logs", b.run_id).write_text(json.dumps({"type": "ValueError", "message": "boom"}))
+    S.failure_path(tmp_path / "logs", b.run_id).parent.mkdir(parents=True)
+    S.failure_path(tmp_path / "logs", b.run_id).write_text(json.dumps({"type": "ValueError", "message": "boom"}))
     states = {s.task.run_id: (s.state, s.note, s.log) for s in S.status(sweep)}
     assert states[a.run_id] == ("running", "submitted; no result yet", "/x/0.out")
     assert states[b.run_id][:2] == ("failed", "ValueError: boom")

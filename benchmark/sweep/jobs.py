@@ -1,0 +1,91 @@
+"""What runs inside a sweep's jobs: :func:`run_task` (one array task) and :func:`rebuild_leaderboard`
+(the last job). Module level, so that submitit pickles them by reference
+(``benchmark.sweep.jobs.run_task``): a job imports this module, it does not carry the code."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core import config as C
+from ..core.io import atomic_write_json
+from ..core.runtime import Environment, StopRequested, select_device, stop_on_signals
+from ..data.base import load_dataset
+from ..methods.plugins import ENV_VAR as PLUGINS_VARIABLE  # PLURES_PLUGINS
+from ..records import utc_now
+from ..runner import RunContext, member_config, run_experiment, run_id_of
+from ..training.distributed import DistContext
+from .artifacts import failure_path
+from .slurm_job import STOP_REQUESTED
+
+
+def train_member(config: dict[str, Any], overrides: dict[str, Any], env: Environment) -> Path:
+    """Train (or find) the member run that ``config``'s run reuses through ``member_model(overrides)``,
+    exactly as that run would, and save its final weights; writes no record. Returns their path."""
+    resolved = C.resolve(config)
+    device = select_device(env.device)
+    # the same data the reusing run would load (its seed picks the validation split)
+    data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
+                        val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
+    ctx = RunContext(resolved, run_id_of(resolved), data, data.train.on_device(data.mean, data.std, device), env)
+    with stop_on_signals(env.stop):
+        ctx.member_model(overrides)
+    return Path(env.checkpoint_dir) / run_id_of(member_config(resolved, overrides)) / "final.pt"
+
+
+def _use_launch_plugins(payload: dict[str, Any]) -> None:
+    """Give this process the launching process's ``PLURES_PLUGINS`` (unset when it had none), so that
+    methods resolve here as they did at the launch. Payloads from before it was carried change nothing."""
+    if "plugins" not in payload:
+        return
+    if payload["plugins"] is None:
+        os.environ.pop(PLUGINS_VARIABLE, None)
+    else:
+        os.environ[PLUGINS_VARIABLE] = payload["plugins"]
+
+
+def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]:
+    """One array task: a harness run (``kind="run"``) or a member's training (``kind="member"``).
+
+    Sets the launch's ``PLURES_PLUGINS`` first, before any method is built. Inside a SLURM job of
+    several tasks (or under torchrun), trains data-parallel (``benchmark.training.distributed``);
+    stop requests come from ``slurm_job.STOP_REQUESTED``. A failure leaves a note in
+    ``<log_dir>/failures/`` (the harness also writes a failed record) and raises.
+    """
+    _use_launch_plugins(payload)
+    if os.environ.get("SLURM_CPUS_PER_TASK"):  # torch would use every core of the node, not the task's share
+        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+    dist = DistContext.from_environment(sync_bn=payload.get("sync_bn", True))
+    e = payload["env"]
+    env = Environment(data_dir=e["data_dir"], cache_dir=e["cache_dir"], results_dir=Path(e["results_dir"]), checkpoint_dir=Path(e["checkpoint_dir"]),
+                      device=dist.device() if dist is not None else payload["device"], resume=resume, progress=False,
+                      log=lambda m: print(m, flush=True), stop=STOP_REQUESTED, dist=dist)
+    print(f"sweep task {payload['kind']} {payload['run_id']} (resume={resume})", flush=True)
+    try:
+        if payload["kind"] == "member":
+            out = {"run_id": payload["run_id"], "final": str(train_member(payload["config"], payload["overrides"], env))}
+        else:
+            out = {"run_id": payload["run_id"], "records": [str(p) for p in run_experiment(payload["config"], env)]}
+    except StopRequested:
+        raise
+    except Exception as exc:
+        if env.is_main:
+            atomic_write_json(failure_path(payload["log_dir"], payload["run_id"]),
+                              {"run_id": payload["run_id"], "time": utc_now(), "type": type(exc).__name__, "message": str(exc),
+                               "traceback": traceback.format_exc()})
+        raise
+    finally:
+        if dist is not None:
+            dist.close()
+    return out
+
+
+def rebuild_leaderboard(results_dir: str, out_dir: str, suites: list[str]) -> list[str]:
+    """The sweep's last job: leaderboards of its suites from the records (a pure function of them)."""
+    from ..leaderboard import write_leaderboards
+
+    return [str(p) for p in write_leaderboards(Path(results_dir), Path(out_dir), suites=suites)]
