@@ -1,8 +1,10 @@
 """pytest plugin: a real single-node SLURM cluster for tests marked ``slurm``.
 
 Enable it from ``tests/conftest.py`` with ``pytest_plugins = ["tests.slurm_fixtures"]``.
-The session-scoped fixture ``slurm_cluster`` starts the cluster once (or skips, printing why),
-puts ``SLURM_CONF`` into ``os.environ`` for the session and stops the daemons at the end.
+The session-scoped fixture ``slurm_cluster`` starts the cluster once, puts ``SLURM_CONF`` into
+``os.environ`` for the session and stops the daemons at the end. Where it cannot, the tests skip,
+printing why: binaries missing (with the command that installs them; a test installs nothing), or
+not root.
 ``PLURES_SLURM_DIR`` overrides where its state lives (default: a fresh ``/tmp/plures-slurm-*``,
 removed at the end; pytest's own temporary directories are mode 0700, which munged refuses).
 """
@@ -28,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[slurm_local.SlurmCluster]:
     """A running :class:`benchmark.tools.slurm_local.SlurmCluster`, with ``SLURM_CONF`` set for the session."""
+    missing = slurm_local.missing_binaries()
+    if missing:  # say what to install; never install from a test
+        reason = f"needs SLURM ({', '.join(missing)} not found): {slurm_local.install_command()} (CI installs it)"
+        print(reason)
+        pytest.skip(reason)
     override = os.environ.get("PLURES_SLURM_DIR")
     # not under pytest's basetemp: munged wants every parent of its socket searchable by all
     state_dir = Path(override) if override else Path(tempfile.mkdtemp(prefix="plures-slurm-"))

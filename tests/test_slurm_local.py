@@ -1,9 +1,11 @@
-"""Tests of benchmark.sweep.slurm_job, against a real local SLURM cluster (marker ``slurm``) and without."""
+"""Tests of benchmark.sweep.slurm_job, against a real local SLURM cluster (marker ``slurm``, started by
+benchmark.tools.slurm_local) and without: tests that need SLURM's binaries skip, saying what to install."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +17,14 @@ import cloudpickle
 import pytest
 import submitit
 
-from benchmark.tools import slurm_local
 from benchmark.core.io import atomic_write_json
-from benchmark.sweep.slurm_job import CheckpointableCall, CLUSTERS, make_executor, raise_if_stop_requested, STOP_REQUESTED, StopFlag, StopRequested, wait_all
+from benchmark.sweep.slurm_job import (CLUSTERS, STOP_REQUESTED, CheckpointableCall, StopFlag, StopRequested, executor_parameters, make_executor,
+                                       raise_if_stop_requested, wait_all)
+from benchmark.tools import slurm_local
+
+# submitit's SLURM executor refuses to be made without srun on PATH (sbatch scripts need no cluster, but it checks)
+needs_srun = pytest.mark.skipif(shutil.which("srun") is None,
+                                reason="needs SLURM's srun on PATH (submitit's SLURM executor looks for it): apt-get install slurm-client (CI installs it)")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -115,6 +122,19 @@ def test_make_executor_rejects_bad_values(tmp_path: Path, kwargs: dict[str, Any]
         make_executor("local", tmp_path, **kwargs)
 
 
+def test_executor_parameters_map_every_option() -> None:
+    ctor, params = executor_parameters(
+        "slurm", partition="gpu", time_min=30, cpus_per_task=3, mem_gb=4, constraint="a100", account="proj", qos="high",
+        array_parallelism=5, gpus_per_node=1, name="sweep", max_num_timeout=7, slurm_additional_parameters={"dependency": "afterany:12"},
+    )
+    assert params == {"timeout_min": 30, "gpus_per_node": 1, "cpus_per_task": 3, "mem_gb": 4, "nodes": 1, "tasks_per_node": 1, "name": "sweep",
+                      "slurm_partition": "gpu", "slurm_constraint": "a100", "slurm_account": "proj", "slurm_qos": "high",
+                      "slurm_array_parallelism": 5, "slurm_additional_parameters": {"dependency": "afterany:12"}}
+    assert ctor == {"slurm_max_num_timeout": 7, "local_max_num_timeout": 7}
+    assert executor_parameters("local") == ({}, {"nodes": 1, "tasks_per_node": 1})  # unset options left out
+
+
+@needs_srun
 def test_make_executor_maps_slurm_parameters(tmp_path: Path) -> None:
     ex = make_executor(
         "slurm", tmp_path, partition="gpu", time_min=30, cpus_per_task=3, mem_gb=4, constraint="a100",
@@ -127,7 +147,7 @@ def test_make_executor_maps_slurm_parameters(tmp_path: Path) -> None:
     assert ex._executor.parameters["array_parallelism"] == 5
 
 
-@pytest.mark.parametrize("cluster", ["slurm", "local"])
+@pytest.mark.parametrize("cluster", [pytest.param("slurm", marks=needs_srun), "local"])
 def test_make_executor_max_num_timeout(tmp_path: Path, cluster: str) -> None:
     assert make_executor(cluster, tmp_path, max_num_timeout=7)._executor.max_num_timeout == 7
     assert make_executor(cluster, tmp_path)._executor.max_num_timeout == 3
@@ -142,6 +162,7 @@ def test_stop_flag_pickles_by_reference() -> None:
     assert copy is not STOP_REQUESTED and not copy.is_set()
 
 
+@needs_srun
 def test_make_executor_omits_unset_parameters(tmp_path: Path) -> None:
     text = make_executor("slurm", tmp_path)._executor._make_submission_file_text("echo hi", "uid")
     for flag in ("--partition", "--account", "--qos", "--constraint", "--mem", "--gpus-per-node"):

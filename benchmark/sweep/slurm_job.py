@@ -7,7 +7,7 @@ Wrap the job function in :class:`CheckpointableCall`. The function must accept a
 then). It saves a checkpoint at the end of each epoch, and between steps polls
 :data:`STOP_REQUESTED`::
 
-    from benchmark.slurm_job import STOP_REQUESTED, StopRequested  # the harness's StopRequested
+    from benchmark.sweep.slurm_job import STOP_REQUESTED, StopRequested  # the harness's StopRequested
 
     def train(cfg, *, resume: bool) -> dict:
         state = load_checkpoint(cfg) if resume else fresh_state(cfg)
@@ -61,7 +61,8 @@ from submitit.core.utils import DelayedSubmission, UncompletedJobError
 from benchmark.core.runtime import StopFlag as _HarnessStopFlag
 from benchmark.core.runtime import StopRequested
 
-__all__ = ["CLUSTERS", "STOP_REQUESTED", "CheckpointableCall", "StopFlag", "StopRequested", "make_executor", "raise_if_stop_requested", "wait_all"]
+__all__ = ["CLUSTERS", "STOP_REQUESTED", "CheckpointableCall", "StopFlag", "StopRequested", "executor_parameters", "make_executor",
+           "raise_if_stop_requested", "wait_all"]
 
 CLUSTERS: tuple[str, ...] = ("slurm", "local", "debug")
 """Values accepted by :func:`make_executor`'s ``cluster``."""
@@ -75,9 +76,8 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r}: expected a positive int or None")
 
 
-def make_executor(
+def executor_parameters(
     cluster: str,
-    folder: Path,
     *,
     partition: str | None = None,
     time_min: int | None = None,
@@ -93,8 +93,9 @@ def make_executor(
     name: str | None = None,
     max_num_timeout: int | None = None,
     slurm_additional_parameters: Mapping[str, Any] | None = None,
-) -> submitit.Executor:
-    """A submitit executor for ``cluster`` in :data:`CLUSTERS`, logging under ``folder``.
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The arguments of submitit's ``AutoExecutor`` for ``cluster`` in :data:`CLUSTERS`: (constructor
+    keywords, ``update_parameters`` keywords), checked; needs no scheduler.
 
     Only arguments that are not None are passed on. Generic ones (``time_min`` → ``timeout_min``,
     ``mem_gb``, ``cpus_per_task``, ``gpus_per_node``, ``nodes``, ``tasks_per_node``, ``name``)
@@ -105,9 +106,6 @@ def make_executor(
     ``max_num_timeout`` (submitit's default: 3) is how many timeouts a checkpointable job may be
     requeued after; note that submitit counts every requeue signal as a timeout when
     ``time_min`` is at most 10 (preemptions included).
-
-    ``cluster`` is always explicit: submitit's auto-detection picks SLURM whenever ``srun`` is on
-    PATH, even with no controller running.
     """
     if cluster not in CLUSTERS:
         raise ValueError(f"cluster={cluster!r}: expected one of {', '.join(CLUSTERS)}")
@@ -147,9 +145,21 @@ def make_executor(
         "slurm_additional_parameters": dict(slurm_additional_parameters) if slurm_additional_parameters else None,
     }
     params = {k: v for k, v in {**generic, **specific}.items() if v is not None}
+    ctor = {} if max_num_timeout is None else {"slurm_max_num_timeout": max_num_timeout, "local_max_num_timeout": max_num_timeout}
+    return ctor, params
+
+
+def make_executor(cluster: str, folder: Path, **options: Any) -> submitit.Executor:
+    """A submitit executor for ``cluster`` in :data:`CLUSTERS`, logging under ``folder``, with
+    ``options`` as :func:`executor_parameters` maps them.
+
+    ``cluster`` is always explicit: submitit's auto-detection picks SLURM whenever ``srun`` is on
+    PATH, even with no controller running. (submitit's SLURM executor refuses to be made where
+    ``srun`` is not on PATH.)
+    """
+    ctor, params = executor_parameters(cluster, **options)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ctor = {} if max_num_timeout is None else {"slurm_max_num_timeout": max_num_timeout, "local_max_num_timeout": max_num_timeout}
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **ctor)
     executor.update_parameters(**params)
     return executor
@@ -159,7 +169,7 @@ def make_executor(
 
 
 class StopFlag(_HarnessStopFlag):
-    """The harness's stop flag (``benchmark.train.StopFlag``: set by SLURM's preemption and
+    """The harness's stop flag (``benchmark.core.runtime.StopFlag``: set by SLURM's preemption and
     time-limit signals, polled by the training loop), picklable by reference for the job's flag."""
 
     def __reduce__(self) -> str | tuple[type, tuple[()]]:

@@ -6,12 +6,12 @@ free at start, so several clusters (say, two test sessions) can run side by side
 
 Without accounting ``sacct`` fails, so submitit's ``job.state`` stays ``UNKNOWN``: results,
 exceptions and checkpoint/requeue still work (submitit reads the result files), but every wait
-on a job must be bounded (see :func:`benchmark.slurm_job.wait_all`).
+on a job must be bounded (see :func:`benchmark.sweep.slurm_job.wait_all`).
 
 CLI::
 
-    python -m benchmark.slurm_local install|start|stop|status|env [--dir DIR]
-    eval "$(python -m benchmark.slurm_local env)"   # then sinfo, sbatch, submitit work
+    python -m benchmark.tools.slurm_local install|start|stop|status|env [--dir DIR]
+    eval "$(python -m benchmark.tools.slurm_local env)"   # then sinfo, sbatch, submitit work
 
 Needs root (to install the Debian packages and to run slurmd). Otherwise, or when the packages
 cannot be installed, :class:`SlurmUnavailable` is raised.
@@ -45,7 +45,10 @@ DEFAULT_STATE_DIR = Path("/tmp/plures-slurm")
 PARTITION = "debug"
 """Name of the cluster's only partition (the default one)."""
 
-_DAEMON_BINARIES = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scancel", "scontrol")
+CLIENT_BINARIES: tuple[str, ...] = ("srun", "sbatch", "squeue", "scancel", "sinfo", "scontrol")
+"""slurm-client's commands: submitit (and the tests) call them by name, so they must be on PATH."""
+
+_DAEMON_BINARIES = ("munged", "munge", "unmunge", "slurmctld", "slurmd")  # on PATH or in _SBIN_DIRS
 _SBIN_DIRS = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 _MAX_UNIX_SOCKET_PATH = 107
 _DAEMONS = ("slurmd", "slurmctld", "munged")  # stop order (reverse of start order)
@@ -120,8 +123,15 @@ def _bin(name: str) -> str:
     return path
 
 
-def _missing_binaries() -> list[str]:
-    return [b for b in _DAEMON_BINARIES if _which(b) is None]
+def missing_binaries() -> list[str]:
+    """The binaries a cluster needs that this machine lacks: the daemons and munge's tools (on PATH
+    or in the sbin directories) and :data:`CLIENT_BINARIES` (on PATH)."""
+    return [b for b in _DAEMON_BINARIES if _which(b) is None] + [b for b in CLIENT_BINARIES if shutil.which(b) is None]
+
+
+def install_command() -> str:
+    """The command that installs what :func:`missing_binaries` lists (Debian, as root)."""
+    return f"apt-get install --no-install-recommends {' '.join(APT_PACKAGES)}"
 
 
 def _free_port() -> int:
@@ -211,7 +221,7 @@ def install_packages(*, timeout_s: float = 600.0) -> None:
 
     Raises :class:`SlurmUnavailable` when they are missing and cannot be installed.
     """
-    missing = _missing_binaries()
+    missing = missing_binaries()
     if not missing:
         return
     if os.geteuid() != 0:
@@ -230,7 +240,7 @@ def install_packages(*, timeout_s: float = 600.0) -> None:
         raise SlurmUnavailable(f"apt-get timed out after {timeout_s}s: {e.cmd}") from e
     if r.returncode != 0:
         raise SlurmUnavailable(f"apt-get install {' '.join(APT_PACKAGES)} failed (rc={r.returncode}): {(r.stderr or r.stdout)[-2000:]}")
-    still = _missing_binaries()
+    still = missing_binaries()
     if still:
         raise SlurmUnavailable(f"after installing {list(APT_PACKAGES)}, still missing {still}")
 
@@ -243,7 +253,7 @@ def _slurm_conf(state_dir: Path, *, node: str, cpus: int, mem_mb: int, ctld_port
     sock = lay["munge"] / "munge.socket.2"
     def_mem = max(64, min(1024, mem_mb // max(cpus, 1)))
     lines = [
-        "# Written by benchmark.slurm_local: a private single-node cluster. Do not edit by hand.",
+        "# Written by benchmark.tools.slurm_local: a private single-node cluster. Do not edit by hand.",
         "ClusterName=plures",
         f"SlurmctldHost={node}(127.0.0.1)",
         f"SlurmctldPort={ctld_port}",
@@ -509,7 +519,7 @@ def env_lines(cluster: SlurmCluster) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.slurm_local", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.tools.slurm_local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["install", "start", "stop", "status", "env"])
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("PLURES_SLURM_DIR", DEFAULT_STATE_DIR)), help="state directory (default: %(default)s)")
     args = parser.parse_args(argv)
