@@ -135,8 +135,8 @@ def cmd_list(p: argparse.ArgumentParser):
         from .data.base import DATASETS, load_datasets
 
         load_datasets()
-        from .methods.catalogue import method_names
-        from .methods.plugins import plugin_of
+        from .catalogue.methods import method_names
+        from .catalogue.plugins import plugin_of
 
         def shown(name: str) -> str:
             plugin = plugin_of(name)
@@ -163,8 +163,8 @@ def cmd_check_method(p: argparse.ArgumentParser):
                    help="a method option, e.g. --set method.members=4 (repeatable)")
 
     def run(args: argparse.Namespace) -> int:
-        from .methods.contract import contract_task, run_checks
-        from .methods.plugins import plugin_of
+        from .catalogue.checks import contract_task, run_checks
+        from .catalogue.plugins import plugin_of
 
         config = C.apply_overrides({}, args.overrides)
         bad = sorted(set(config) - {"method"})
@@ -187,7 +187,7 @@ def cmd_check_method(p: argparse.ArgumentParser):
 # Subcommands with parsers of their own: ``python -m benchmark NAME ...`` calls ``module.main(argv)``.
 DELEGATED: dict[str, tuple[str, str]] = {
     "perf": ("benchmark.tools.perf", "Measure step time, inference latency, FLOP/s, data-path share and corrupted-evaluation rate per method."),
-    # "module:function" names another entry point than main (sweep.py serves both sweep commands)
+    # "module:function" names another entry point than main (benchmark.sweep serves both sweep commands)
     "sweep": ("benchmark.sweep", "Expand a sweep file into runs and submit them as submitit job arrays (SLURM, local, debug)."),
     "sweep-status": ("benchmark.sweep:status_main", "List a sweep's runs as pending, running, done or failed; --resubmit-failed."),
 }
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from .records import RecordError
     from .core.registry import UnknownNameError
     from .core.runtime import StopRequested
-    from .methods.plugins import PluginError
+    from .catalogue.plugins import PluginError
     from .training.train import NonFiniteLossError
 
     try:

@@ -30,7 +30,7 @@ from .evaluation.evaluate import evaluate
 from .evaluation.ood import evaluate_ood
 from .evaluation.robustness import evaluate_corrupted
 from .methods.base import Method
-from .methods.catalogue import build_method as build_method_for, get_method
+from .catalogue.methods import build_method as build_method_for, get_method
 from .records import provenance, utc_now, write_record
 from .training.train import fit, save_checkpoint, to_channels_last
 

@@ -25,8 +25,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Load the ``--plures-plugin`` modules through the plug-in loader (after the built-in methods)."""
     modules = [m.strip() for value in config.getoption("plures_plugin") for m in value.split(",") if m.strip()]
     if modules:
-        from benchmark.methods.catalogue import load_methods
-        from benchmark.methods.plugins import PluginError
+        from benchmark.catalogue.methods import load_methods
+        from benchmark.catalogue.plugins import PluginError
 
         try:
             load_methods(modules, source="pytest --plures-plugin")

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from baselines.batchensemble import BatchEnsemble
 from baselines.layers import BatchEnsembleConv2d, BatchEnsembleLinear, TiledEnsemble, batchensemble_layers
 from benchmark.methods import ensemble_loss, Task
-from benchmark.methods.catalogue import get_method
+from benchmark.catalogue.methods import get_method
 
 M, B, K = 3, 2, 5
 TASK = Task(num_classes=K, backbone="resnet8", backbone_options={"width": 4}, image_size=8)

@@ -15,7 +15,7 @@ from benchmark.core import config as C
 from benchmark.data.base import Dataset, Split
 from benchmark.data.device import DeviceData
 from benchmark.methods import combine, SingleMember, Task
-from benchmark.methods.catalogue import get_method
+from benchmark.catalogue.methods import get_method
 from benchmark.runner import Environment, RunContext, run_id_of
 
 TASK = Task(num_classes=5, backbone="resnet8", backbone_options={"width": 4}, image_size=8)

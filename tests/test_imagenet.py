@@ -22,7 +22,7 @@ from benchmark.data.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from benchmark.data.streaming import WORKERS_ENV, StreamingImageFolder, eval_transform
 from benchmark.evaluation.robustness import evaluate_corrupted
 from benchmark.methods import Task
-from benchmark.methods.catalogue import get_method
+from benchmark.catalogue.methods import get_method
 from benchmark.runner import Environment, run_experiment
 from benchmark.core.runtime import StopRequested
 

@@ -8,7 +8,7 @@ import torch
 
 from baselines.mc_dropout import AlwaysDropout, DropoutRNG, MCDropout, MCDropoutNet, dropout_mask, effective_rate
 from benchmark.methods import Task
-from benchmark.methods.catalogue import get_method
+from benchmark.catalogue.methods import get_method
 
 B, K = 3, 5
 TASK = Task(num_classes=K, backbone="resnet8", backbone_options={"width": 4}, image_size=8)

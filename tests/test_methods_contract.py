@@ -1,6 +1,6 @@
 """The one contract, checked for every registered method (a new method, built-in or plug-in, is
 tested automatically: ``pytest --plures-plugin=my_module`` adds a plug-in's methods). The checks
-themselves live in :mod:`benchmark.methods.contract` (also run by ``python -m benchmark check-method``)."""
+themselves live in :mod:`benchmark.catalogue.checks` (also run by ``python -m benchmark check-method``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 
 from benchmark.backbones import BACKBONES, Layers, build_backbone
 from benchmark.methods import Method, MethodOptions, combine, ensemble_loss
-from benchmark.methods.catalogue import get_method, method_names
-from benchmark.methods.contract import CHECKS, contract_task, run_checks
+from benchmark.catalogue.methods import get_method, method_names
+from benchmark.catalogue.checks import CHECKS, contract_task, run_checks
 
 TASK = contract_task()  # ResNet-8 of width 8, 5 classes, 16-pixel images
 

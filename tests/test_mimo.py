@@ -12,7 +12,7 @@ import torch
 from benchmark.data.base import Split
 from benchmark.data.device import DeviceData
 from benchmark.methods import ensemble_loss, Task
-from benchmark.methods.catalogue import get_method
+from benchmark.catalogue.methods import get_method
 from benchmark.core.config import TrainConfig
 from benchmark.training.train import fit
 from mimo.method import MIMO, MIMOOptions, mimo_indices, shuffled_positions

@@ -9,7 +9,7 @@ import torch
 
 from benchmark.tools import perf
 from benchmark.methods import Task
-from benchmark.methods.catalogue import get_method
+from benchmark.catalogue.methods import get_method
 
 
 def test_perf_writes_a_record_and_a_table(tmp_path, capsys):

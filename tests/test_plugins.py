@@ -20,9 +20,9 @@ import pytest
 from benchmark import cli
 from benchmark.core import config as C
 from benchmark.methods import METHODS
-from benchmark.methods import plugins as P
-from benchmark.methods.catalogue import build_method, get_method, load_methods, method_names
-from benchmark.methods.contract import CHECKS, contract_task, fixed_batch, run_checks
+from benchmark.catalogue import plugins as P
+from benchmark.catalogue.methods import build_method, get_method, load_methods, method_names
+from benchmark.catalogue.checks import CHECKS, contract_task, fixed_batch, run_checks
 
 REPO = Path(__file__).resolve().parents[1]
 

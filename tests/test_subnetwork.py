@@ -17,7 +17,7 @@ from benchmark.core import config as C
 from benchmark.data.base import Dataset, Split
 from benchmark.data.device import DeviceData
 from benchmark.methods import ensemble_loss, Task
-from benchmark.methods.catalogue import get_method
+from benchmark.catalogue.methods import get_method
 from benchmark.runner import Environment, RunContext, run_id_of
 
 M = 4

@@ -18,7 +18,7 @@ from benchmark import sweep as S
 from benchmark.core import config as C
 from benchmark.methods import Method, StageContext, register_method
 from benchmark.methods.base import METHODS
-from benchmark.methods.catalogue import load_methods
+from benchmark.catalogue.methods import load_methods
 from benchmark.runner import Environment, run_experiment, run_id_of
 from tests.conftest import write_cifar_archive
 

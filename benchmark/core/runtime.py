@@ -62,7 +62,7 @@ class StopFlag:
         self._set = False
         self.reason = ""
         self.signum: int | None = None
-        # True while a CheckpointableCall's handlers own SIGTERM/SIGUSR2 (benchmark.slurm_job):
+        # True while a CheckpointableCall's handlers own SIGTERM/SIGUSR2 (benchmark.sweep.slurm_job):
         # ``stop_on_signals`` then leaves them alone instead of replacing them.
         self.signals_installed = False
 
@@ -139,7 +139,7 @@ class Environment:
     resume: bool = False
     progress: bool = True
     log: Callable[[str], None] = print
-    stop: StopFlag = field(default_factory=StopFlag)  # anything with is_set() and reason (e.g. slurm_job.STOP_REQUESTED)
+    stop: StopFlag = field(default_factory=StopFlag)  # anything with is_set() and reason (e.g. benchmark.sweep.slurm_job.STOP_REQUESTED)
     # Data-parallel training over several processes (a benchmark.training.distributed.DistContext); None: one
     # process. Only its main rank writes checkpoints, final weights and records.
     dist: Any = None

@@ -1,5 +1,5 @@
-"""The method contract (:mod:`benchmark.methods.base`) and the catalogue of registered methods
-(:mod:`benchmark.methods.catalogue`: the built-in ``baselines`` and ``mimo``, and plug-ins).
+"""The method contract (:mod:`benchmark.methods.base`). The catalogue of registered methods (the
+built-in ``baselines`` and ``mimo``, and plug-ins) is :mod:`benchmark.catalogue`, above them.
 
 This package re-exports the contract, so a method module writes
 ``from benchmark.methods import Method, register_method``; it imports no method itself.

@@ -11,7 +11,7 @@ only on that shape. A method differs only in
 Adding a method is one module that subclasses :class:`Method` and registers it
 with ``@register_method("name")``, plus one config entry in a suite; nothing in
 the harness changes. This module imports no method: the catalogue
-(:mod:`benchmark.methods.catalogue`) loads the built-in ones (``baselines``, ``mimo``) and
+(:mod:`benchmark.catalogue`) loads the built-in ones (``baselines``, ``mimo``) and
 the user's plug-ins.
 
 The network a method builds is an ``nn.Module`` whose ``forward(x)`` takes a batch

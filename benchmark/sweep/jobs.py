@@ -15,7 +15,7 @@ from ..core import config as C
 from ..core.io import atomic_write_json
 from ..core.runtime import Environment, StopRequested, select_device, stop_on_signals
 from ..data.base import load_dataset
-from ..methods.plugins import ENV_VAR as PLUGINS_VARIABLE  # PLURES_PLUGINS
+from ..catalogue.plugins import ENV_VAR as PLUGINS_VARIABLE  # PLURES_PLUGINS
 from ..records import utc_now
 from ..runner import RunContext, member_config, run_experiment, run_id_of
 from ..training.distributed import DistContext

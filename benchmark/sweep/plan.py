@@ -27,8 +27,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..core import config as C
 from ..methods.base import Method
-from ..methods.catalogue import build_method
-from ..methods.plugins import ENV_VAR as PLUGINS_VARIABLE  # PLURES_PLUGINS
+from ..catalogue.methods import build_method
+from ..catalogue.plugins import ENV_VAR as PLUGINS_VARIABLE  # PLURES_PLUGINS
 from ..runner import StageContextBase, member_config, run_id_of
 from .spec import Sweep
 

@@ -35,7 +35,7 @@ from ..data.device import DeviceData
 from ..evaluation.cost import latency_ms_per_example
 from ..evaluation.evaluate import evaluate
 from ..methods.base import Task, ensemble_loss
-from ..methods.catalogue import get_method, method_names
+from ..catalogue.methods import get_method, method_names
 from ..records import provenance, utc_now
 from ..training.train import to_channels_last
 

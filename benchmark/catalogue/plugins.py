@@ -2,7 +2,7 @@
 
 A plug-in is an ordinary module that subclasses :class:`~benchmark.methods.Method` and decorates it
 with ``@register_method("name")``. It is loaded (after the built-in methods, by
-:func:`benchmark.methods.catalogue.load_methods`) when
+:func:`benchmark.catalogue.methods.load_methods`) when
 
 - its module is named in the environment variable ``PLURES_PLUGINS`` (comma-separated module
   names, importable from ``sys.path`` / ``PYTHONPATH``), or
@@ -27,7 +27,7 @@ from importlib import metadata
 from typing import Any, Callable
 
 from ..core.registry import DuplicateNameError
-from .base import METHODS
+from ..methods.base import METHODS
 
 ENV_VAR = "PLURES_PLUGINS"
 ENTRY_POINT_GROUP = "plures.methods"

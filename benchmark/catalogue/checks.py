@@ -25,8 +25,8 @@ from torch import nn
 
 from ..core.registry import unknown
 from ..core.runtime import make_generator
-from .base import EvalVariant, Method, Task, combine, ensemble_loss
-from .catalogue import get_method
+from ..methods.base import EvalVariant, Method, Task, combine, ensemble_loss
+from .methods import get_method
 
 BATCH = 12  # images in the fixed batch
 SGD_LR = 0.02  # the step size of the one-step check

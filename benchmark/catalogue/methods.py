@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .base import METHODS, Method, Task
+from ..methods.base import METHODS, Method, Task
 from .plugins import import_plugin, load_plugins
 
 
 def load_methods(extra_plugins: Sequence[str] = (), source: str = "the caller") -> None:
     """Import the modules that register methods (idempotent): the built-in ``baselines`` and
     ``mimo``, then the plug-ins (``PLURES_PLUGINS``, the ``plures.methods`` entry points, and the
-    modules ``extra_plugins``, named by ``source``); see :mod:`benchmark.methods.plugins`."""
+    modules ``extra_plugins``, named by ``source``); see :mod:`benchmark.catalogue.plugins`."""
     import baselines  # noqa: F401  (registers on import)
     import mimo  # noqa: F401
 
