@@ -25,6 +25,7 @@ from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
 from .core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, Environment, StopRequested, hash_seed, select_device, stop_on_signals
 from .data.base import Dataset, check_ood_names, dataset_spec, load_dataset
+from .data.corrupted.base import corrupted_source
 from .evaluation.cost import measure_cost, peak_memory_mb
 from .evaluation.evaluate import evaluate
 from .evaluation.ood import evaluate_ood
@@ -185,7 +186,9 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     # Bad method / backbone / dataset / OOD names fail here, before any data is read.
     get_method(resolved["run"]["method"])
     BACKBONES.get(resolved["run"]["backbone"])
-    dataset_spec(resolved["run"]["dataset"])
+    spec = dataset_spec(resolved["run"]["dataset"])
+    if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training
+        corrupted_source(spec.corrupted_source(resolved["eval"]["corruptions"]))
     check_ood_names(list(resolved["eval"]["ood"]))
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)

@@ -102,11 +102,12 @@ def test_a_registered_metric_is_computed_summarised_and_recorded(registered, tin
     assert summary["cTop2"] == pytest.approx(np.mean([c["1"]["top2"] for c in rec["metrics"]["corrupted"]["per"].values()]))
 
 
-def test_a_corruption_kind_the_dataset_lacks_is_named(registered, tiny_run_config, tmp_path: Path) -> None:
+def test_a_corruption_kind_the_dataset_lacks_fails_before_anything_runs(registered, tiny_run_config, tmp_path: Path) -> None:
     spec = DATASETS.get(TOY)
     DATASETS._items[TOY] = DatasetSpec(**{**spec.__dict__, "corrupted": {"regenerated": "cifar-c-regenerated"}})
-    with pytest.raises(ValueError, match=r"eval.corruptions = 'official' is not available for dataset 'toy-arrays'; valid choices: none, regenerated"):
+    with pytest.raises(C.ConfigError, match=r"eval.corruptions = 'official' is not available for dataset 'toy-arrays'; valid choices: none, regenerated"):
         _run(tmp_path, tiny_run_config, corruptions="official")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()  # no record, nothing trained
 
 
 def test_a_registered_plot_joins_every_block(tmp_path: Path) -> None:

@@ -202,8 +202,10 @@ class DatasetSpec:
         key = kind if kind in ("official", "regenerated") else "official"
         sources = self.corrupted or {}
         if key not in sources:
+            from ..core.config import ConfigError
+
             where = f"a folder path ({kind!r})" if key != kind else repr(kind)
-            raise ValueError(f"eval.corruptions = {where} is not available for dataset {self.name!r}; "
+            raise ConfigError(f"eval.corruptions = {where} is not available for dataset {self.name!r}; "
                              f"valid choices: none{''.join(', ' + k for k in sorted(sources))}{', or a folder path' if 'official' in sources else ''}")
         return sources[key]
 
