@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data.base import base as D
-from benchmark.data.base import device as DV
+from benchmark.data import base as D
+from benchmark.data import device as DV
 from benchmark.data.datasets import cifar as CF
 from tests.conftest import CIFAR10_CLASSES, write_cifar_archive, write_image_folder
 
