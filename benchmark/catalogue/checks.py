@@ -1,7 +1,7 @@
 """The method contract as checks that any registered method (built-in or plug-in) must pass.
 
-Each check takes a method class, a :class:`Task` and the method's options, runs the method on a
-fixed random batch on the CPU, and returns a short description of what it saw; a violation raises
+Each check takes a method class, a :class:`Task` and the method's options (and, by keyword, a
+device: the CPU unless told), runs the method on a fixed random batch on that device, and returns a short description of what it saw; a violation raises
 ``AssertionError`` with a message that says what was expected. :func:`run_checks` runs them all and
 returns ``(check name, passed, message)`` rows. The tests (``tests/test_methods_contract.py``) and
 ``python -m benchmark check-method NAME`` use them.
@@ -10,10 +10,15 @@ The checks: member logits ``[M, B, K]`` for every eval variant, with M its decla
 combination is the mean of the member probabilities; the training targets' first axis is
 ``method.members`` and the network's training logits match them; the training loss is a finite
 scalar; one SGD step lowers it on a fixed batch; an unknown option fails and lists the valid ones.
+
+:data:`DEVICE_CHECKS` (run when named, e.g. on a GPU by ``benchmark.tools.gpu_check``) add a
+training step under bf16 autocast, channels-last layouts (the same logits as the default layout,
+finite gradients) and evaluation under the run's precision (every variant, no gradients).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -40,11 +45,12 @@ def contract_task(backbone: str = "resnet8", backbone_options: dict[str, Any] | 
     return Task(num_classes=num_classes, backbone=backbone, backbone_options=options, image_size=image_size)
 
 
-def fixed_batch(task: Task, n: int = BATCH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed random batch: images ``[n, C, H, W]`` and labels ``[n]``."""
+def fixed_batch(task: Task, n: int = BATCH, seed: int = 0, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random batch (drawn on the CPU, then moved to ``device``): images ``[n, C, H, W]`` and labels ``[n]``."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, task.in_channels, task.image_size, task.image_size, generator=g)
-    return x, torch.randint(0, task.num_classes, (n,), generator=g)
+    y = torch.randint(0, task.num_classes, (n,), generator=g)
+    return x.to(device), y.to(device)
 
 
 class CheckResult(NamedTuple):
@@ -54,24 +60,27 @@ class CheckResult(NamedTuple):
 
 
 @contextmanager
-def _seeded(seed: int = 0) -> Iterator[None]:
-    """Seed torch's global generator (initialisation, dropout masks), restoring it afterwards."""
-    with torch.random.fork_rng(devices=[]):
+def _seeded(seed: int = 0, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Seed torch's generators (initialisation, dropout masks; the CPU's and ``device``'s), restoring them afterwards."""
+    device = torch.device(device)
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):
         torch.manual_seed(seed)
         yield
 
 
-def _built(cls: type[Method], task: Task, options: dict[str, Any]) -> tuple[Method, nn.Module]:
+def _built(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> tuple[Method, nn.Module]:
+    """The method and its network, initialised on the CPU (the same weights on every device), moved to ``device``."""
     method = cls.from_config(dict(options), task)
-    return method, method.build()
+    return method, method.build().to(device)
 
 
 def _training_batch(method: Method, x: torch.Tensor, y: torch.Tensor) -> tuple[Any, torch.Tensor]:
-    return method.training_batch(x, y, make_generator(torch.device("cpu"), "contract", 0))
+    return method.training_batch(x, y, make_generator(x.device, "contract", 0))
 
 
 def _train_loss(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    with _seeded(0):  # the same dropout masks on every call
+    with _seeded(0, x.device):  # the same dropout masks on every call
         inputs, targets = _training_batch(method, x, y)
         return ensemble_loss(model(inputs), targets)
 
@@ -80,12 +89,12 @@ def _label(label: str) -> str:
     return repr(label) if label else "(default)"
 
 
-def _variant_logits(cls: type[Method], task: Task, options: dict[str, Any]) -> list[tuple[EvalVariant, torch.Tensor]]:
+def _variant_logits(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> list[tuple[EvalVariant, torch.Tensor]]:
     """Each eval variant of a freshly built network, with its eval-mode logits on the fixed batch."""
     out = []
-    with _seeded(0):
-        method, model = _built(cls, task, options)
-        x, _ = fixed_batch(task)
+    with _seeded(0, device):
+        method, model = _built(cls, task, options, device)
+        x, _ = fixed_batch(task, device=device)
         variants = method.eval_variants(model)
         assert variants, "eval_variants() returned no variant"
         assert variants[0].members == method.test_members(), (
@@ -97,11 +106,11 @@ def _variant_logits(cls: type[Method], task: Task, options: dict[str, Any]) -> l
     return out
 
 
-def check_member_logits(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+def check_member_logits(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
     """Every eval variant returns member logits ``[M, B, K]``, M its declared members, and
     declares at least one forward pass."""
     seen = []
-    for v, logits in _variant_logits(cls, task, options):
+    for v, logits in _variant_logits(cls, task, options, device):
         shape = list(logits.shape)
         assert logits.dim() == 3 and shape[1:] == [BATCH, task.num_classes], (
             f"variant {_label(v.label)}: logits of shape {shape} for {BATCH} images of {task.num_classes} classes; expected [M, {BATCH}, {task.num_classes}]")
@@ -111,10 +120,10 @@ def check_member_logits(cls: type[Method], task: Task, options: dict[str, Any]) 
     return "logits " + ", ".join(seen)
 
 
-def check_combination(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+def check_combination(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
     """``combine`` of every variant's logits is the mean of the member probabilities, a distribution."""
     worst = 0.0
-    for v, logits in _variant_logits(cls, task, options):
+    for v, logits in _variant_logits(cls, task, options, device):
         probs = combine(logits).exp()
         expected = torch.softmax(logits.double(), -1).mean(0).to(probs.dtype)
         error = (probs - expected).abs().max().item()
@@ -127,13 +136,13 @@ def check_combination(cls: type[Method], task: Task, options: dict[str, Any]) ->
     return f"mean of member probabilities (max deviation {worst:.1e})"
 
 
-def check_training_targets(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+def check_training_targets(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
     """``training_batch`` gives targets ``[M, B']`` with M = ``method.members``, and the network's
     training logits are ``[M, B', K]``."""
-    with _seeded(0):
-        method, model = _built(cls, task, options)
+    with _seeded(0, device):
+        method, model = _built(cls, task, options, device)
         model.train()
-        x, y = fixed_batch(task)
+        x, y = fixed_batch(task, device=device)
         inputs, targets = _training_batch(method, x, y)
         assert targets.dim() == 2, f"training targets of shape {list(targets.shape)}; expected [M, B'] with M = members = {method.members}"
         assert targets.shape[0] == method.members, (
@@ -144,24 +153,24 @@ def check_training_targets(cls: type[Method], task: Task, options: dict[str, Any
     return f"targets {list(targets.shape)}, logits {list(logits.shape)}"
 
 
-def check_loss_finite(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+def check_loss_finite(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
     """The shared training loss of a freshly built network is a finite scalar."""
-    with _seeded(0):
-        method, model = _built(cls, task, options)
+    with _seeded(0, device):
+        method, model = _built(cls, task, options, device)
         model.train()
-        x, y = fixed_batch(task)
+        x, y = fixed_batch(task, device=device)
         loss = _train_loss(method, model, x, y)
     assert loss.dim() == 0, f"the loss has shape {list(loss.shape)}; expected a scalar"
     assert math.isfinite(loss.item()), f"the loss is {loss.item()}"
     return f"loss {loss.item():.4f}"
 
 
-def check_sgd_step(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+def check_sgd_step(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
     """One SGD step (no weight decay, the method's parameter groups) lowers the loss on a fixed batch."""
-    with _seeded(0):
-        method, model = _built(cls, task, options)
+    with _seeded(0, device):
+        method, model = _built(cls, task, options, device)
         model.train()
-        x, y = fixed_batch(task)
+        x, y = fixed_batch(task, device=device)
         opt = torch.optim.SGD(method.param_groups(model, 0.0), lr=SGD_LR)
         before = _train_loss(method, model, x, y)
         opt.zero_grad()
@@ -173,7 +182,7 @@ def check_sgd_step(cls: type[Method], task: Task, options: dict[str, Any]) -> st
     return f"loss {before.item():.4f} -> {after.item():.4f}"
 
 
-def check_unknown_option(cls: type[Method], task: Task, options: dict[str, Any]) -> str:
+def check_unknown_option(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:  # noqa: ARG001 - no tensors
     """An unknown option raises ``ValueError`` that names it and lists every valid option."""
     try:
         cls.from_config({**options, BOGUS_OPTION: 1}, task)
@@ -189,7 +198,100 @@ def check_unknown_option(cls: type[Method], task: Task, options: dict[str, Any])
     return f"lists {', '.join(sorted(valid))}"
 
 
-CHECKS: dict[str, Callable[[type[Method], Task, dict[str, Any]], str]] = {
+def _channels_last(model: nn.Module) -> nn.Module:
+    """Every 4-D parameter and buffer in channels-last layout (what training does with ``channels_last``)."""
+    return model._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+
+
+def _autocast(precision: str, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def _finite_grads(model: nn.Module) -> int:
+    """The number of parameters with a gradient; raises if any gradient is not finite."""
+    with_grad = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+    bad = [n for n, g in with_grad if not bool(torch.isfinite(g).all())]
+    assert not bad, f"non-finite gradients in {bad[:3]}"
+    assert with_grad, "no parameter received a gradient"
+    return len(with_grad)
+
+
+def check_bf16_autocast(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
+    """A training step under bf16 autocast: logits ``[M, B', K]``, a finite loss and finite gradients,
+    and a loss within 0.1 (relative) of the float32 loss on the same weights and masks."""
+    device = torch.device(device)
+    with _seeded(0, device):
+        method, model = _built(cls, task, options, device)
+        model.train()
+        x, y = fixed_batch(task, device=device)
+        reference = _train_loss(method, model, x, y).item()
+        with _seeded(0, device):
+            inputs, targets = _training_batch(method, x, y)
+            with _autocast("bf16", device):
+                logits = model(inputs)
+        assert list(logits.shape) == [*targets.shape, task.num_classes], f"bf16 training logits of shape {list(logits.shape)}"
+        loss = ensemble_loss(logits, targets)
+        assert math.isfinite(loss.item()), f"the bf16 loss is {loss.item()}"
+        loss.backward()
+        grads = _finite_grads(model)
+    gap = abs(loss.item() - reference) / max(abs(reference), 1e-6)
+    assert gap <= 0.1, f"bf16 loss {loss.item():.4f} differs from the float32 loss {reference:.4f} by {gap:.1%}"
+    return f"loss {loss.item():.4f} (fp32 {reference:.4f}), {grads} finite gradients"
+
+
+def check_channels_last(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
+    """Channels-last weights and inputs give the default layout's training logits (float32, within
+    1e-3 relative; for a stochastic forward, logits of the same shape) and finite gradients."""
+    device = torch.device(device)
+    worst = 0.0
+    with _seeded(0, device):
+        method, model = _built(cls, task, options, device)
+        x, y = fixed_batch(task, device=device)
+        model.train()
+        with _seeded(0, device):
+            inputs, _ = _training_batch(method, x, y)
+            reference = model(inputs).detach()
+        with _seeded(1, device):  # another seed: does the training forward draw masks (dropout)?
+            stochastic = not torch.equal(model(inputs).detach(), reference)
+        _channels_last(model)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        with _seeded(0, device):
+            inputs, targets = _training_batch(method, x_cl, y)
+            logits = model(inputs)
+        worst = max(worst, ((logits.detach() - reference).norm() / reference.norm().clamp_min(1e-12)).item())
+        ensemble_loss(logits, targets).backward()
+        grads = _finite_grads(model)
+    if stochastic:  # masks are drawn in memory order, so a layout draws other masks: shapes and gradients only
+        return f"stochastic training forward (masks depend on the layout): logits {list(logits.shape)}, {grads} finite gradients"
+    assert worst <= 1e-3, f"channels-last training logits differ from the default layout's by {worst:.2e} (relative)"
+    return f"training logits within {worst:.1e} of the default layout, {grads} finite gradients"
+
+
+def check_evaluation(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu", precision: str = "bf16") -> str:
+    """Every eval variant in eval mode, without gradients, under ``precision`` autocast and channels-last:
+    member logits ``[M, B, K]`` and combined probabilities that form a finite distribution."""
+    device = torch.device(device)
+    seen = []
+    with _seeded(0, device), torch.no_grad():
+        method, model = _built(cls, task, options, device)
+        _channels_last(model)
+        x, _ = fixed_batch(task, device=device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        for v in method.eval_variants(model):
+            v.network.eval()
+            with _autocast(precision, device):
+                logits = v.network(x)
+            assert list(logits.shape) == [v.members, BATCH, task.num_classes], (
+                f"variant {_label(v.label)}: {precision} eval logits of shape {list(logits.shape)}; expected {[v.members, BATCH, task.num_classes]}")
+            probs = combine(logits.float()).exp()
+            assert bool(torch.isfinite(probs).all()), f"variant {_label(v.label)}: non-finite probabilities under {precision}"
+            total = (probs.sum(-1) - 1).abs().max().item()
+            assert total <= 1e-4, f"variant {_label(v.label)}: combined probabilities sum to 1 +- {total:.3g}"
+            seen.append(f"{_label(v.label)} {list(logits.shape)}")
+    return f"{precision} eval " + ", ".join(seen)
+
+
+CHECKS: dict[str, Callable[..., str]] = {
     "member-logits": check_member_logits,
     "combination": check_combination,
     "training-targets": check_training_targets,
@@ -198,25 +300,36 @@ CHECKS: dict[str, Callable[[type[Method], Task, dict[str, Any]], str]] = {
     "unknown-option": check_unknown_option,
 }
 
+# Run when named (``run_checks(..., checks=ALL_CHECKS)``): what a GPU adds to the contract.
+DEVICE_CHECKS: dict[str, Callable[..., str]] = {
+    "bf16-autocast": check_bf16_autocast,
+    "channels-last": check_channels_last,
+    "evaluation": check_evaluation,
+}
+
+ALL_CHECKS: list[str] = [*CHECKS, *DEVICE_CHECKS]
+
 
 def run_checks(method: str | type[Method], task: Task | None = None, options: dict[str, Any] | None = None,
-               checks: list[str] | None = None) -> list[CheckResult]:
-    """Run the contract checks (default: all) on a method (a registered name or a class).
+               checks: list[str] | None = None, device: torch.device | str = "cpu") -> list[CheckResult]:
+    """Run the contract checks (default: those of :data:`CHECKS`; :data:`DEVICE_CHECKS` when named)
+    on a method (a registered name or a class), on ``device`` (default: the CPU).
 
     Options that the method rejects raise ``ValueError`` before any check runs; a check that
     fails, or crashes, gives a row with ``passed=False`` and the reason.
     """
+    known = {**CHECKS, **DEVICE_CHECKS}
     cls = get_method(method) if isinstance(method, str) else method
     task = task or contract_task()
     options = dict(options or {})
-    bad = [name for name in checks or [] if name not in CHECKS]
+    bad = [name for name in checks or [] if name not in known]
     if bad:
-        raise unknown("contract check", bad[0], list(CHECKS))
+        raise unknown("contract check", bad[0], list(known))
     cls.from_config(dict(options), task)  # bad options are the caller's error, not the method's
     results = []
     for name in checks or list(CHECKS):
         try:
-            results.append(CheckResult(name, True, CHECKS[name](cls, task, options)))
+            results.append(CheckResult(name, True, known[name](cls, task, options, device=device)))
         except AssertionError as exc:
             results.append(CheckResult(name, False, str(exc) or "assertion failed"))
         except Exception as exc:  # a crash in build, forward or the step is a failure of the method
