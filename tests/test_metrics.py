@@ -360,6 +360,7 @@ def test_out_of_range_targets_raise():
         acc.compute()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_accumulator_update_does_not_sync_on_cuda():
     logits, y = _make(3, 256, 10, seed=14, dtype=torch.float32)
