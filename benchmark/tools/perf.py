@@ -355,6 +355,29 @@ def render_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def perf_result(device: torch.device, methods: list[str], backbone: str, backbone_options: dict, batch: int, precision: str,
+                channels_last: bool, repeats: int, large_batch: int, log: Callable[[str], None], *, compile: bool = False,
+                corrupted_images: int = 0, peers: bool = False, peer_batch: int = 32, generation_images: int = 0,
+                matmul: dict[str, float] | None = None) -> dict[str, Any]:
+    """One perf record (what ``main`` writes and ``render_table`` renders); ``matmul``: a ceiling
+    measured elsewhere (e.g. at a size that fills a GPU), else measured here at n=2048."""
+    result: dict[str, Any] = {"created": utc_now(), "device": str(device), "provenance": provenance(str(device)), "backbone": backbone,
+                              "backbone_options": backbone_options, "batch": batch, "precision": precision, "channels_last": channels_last,
+                              "repeats": repeats, "platform": platform.platform()}
+    result["matmul"] = matmul or matmul_flops_per_second(device, precision)
+    result["compile"] = compile
+    result["methods"] = measure_methods(methods, backbone, backbone_options, batch, precision, channels_last, device, repeats, large_batch, log,
+                                        compile=compile)
+    if corrupted_images:
+        result["corrupted_rate"] = measure_corrupted_rate(backbone, backbone_options, precision, channels_last, device, corrupted_images,
+                                                          max(3, repeats // 2), log)
+    if peers:
+        result["peers"] = measure_peers(peer_batch, precision, channels_last, device, repeats, log)
+    if generation_images:
+        result["generation"] = measure_generation(generation_images, log)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmark perf", description=__doc__.split("\n")[0])
     p.add_argument("--methods", default="", help=f"comma-separated (default: all registered: {', '.join(method_names())})")
@@ -386,19 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"unknown method(s) {unknown}; valid choices: {', '.join(method_names())}")
     opts = {"width": args.width} if args.width else {}
     log = lambda m: print(m, flush=True)  # noqa: E731
-    result: dict[str, Any] = {"created": utc_now(), "device": str(device), "provenance": provenance(str(device)), "backbone": args.backbone,
-                              "backbone_options": opts, "batch": args.batch, "precision": args.precision, "channels_last": args.channels_last,
-                              "repeats": args.repeats, "platform": platform.platform()}
-    result["matmul"] = matmul_flops_per_second(device, args.precision)
-    result["compile"] = args.compile
-    result["methods"] = measure_methods(methods, args.backbone, opts, args.batch, args.precision, args.channels_last, device, args.repeats,
-                                        args.large_batch, log, compile=args.compile)
-    if args.corrupted_images:
-        result["corrupted_rate"] = measure_corrupted_rate(args.backbone, opts, args.precision, args.channels_last, device, args.corrupted_images, max(3, args.repeats // 2), log)
-    if args.peers:
-        result["peers"] = measure_peers(args.peer_batch, args.precision, args.channels_last, device, args.repeats, log)
-    if args.generation_images:
-        result["generation"] = measure_generation(args.generation_images, log)
+    result = perf_result(device, methods, args.backbone, opts, args.batch, args.precision, args.channels_last, args.repeats, args.large_batch,
+                         log, compile=args.compile, corrupted_images=args.corrupted_images, peers=args.peers, peer_batch=args.peer_batch,
+                         generation_images=args.generation_images)
     tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "") + ("-compiled" if args.compile else "") + ("-system-alloc" if allocator["requested"] == "system" else "")
     atomic_write_json(args.out / f"perf-{tag}.json", result)
     table = render_table(result)
