@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
@@ -53,12 +56,8 @@ class TrainConfig:
     nan_check_every: int = 50
 
     def validate(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; valid choices: {', '.join(PRECISIONS)}")
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ValueError(f"epochs must be >= 0 and batch_size >= 1, got {self.epochs} and {self.batch_size}")
+        """Every field's type and range (:func:`check_section`); a bad one raises ConfigError naming it."""
+        check_section("train", dataclasses.asdict(self))
 
 
 @dataclass
@@ -97,6 +96,109 @@ FREE_SECTIONS = ("method", "backbone")  # validated by the method / backbone the
 
 class ConfigError(ValueError):
     """A config key or value that is not valid; the message lists the valid choices."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks: the dataclass field's type, and a range or choices where one is meaningful
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check beyond the type: ``ok(value)`` must hold; ``text`` says what is expected."""
+
+    ok: Callable[[Any], bool]
+    text: str
+
+
+def at_least(low: float) -> Rule:
+    return Rule(lambda v: v >= low, f">= {low:g}")
+
+
+def above(low: float) -> Rule:
+    return Rule(lambda v: v > low, f"> {low:g}")
+
+
+def between(low: float, high: float, *, high_open: bool = False) -> Rule:
+    if high_open:
+        return Rule(lambda v: low <= v < high, f"in [{low:g}, {high:g})")
+    return Rule(lambda v: low <= v <= high, f"in [{low:g}, {high:g}]")
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(lambda v: v in choices, f"valid choices: {', '.join(choices)}")
+
+
+NON_EMPTY = Rule(lambda v: bool(v.strip()), "a non-empty string")
+
+# (section, key) -> the rule for the value (for a list field: for each element). Names of methods,
+# datasets, backbones, corrupted sets and OOD sets are checked against their registries by the runner.
+RULES: dict[tuple[str, str], Rule] = {
+    ("run", "method"): NON_EMPTY, ("run", "dataset"): NON_EMPTY, ("run", "backbone"): NON_EMPTY, ("run", "suite"): NON_EMPTY,
+    ("run", "seed"): at_least(0),
+    ("train", "epochs"): at_least(0), ("train", "batch_size"): at_least(1), ("train", "lr"): above(0),
+    ("train", "momentum"): between(0, 1, high_open=True), ("train", "weight_decay"): at_least(0), ("train", "warmup_epochs"): at_least(0),
+    ("train", "schedule"): one_of(SCHEDULES), ("train", "milestones"): at_least(0), ("train", "gamma"): above(0),
+    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0),
+    ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,
+    ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
+    ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),
+    ("data", "val_size"): at_least(0),
+}
+
+_TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string"}
+
+
+def _type_ok(value: Any, kind: type) -> bool:
+    """Booleans, integers and numbers kept apart: an integer is a valid number, a boolean is neither."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _expected(kind: type, rule: Rule | None) -> str:
+    """``an integer >= 0``, ``a string; valid choices: fp32, bf16``, ``a non-empty string``."""
+    text = _TYPE_NAMES.get(kind, kind.__name__)
+    if rule is NON_EMPTY:
+        return rule.text
+    if rule is None:
+        return text
+    return f"{text}; {rule.text}" if rule.text.startswith("valid choices") else f"{text} {rule.text}"
+
+
+def check_value(section: str, key: str, value: Any, annotation: Any) -> None:
+    """Raise ConfigError if ``value`` is not of the field's type (``int``, ``float``, ``bool``,
+    ``str``, ``list[...]``, ``... | None``) or breaks its rule in :data:`RULES` (for a list: each element's)."""
+    rule = RULES.get((section, key))
+    optional = False
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        optional = type(None) in typing.get_args(annotation)
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if optional and value is None:
+        return
+    where = f"{section}.{key} = {value!r} is not valid"
+    suffix = " (or absent for the default)" if optional else ""
+    if typing.get_origin(annotation) is list:
+        kind = typing.get_args(annotation)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, each element {_expected(kind, rule)}{suffix}")
+        for item in value:
+            if not _type_ok(item, kind) or (rule is not None and not rule.ok(item)):
+                raise ConfigError(f"{where}: element {item!r} is not {_expected(kind, rule)}")
+        return
+    if not _type_ok(value, annotation) or (rule is not None and not rule.ok(value)):
+        raise ConfigError(f"{where}: expected {_expected(annotation, rule)}{suffix}")
+
+
+def check_section(name: str, values: dict[str, Any]) -> None:
+    """Check every value of section ``name`` against its dataclass field type and rule."""
+    hints = typing.get_type_hints(SECTIONS[name])
+    for key, value in values.items():
+        if key in hints:
+            check_value(name, key, value, hints[key])
 
 
 def _check_table(name: str, table: Any, where: str) -> None:
@@ -163,7 +265,8 @@ def load_toml(path: Path | str) -> dict[str, Any]:
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
-    """Fill every known section with its defaults, so a record stores the complete config."""
+    """Fill every known section with its defaults, so a record stores the complete config, and check
+    every value's type and range (ConfigError naming the key, the value and what is expected)."""
     validate_run_config(config)
     out = {}
     for name, cls in SECTIONS.items():
@@ -171,6 +274,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
             out[name] = dataclasses.asdict(cls(**config.get(name, {})))
         except TypeError as exc:
             raise ConfigError(f"[{name}]: {exc}") from None
+        check_section(name, out[name])
     for name in FREE_SECTIONS:
         out[name] = dict(config.get(name, {}))
     return out
