@@ -118,7 +118,9 @@ def cmd_leaderboard(p: argparse.ArgumentParser):
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
+        from .leaderboard.write import check_arguments
 
+        check_arguments(args.results_dir, args.suite or None)  # a missing folder or a suite without records: exit 2
         for path in write_leaderboards(args.results_dir, args.out, suites=args.suite or None):
             print(f"leaderboard: {path}")
         return 0
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     from .core.runtime import StopRequested
     from .catalogue.plugins import PluginError
     from .training.train import NonFiniteLossError
+    from .core.io import DiskFullError
+    from .runner import RunLockedError
 
     try:
         tune_host_allocator()  # large CPU tensors from the heap, not fresh mappings (benchmark/allocator.py)
@@ -232,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (C.ConfigError, DataError, RecordError, UnknownNameError, PluginError, NonFiniteLossError, ValueError, FileExistsError) as exc:
+    except (C.ConfigError, DataError, RecordError, UnknownNameError, PluginError, NonFiniteLossError, ValueError, FileExistsError,
+            RunLockedError, DiskFullError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Run records: one immutable JSON file per run, the source of truth of every published number.
 
 A record holds identity (method, variant, dataset, backbone, members, seed, the resolved config),
-provenance (git commit and dirty flag, versions, device), data (which data: official, regenerated
+provenance (git commit and dirty flag, versions, device, the method modules' content hashes), data (which data: official, regenerated
 or a JPEG copy), cost, metrics (clean, per corruption and severity, per member, diversity) and a
 schema version. Floats are stored at full precision; rounding happens only in rendered tables.
 
@@ -12,6 +12,7 @@ Records are written atomically and never overwritten: a rerun writes a new file
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import platform
 import socket
@@ -19,7 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .core.io import atomic_write_json
 
@@ -39,9 +40,17 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("benchmark", "baselines", "mimo")  # an untracked file under these makes the checkout dirty
+
+
 def git_state(cwd: Path | None = None) -> dict[str, Any]:
-    """The commit and dirty flag of the checkout holding this package (``None`` outside git)."""
-    cwd = cwd or Path(__file__).resolve().parent.parent
+    """The commit and dirty flag of the checkout holding this package (``None`` outside git).
+
+    Dirty: a tracked file differs from the commit, or an untracked (not ignored) file lies under
+    one of :data:`PACKAGES` (a new method module, say); ``git_untracked`` lists those files.
+    """
+    cwd = cwd or REPO_ROOT
 
     def git(*args: str) -> str | None:
         try:
@@ -52,10 +61,48 @@ def git_state(cwd: Path | None = None) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", *PACKAGES)
+    new_files = sorted(untracked.splitlines()) if untracked else []
+    dirty = None if status is None else bool(status) or bool(new_files)
+    return {"git_commit": commit, "git_dirty": dirty, "git_untracked": new_files}
 
 
-def provenance(device: str) -> dict[str, Any]:
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def module_provenance(classes: Iterable[type]) -> list[dict[str, Any]]:
+    """``{"module", "path", "sha256"}`` of the source file of each class's module and of its base
+    classes' modules (once each, in order): the code of the methods that ran. ``path`` is relative
+    to the checkout for files inside it (built-ins), absolute otherwise (plug-ins)."""
+    out: dict[str, dict[str, Any]] = {}
+    for cls in classes:
+        for klass in cls.__mro__:
+            name = klass.__module__
+            if name in out or name in ("builtins", "abc", "typing"):
+                continue
+            file = getattr(sys.modules.get(name), "__file__", None)
+            if not file:
+                continue
+            path = Path(file).resolve()
+            try:
+                shown = str(path.relative_to(REPO_ROOT))
+            except ValueError:
+                shown = str(path)
+            try:
+                digest = _sha256(path)
+            except OSError:
+                digest = None
+            out[name] = {"module": name, "path": shown, "sha256": digest}
+    return list(out.values())
+
+
+def provenance(device: str, method_classes: Iterable[type] = ()) -> dict[str, Any]:
+    """Git state, versions, device and host, and the method modules that ran (:func:`module_provenance`)."""
     import numpy
     import torch
 
@@ -76,7 +123,8 @@ def provenance(device: str) -> dict[str, Any]:
 
     dev["host_allocator"] = host_allocator_state()
     return {**git_state(), **dev, "torch": torch.__version__, "torchvision": tv, "numpy": numpy.__version__,
-            "python": platform.python_version(), "hostname": socket.gethostname(), "plures": __version__, "argv": list(sys.argv)}
+            "python": platform.python_version(), "hostname": socket.gethostname(), "plures": __version__, "argv": list(sys.argv),
+            "method_modules": module_provenance(method_classes)}
 
 
 def record_path(root: Path, suite: str, run_id: str, created: str) -> Path:

@@ -5,16 +5,26 @@ its stages through a :class:`RunContext`, evaluates the result (clean, and corru
 measures its cost and writes one record per evaluated variant. A failure writes a record marked
 ``failed`` with the error; a stop request (Ctrl-C, SIGTERM, preemption) leaves the checkpoints
 resumable and writes nothing.
+
+A bad config value, name or option fails before any data is read and writes nothing. While a run
+trains and evaluates it holds a lock (``run.lock`` in its checkpoint folder): a second process
+with the same run id fails at once, naming the holder. ``--resume`` on a run whose completed
+record exists says so and returns that record instead of evaluating again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
+import fcntl
 import hashlib
 import json
+import os
+import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -32,11 +42,13 @@ from .evaluation.ood import evaluate_ood
 from .evaluation.robustness import evaluate_corrupted
 from .methods.base import Method
 from .catalogue.methods import build_method as build_method_for, get_method
-from .records import provenance, utc_now, write_record
+from .records import load_records, provenance, utc_now, write_record
 from .training.train import fit, save_checkpoint, to_channels_last
 
-__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "RunContext", "StageContextBase", "build_method", "member_config",
-           "run_experiment", "run_id_of", "select_device"]
+__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "StageContextBase",
+           "build_method", "finished_records", "member_config", "run_experiment", "run_id_of", "run_lock", "select_device"]
+
+LOCK_NAME = "run.lock"
 
 
 def run_id_of(resolved: dict[str, Any]) -> str:
@@ -175,11 +187,70 @@ def _data_facts(data: Dataset) -> dict[str, Any]:
             "test_size": len(data.test), "val_size": len(data.val) if data.val is not None else 0, "num_classes": data.num_classes}
 
 
+class RunLockedError(RuntimeError):
+    """Another process holds the run's lock; the message names its pid and host."""
+
+
+def _lock_holder(path: Path) -> dict[str, Any]:
+    """The pid, host and start time the lock's holder wrote (it writes them right after locking)."""
+    for _ in range(20):
+        try:
+            holder = json.loads(path.read_text() or "{}")
+        except (OSError, ValueError):
+            holder = {}
+        if holder:
+            return holder
+        time.sleep(0.05)
+    return {}
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, run_id: str) -> Iterator[Path]:
+    """Hold an exclusive ``flock`` on ``folder/run.lock`` (created with the folder) while the block
+    runs; if another process holds it, raise :class:`RunLockedError` naming its pid and host.
+
+    The lock is the open file's, so it goes away with the process, also on SIGKILL; the file stays
+    (removing it could let a third process lock a new file while the second waits on the old one).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(path)
+            who = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
+            raise RunLockedError(f"run {run_id} is already running ({who}; lock {path}); wait for it to finish, or stop that "
+                                 f"process and continue with --resume") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
+                                 "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode())
+        os.fsync(fd)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def finished_records(results_dir: Path | str, checkpoint_dir: Path | str, resolved: dict[str, Any], run_id: str) -> list[Path]:
+    """The newest completed records (one per evaluated variant) of training run ``run_id`` in its
+    suite's folder, if its final weights are in ``checkpoint_dir`` (records of a training kept in
+    another checkpoint folder do not finish this one); else ``[]``."""
+    if not (Path(checkpoint_dir) / run_id / "final.pt").is_file():
+        return []
+    folder = Path(results_dir) / resolved["run"]["suite"]
+    return [Path(r["_path"]) for r in load_records(folder).records if r.get("training_run_id") == run_id]
+
+
 def run_experiment(config: dict[str, Any], env: Environment | None = None) -> list[Path]:
-    """Train and evaluate one run; returns the paths of the records written (one per eval variant)."""
+    """Train and evaluate one run; returns the paths of the records written (one per eval variant).
+
+    With ``env.resume``, a run whose completed record exists is not run again: its records are returned.
+    """
     env = env or Environment()
     tune_host_allocator()  # idempotent; also for runs started without the CLI (sweep jobs, notebooks)
-    resolved = C.resolve(config)
+    resolved = C.resolve(config)  # every value's type and range: a bad one fails here, nothing written
     run_id = run_id_of(resolved)
     device = select_device(env.device)
     env.log(f"run {run_id} on {device}")
@@ -190,11 +261,26 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training
         corrupted_source(spec.corrupted_source(resolved["eval"]["corruptions"]))
     check_ood_names(list(resolved["eval"]["ood"]))
+    # Data parallel: the main rank alone locks (the other ranks are the same run).
+    lock = run_lock(Path(env.checkpoint_dir) / run_id, run_id) if env.is_main else contextlib.nullcontext()
+    with lock:
+        if env.resume and env.is_main:
+            done = finished_records(env.results_dir, env.checkpoint_dir, resolved, run_id)
+            if done:
+                env.log(f"run {run_id} is finished: completed record {done[0]}" + (f" (and {len(done) - 1} more)" if len(done) > 1 else "")
+                        + "; nothing to resume (without --resume it is trained and evaluated again, into a new record)")
+                return done
+        return _train_and_record(resolved, run_id, device, env)
+
+
+def _train_and_record(resolved: dict[str, Any], run_id: str, device: torch.device, env: Environment) -> list[Path]:
+    """Load the data, run the method's stages, evaluate and write the records (a failure: a failed record)."""
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
     method = build_method(resolved, data)
     base = {"run_id": run_id, "config": resolved, "data": _data_facts(data)}
     started = utc_now()
+    ctx: RunContext | None = None
     try:
         train_data = data.train.on_device(data.mean, data.std, device)
         ctx = RunContext(resolved, run_id, data, train_data, env)
@@ -212,11 +298,24 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
         if not env.is_main:
             raise
         record = {**base, "status": "failed", "started": started, "identity": _identity(resolved, method, method.variant(), method.test_members()),
-                  "provenance": provenance(str(device)), "cost": {}, "metrics": {},
+                  "provenance": provenance(str(device), _method_classes(method, ctx)), "cost": {}, "metrics": {},
                   "error": {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}}
         path = write_record(env.results_dir, record)
         env.log(f"run {run_id} failed: {type(exc).__name__}: {exc}; record {path}")
         raise
+
+
+def _method_classes(method: Method, ctx: StageContextBase | None) -> list[type]:
+    """The classes of the method that ran and of its member runs' methods (for the record's provenance)."""
+    classes = [type(method)]
+    for member in ctx.members if ctx is not None else []:
+        try:
+            cls = get_method(member["method"])
+        except Exception:  # noqa: BLE001  (provenance never fails a run)
+            continue
+        if cls not in classes:
+            classes.append(cls)
+    return classes
 
 
 def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data: Dataset, resolved: dict[str, Any],
@@ -228,7 +327,7 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     test = data.test.on_device(data.mean, data.std, device)
     val = data.val.on_device(data.mean, data.std, device) if data.val is not None else None
     epochs_trained = sum(len(h) for h in ctx.history.values())
-    prov = provenance(str(device))  # one run, one provenance (git is asked once, not per variant)
+    prov = provenance(str(device), _method_classes(method, ctx))  # one run, one provenance (git is asked once, not per variant)
     paths = []
     if train_cfg.channels_last:  # networks assembled after training (e.g. the deep ensemble's) are not converted yet
         to_channels_last(model)

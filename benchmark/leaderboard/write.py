@@ -6,10 +6,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.io import atomic_write_text
+from ..records import load_records
 from .boards import SuiteBoard, load_boards
 from .page import write_page
 from .plots import write_block_plots
 from .render import render_csv, render_html, render_latex, render_markdown
+
+
+class LeaderboardArgumentError(ValueError):
+    """A records folder that does not exist or holds no records, or a suite without records; the
+    message names the value and the valid choices."""
+
+
+def check_arguments(results_dir: Path | str, suites: list[str] | None = None) -> list[str]:
+    """The suites that have records (completed or failed) under ``results_dir``; raise
+    :class:`LeaderboardArgumentError` if the folder is missing or empty, or if a suite of
+    ``suites`` has no records there (naming the suites that have)."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        what = "is not a folder" if results_dir.exists() else "does not exist"
+        raise LeaderboardArgumentError(f"--results-dir {results_dir} {what}; records are looked for there "
+                                       f"(<results-dir>/<suite>/<run id>__<time>.json, default results/runs)")
+    have = sorted({r["identity"]["suite"] for r in load_records(results_dir, include_failed=True).records})
+    if not have:
+        raise LeaderboardArgumentError(f"no run records under {results_dir} (looked for <suite>/<run id>__<time>.json); "
+                                       f"run a suite first (python -m benchmark bench quick) or pass --results-dir")
+    unknown = [s for s in suites or [] if s not in have]
+    if unknown:
+        raise LeaderboardArgumentError(f"no records of suite(s) {unknown} under {results_dir}; valid choices (suites with records): {', '.join(have)}")
+    return have
 
 
 def write_tables(board: SuiteBoard, folder: Path) -> list[Path]:
@@ -38,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
         print(main.__doc__)
+        return 2
+    try:
+        check_arguments(Path(args[0]), args[2:] or None)
+    except LeaderboardArgumentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     for path in write_leaderboards(Path(args[0]), Path(args[1]), args[2:] or None):
         print(f"leaderboard: {path}")

@@ -148,7 +148,8 @@ def train_one_epoch(
         if stop is not None and stop.is_set() and step < steps - 1:
             if on_stop is not None:
                 on_stop(step + 1)
-            raise StopRequested(f"stopped at epoch {epoch + 1}, step {step + 1}: {stop.reason}")
+            # the same words as fit's "resuming ... in epoch E after step S" (S steps of the epoch done)
+            raise StopRequested(f"stopped in epoch {epoch + 1} after step {step + 1} of {steps}: {stop.reason}")
     n = max(1, steps - start_step)
     if dist is not None:
         loss_sum = dist.average(loss_sum)  # the global batch's mean loss, as one process reports it
@@ -195,7 +196,10 @@ def fit(
         epoch, step, history = state["epoch"], state["step"], state["history"]
         if epoch >= cfg.epochs:
             return history
-        log(f"resuming {desc} at epoch {epoch + 1}, step {step + 1} from {checkpoint}")
+        if step:  # stopped mid-epoch: ``step`` steps of epoch ``epoch + 1`` are done
+            log(f"resuming {desc} in epoch {epoch + 1} after step {step} of {steps} (next: step {step + 1}) from {checkpoint}")
+        else:
+            log(f"resuming {desc} after epoch {epoch} of {cfg.epochs} (next: epoch {epoch + 1}) from {checkpoint}")
 
     net = model
     if dist is not None:  # data parallel (benchmark.distributed): DDP wrapper; stop polled in lockstep
@@ -218,5 +222,5 @@ def fit(
         save(epoch, 0)
         log(f"{desc} epoch {epoch}/{cfg.epochs}: loss {stats.loss:.4f}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
         if stop is not None and stop.is_set() and epoch < cfg.epochs:
-            raise StopRequested(f"stopped after epoch {epoch}: {stop.reason}")
+            raise StopRequested(f"stopped after epoch {epoch} of {cfg.epochs}: {stop.reason}")
     return history
