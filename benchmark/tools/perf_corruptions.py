@@ -1,6 +1,6 @@
 """Time regenerating all 19 corruptions x 5 severities for N CIFAR test images.
 
-``python -m benchmark.perf_corruptions --n 10000`` (random images) or
+``python -m benchmark.tools.perf_corruptions --n 10000`` (random images) or
 ``--images test_images.npy`` / ``--jpeg-root /tmp/cifar10-jpeg/test`` (real images).
 Reports total seconds, ms per image per pass over the 19 corruptions (one severity each;
 the pip ``imagecorruptions`` family needs ~8 ms per 32x32 image per pass), per-corruption
@@ -56,7 +56,7 @@ def _images(args: argparse.Namespace) -> tuple[np.ndarray, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the timing and print/write the report."""
-    ap = argparse.ArgumentParser(prog="python -m benchmark.perf_corruptions", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmark.tools.perf_corruptions", description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10000, help="number of images (default 10000)")
     ap.add_argument("--images", type=Path, default=None, help="uint8 .npy [N, 32, 32, 3] of clean images")
     ap.add_argument("--jpeg-root", type=Path, default=None, help="ImageFolder of JPEGs, e.g. /tmp/cifar10-jpeg/test")
