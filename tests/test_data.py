@@ -51,6 +51,19 @@ def test_corrupt_batch_file_is_reported(tmp_path: Path) -> None:
         D.load_dataset("cifar10", data_dir=tmp_path, cache_dir=tmp_path / "cache", download=False, progress=False)
 
 
+def test_a_batch_whose_label_count_differs_from_its_images_is_an_error(tmp_path: Path) -> None:
+    """Labels longer or shorter than the image array would shift every later batch's labels."""
+    import pickle
+
+    write_cifar_archive(tmp_path, "cifar10", per_batch=4, as_tar=False)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    batch = pickle.loads(path.read_bytes())
+    batch["labels"] = batch["labels"][:-1]
+    path.write_bytes(pickle.dumps(batch))
+    with pytest.raises(D.DataError, match=r"data_batch_2: 4 images but 3 labels in 'labels'"):
+        D.load_dataset("cifar10", data_dir=tmp_path, cache_dir=tmp_path / "cache", download=False, progress=False)
+
+
 def test_unknown_dataset_lists_choices(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match=r"unknown dataset 'cifar11'; valid choices: .*cifar10, cifar10-jpeg, cifar100"):
         D.load_dataset("cifar11", data_dir=tmp_path)

@@ -62,8 +62,12 @@ def _decode_batches(entries: list[tuple[str, bytes]], label_key: str) -> Split:
         data = np.asarray(batch.get("data"))
         if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or label_key not in batch:
             raise DataError(f"{where}: expected 'data' uint8 [N, 3072] and '{label_key}', found data {data.dtype} {data.shape}, keys {sorted(batch)}")
+        batch_labels = np.asarray(batch[label_key], dtype=np.int64)
+        if len(batch_labels) != len(data):  # else every later batch's labels would be shifted against its images
+            raise DataError(f"{where}: {len(data)} images but {len(batch_labels)} labels in '{label_key}'; the file is corrupt or "
+                            "not a CIFAR batch: get the archive again")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(batch[label_key], dtype=np.int64))
+        labels.append(batch_labels)
     return Split(np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels))
 
 
