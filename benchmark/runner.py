@@ -24,7 +24,7 @@ import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -138,18 +138,28 @@ class RunContext(StageContextBase):
         reused = final.exists()
         if self.env.dist is not None:  # every rank must take the same branch (training is collective)
             reused = self.env.dist.any(reused)
+            return self._trained_or_reused(method, model, sub, sub_id, final, reused), reused
+        if reused:
+            return self._trained_or_reused(method, model, sub, sub_id, final, True), True
+        # One process trains a member run at a time: another run's process training the same member
+        # (two ensembles sharing members) is waited for, and its weights reused.
+        with run_lock(final.parent, sub_id, wait=self.env.log):
+            reused = final.exists()
+            return self._trained_or_reused(method, model, sub, sub_id, final, reused), reused
+
+    def _trained_or_reused(self, method: Method, model: nn.Module, sub: dict[str, Any], sub_id: str, final: Path, reused: bool) -> nn.Module:
         if reused:
             model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
             self.env.log(f"reusing trained member {sub_id} from {final}")
-        else:
-            sub_ctx = RunContext(sub, sub_id, self.data, self.train_data, self.env)
-            seed_initialisation(sub)
-            model = method.run(sub_ctx)
-            if self.env.is_main:
-                save_final(model, final)
-            self.train_seconds += sub_ctx.train_seconds
-            self.history[sub_id] = sub_ctx.history.get("train", [])
-        return model, reused
+            return model
+        sub_ctx = RunContext(sub, sub_id, self.data, self.train_data, self.env)
+        seed_initialisation(sub)
+        model = method.run(sub_ctx)
+        if self.env.is_main:
+            save_final(model, final)
+        self.train_seconds += sub_ctx.train_seconds
+        self.history[sub_id] = sub_ctx.history.get("train", [])
+        return model
 
 
 def member_config(resolved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -205,9 +215,10 @@ def _lock_holder(path: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path, run_id: str) -> Iterator[Path]:
+def run_lock(folder: Path, run_id: str, wait: Callable[[str], None] | None = None) -> Iterator[Path]:
     """Hold an exclusive ``flock`` on ``folder/run.lock`` (created with the folder) while the block
-    runs; if another process holds it, raise :class:`RunLockedError` naming its pid and host.
+    runs; if another process holds it, raise :class:`RunLockedError` naming its pid and host, or,
+    with ``wait`` (a log function), say whom it waits for and wait until the lock is free.
 
     The lock is the open file's, so it goes away with the process, also on SIGKILL; the file stays
     (removing it could let a third process lock a new file while the second waits on the old one).
@@ -222,8 +233,11 @@ def run_lock(folder: Path, run_id: str) -> Iterator[Path]:
         except BlockingIOError:
             holder = _lock_holder(path)
             who = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
-            raise RunLockedError(f"run {run_id} is already running ({who}; lock {path}); wait for it to finish, or stop that "
-                                 f"process and continue with --resume") from None
+            if wait is None:
+                raise RunLockedError(f"run {run_id} is already running ({who}; lock {path}); wait for it to finish, or stop that "
+                                     f"process and continue with --resume") from None
+            wait(f"run {run_id} is running in {who}; waiting for it to finish (lock {path})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run_id": run_id,
                                  "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}).encode())

@@ -48,7 +48,8 @@ def holder():
 
     yield start
     for proc in procs:
-        proc.stdin.close()
+        if not proc.stdin.closed:
+            proc.stdin.close()
         proc.wait(timeout=30)
 
 
@@ -119,3 +120,26 @@ def test_stop_resume_and_finished_messages(cifar10_dir, tiny_run_config, stop_af
     assert fresh != path and len(list((tmp_path / "runs").rglob("*.json"))) == 2
     # the lock file stays, unlocked, naming the last holder
     assert json.loads((tmp_path / "ckpt" / run_id / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_member_run_held_elsewhere_is_waited_for(cifar10_dir, tiny_run_config, tmp_path: Path, holder) -> None:
+    """Two ensembles sharing a member: the one that finds the member's lock held waits, then trains or reuses it."""
+    root, _ = cifar10_dir
+    cfg = {**tiny_run_config, "run": {**tiny_run_config["run"], "method": "deep_ensemble"}, "method": {"members": 2},
+           "train": {**tiny_run_config["train"], "epochs": 1}}
+    [first] = run_experiment(cfg, env_for(tmp_path / "a", root))
+    member_ids = [m["run_id"] for m in json.loads(first.read_text())["training"]["members"]]
+    proc = holder(tmp_path / "b" / "ckpt" / member_ids[0])
+    logs: list[str] = []
+
+    def log(message: str) -> None:
+        logs.append(message)
+        if "waiting for it to finish" in message:
+            proc.stdin.close()  # the other process finishes; the lock is released
+
+    env = env_for(tmp_path / "b", root)
+    env.log = log
+    [second] = run_experiment(cfg, env)
+    assert any(f"run {member_ids[0]} is running in process {proc.pid} on host {socket.gethostname()}" in m for m in logs), logs
+    a, b = (json.loads(p.read_text())["metrics"]["clean"] for p in (first, second))
+    assert a["nll"] == b["nll"]
