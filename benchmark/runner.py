@@ -268,8 +268,8 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     run_id = run_id_of(resolved)
     device = select_device(env.device)
     env.log(f"run {run_id} on {device}")
-    # Bad method / backbone / dataset / OOD names fail here, before any data is read.
-    get_method(resolved["run"]["method"])
+    # Bad method / backbone / dataset / OOD names and method options fail here, before any data is read.
+    C.check_options("method", resolved["run"]["method"], resolved["method"], get_method(resolved["run"]["method"]).Options)
     BACKBONES.get(resolved["run"]["backbone"])
     spec = dataset_spec(resolved["run"]["dataset"])
     if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training

@@ -54,6 +54,10 @@ BAD = [
     ("run.seed=-1", "run.seed = -1 is not valid: expected an integer >= 0"),
     ("data.val_size=-5", "data.val_size = -5 is not valid: expected an integer >= 0"),
     ("data.download=yes", "data.download = 'yes' is not valid: expected a boolean (true or false)"),
+    # the method's options, against its Options dataclass (before any data is read, too)
+    ("method.members=abc", "method.members = 'abc' is not valid: expected an integer >= 1"),
+    ("method.members=0", "method.members = 0 is not valid: expected an integer >= 1"),
+    ("method.temperature=2", "unknown option(s) ['temperature'] for method 'deterministic'; valid options: members"),
 ]
 
 
@@ -93,9 +97,23 @@ def test_stage_changes_are_checked_like_the_config() -> None:
 
 
 def test_every_suite_resolves() -> None:
+    from benchmark.catalogue.methods import get_method
+
     for path in sorted(C.SUITES_DIR.glob("*.toml")):
         for cfg in C.load_suite(str(path))[1]:
-            C.resolve(cfg)
+            resolved = C.resolve(cfg)
+            C.check_options("method", resolved["run"]["method"], resolved["method"], get_method(resolved["run"]["method"]).Options)
+
+
+def test_method_option_types() -> None:
+    from benchmark.catalogue.methods import get_method
+
+    mc = get_method("mc_dropout").Options
+    with pytest.raises(C.ConfigError, match=r"^method\.samples = \[1, 'x'\] is not valid: element 'x' is not an integer$"):
+        C.check_options("method", "mc_dropout", {"samples": [1, "x"]}, mc)
+    with pytest.raises(C.ConfigError, match=r"^method\.rate = True is not valid: expected a number$"):
+        C.check_options("method", "mc_dropout", {"rate": True}, mc)
+    C.check_options("method", "mimo", {"input_repetition": 1, "members": 2}, get_method("mimo").Options)  # an integer is a valid number
 
 
 def test_suite_defaults_with_a_bad_value_fail_before_any_run(tmp_path: Path, no_data: list[str], capsys) -> None:

@@ -143,6 +143,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
     ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),
     ("data", "val_size"): at_least(0),
+    ("method", "members"): at_least(1),
 }
 
 _TYPE_NAMES = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string"}
@@ -181,7 +182,7 @@ def check_value(section: str, key: str, value: Any, annotation: Any) -> None:
         return
     where = f"{section}.{key} = {value!r} is not valid"
     suffix = " (or absent for the default)" if optional else ""
-    if typing.get_origin(annotation) is list:
+    if typing.get_origin(annotation) is list and typing.get_args(annotation)[0] in _TYPE_NAMES:
         kind = typing.get_args(annotation)[0]
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, each element {_expected(kind, rule)}{suffix}")
@@ -189,8 +190,29 @@ def check_value(section: str, key: str, value: Any, annotation: Any) -> None:
             if not _type_ok(item, kind) or (rule is not None and not rule.ok(item)):
                 raise ConfigError(f"{where}: element {item!r} is not {_expected(kind, rule)}")
         return
+    if annotation not in _TYPE_NAMES:
+        return  # a type these checks do not know (a plug-in's own): left to the code that uses it
     if not _type_ok(value, annotation) or (rule is not None and not rule.ok(value)):
         raise ConfigError(f"{where}: expected {_expected(annotation, rule)}{suffix}")
+
+
+def check_options(section: str, owner: str, values: dict[str, Any], options: type) -> None:
+    """Check a method's (or backbone's) option table against its ``Options`` dataclass before
+    anything runs: unknown keys, and each value's type (and rule in :data:`RULES`, e.g.
+    ``method.members >= 1``); fields whose types cannot be resolved are left to the method."""
+    if not dataclasses.is_dataclass(options):
+        return
+    fields = {f.name for f in dataclasses.fields(options)}
+    bad = sorted(set(values) - fields)
+    if bad:
+        raise ConfigError(f"unknown option(s) {bad} for {section} {owner!r}; valid options: {', '.join(sorted(fields))}")
+    try:
+        hints = typing.get_type_hints(options)
+    except Exception:  # noqa: BLE001  (an annotation this module cannot resolve: no type checks)
+        return
+    for key, value in values.items():
+        if key in hints:
+            check_value(section, key, value, hints[key])
 
 
 def check_section(name: str, values: dict[str, Any]) -> None:
