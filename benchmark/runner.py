@@ -291,6 +291,9 @@ def _train_and_record(resolved: dict[str, Any], run_id: str, device: torch.devic
     """Load the data, run the method's stages, evaluate and write the records (a failure: a failed record)."""
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
+    batch, train_size = resolved["train"]["batch_size"], len(data.train)
+    if batch > train_size:  # known once the data is read; still a config error, before the try that records failures
+        raise C.ConfigError(f"train.batch_size = {batch} is not valid: it exceeds the {train_size} training images of {data.name}")
     method = build_method(resolved, data)
     base = {"run_id": run_id, "config": resolved, "data": _data_facts(data)}
     started = utc_now()

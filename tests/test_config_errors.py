@@ -123,3 +123,15 @@ def test_suite_defaults_with_a_bad_value_fail_before_any_run(tmp_path: Path, no_
                    "--leaderboard-dir", str(tmp_path / "lb"), "--no-progress"])
     assert rc == 2 and "train.precision = 'bf32' is not valid" in capsys.readouterr().err
     assert no_data == [] and not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_batch_larger_than_the_training_set_writes_no_record(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    from benchmark.runner import Environment, run_experiment
+
+    root, _ = cifar10_dir
+    cfg = C.merge(tiny_run_config, {"train": {"batch_size": 512}})
+    env = Environment(data_dir=str(root), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "runs", checkpoint_dir=tmp_path / "ckpt",
+                      progress=False, log=lambda m: None)
+    with pytest.raises(C.ConfigError, match=r"^train\.batch_size = 512 is not valid: it exceeds the 200 training images of cifar10$"):
+        run_experiment(cfg, env)
+    assert not (tmp_path / "runs").exists()
