@@ -104,7 +104,7 @@ def train_one_epoch(
 ) -> EpochStats:
     """One epoch from ``start_step``; returns the mean loss over the steps run.
 
-    ``dist`` (a ``benchmark.distributed.DistContext``): train on this rank's chunk of each batch.
+    ``dist`` (a ``benchmark.training.distributed.DistContext``): train on this rank's chunk of each batch.
     """
     device = data.device
     model.train()
@@ -126,7 +126,7 @@ def train_one_epoch(
         inputs, targets = method.training_batch(x, y, gen)
         rows += targets.shape[-1]
         weight = 1.0
-        if dist is not None:  # data parallel: this rank's rows of the global batch (benchmark.distributed)
+        if dist is not None:  # data parallel: this rank's rows of the global batch (benchmark.training.distributed)
             inputs, targets, weight = dist.shard(inputs, targets)
         with autocast(cfg.precision, device):
             logits = model(inputs)
@@ -174,7 +174,7 @@ def fit(
     """Train ``model`` for ``cfg.epochs`` epochs; returns the per-epoch history.
 
     With ``checkpoint`` set, writes it after every epoch; with ``resume``, continues from it.
-    With ``dist`` (a ``benchmark.distributed.DistContext``), trains data-parallel over its ranks
+    With ``dist`` (a ``benchmark.training.distributed.DistContext``), trains data-parallel over its ranks
     (rank 0 alone writes checkpoints; stops are agreed so all ranks stop at the same step).
     """
     cfg.validate()
@@ -202,7 +202,7 @@ def fit(
             log(f"resuming {desc} after epoch {epoch} of {cfg.epochs} (next: epoch {epoch + 1}) from {checkpoint}")
 
     net = model
-    if dist is not None:  # data parallel (benchmark.distributed): DDP wrapper; stop polled in lockstep
+    if dist is not None:  # data parallel (benchmark.training.distributed): DDP wrapper; stop polled in lockstep
         net = dist.wrap(model)
         stop = dist.agreed_stop(stop) if stop is not None else None
     if cfg.compile:  # the first step of the first epoch then includes the compilation (history: first_step_seconds)
