@@ -7,6 +7,7 @@
 #   make test-slow      the long real-data tests
 #   make sweep SWEEP=benchmark/sweeps/tiny.toml   submit a sweep (job arrays + leaderboard job)  [ARGS=--dry-run]
 #   make sweep-status SWEEP=...                    each run: pending, running, done, failed  [ARGS=--resubmit-failed]
+#   make gpu-check      on a GPU: facts, CUDA tests, perf, peers, gpu suite, paper epochs in 8 min (no venv)  [ARGS=--smoke: CPU]
 #
 # Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when it holds the CIFAR-10 copy, else ./data).
 
@@ -22,10 +23,10 @@ STAMP    := $(VENV)/.plures-installed
 
 export PLURES_DATA_DIR := $(DATA_DIR)
 
-.PHONY: bench test test-slow leaderboard sweep sweep-status perf venv clean-venv help
+.PHONY: bench test test-slow leaderboard sweep sweep-status perf gpu-check venv clean-venv help
 
 help:
-	@sed -n '1,14p' Makefile
+	@sed -n '1,15p' Makefile
 
 # pip, not uv/poetry: torch and torchvision come from pip's configured sources (local wheels on the
 # plures build machines); the range in pyproject.toml admits them.
@@ -60,3 +61,7 @@ sweep: $(STAMP)
 
 sweep-status: $(STAMP)
 	$(BIN)/python -m benchmark sweep-status "$(SWEEP)" $(ARGS)
+
+# The machine's own python (torch with CUDA), the checkout on PYTHONPATH, nothing installed.
+gpu-check:
+	PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" $(PYTHON) -m benchmark.tools.gpu_check $(ARGS)

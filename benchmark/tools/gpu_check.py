@@ -550,6 +550,7 @@ class GpuCheck:
         self.results["suite"] = {"done": done, "failed": failed, "skipped": skipped, "leaderboard": [str(p.relative_to(self.work)) for p in written]}
         note = (f"{plan['backbone']}, {plan['epochs']} epochs, corrupted set ({plan['corrupted_cells']} cells) "
                 f"{'on the full test set' if not plan['subset'] else 'on a sample of ' + str(plan['subset'])}")
+        note += f"; data preparation {'ok' if prep.get('ok') else 'failed (' + str(prep.get('error')) + ')'}"
         note += f"; {len(done)} runs done" + (f", failed: {'; '.join(failed)}" if failed else "") + (f", skipped (budget): {', '.join(skipped)}" if skipped else "")
         return ("ok" if not failed and not skipped else "partial" if done else "failed"), note
 

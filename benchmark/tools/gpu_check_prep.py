@@ -64,7 +64,7 @@ def prepare(dataset: str, data_dir: str | None, cache_dir: str | None, evaluatio
     status.update(train=len(data.train), test=len(data.test))
     log(f"prep: {dataset} decoded or read from the cache in {status['decode_seconds']:.1f}s ({len(data.train)} train, {len(data.test)} test)")
     ev = {**EvalSection().__dict__, **evaluation, "corruptions": "regenerated"}
-    idx = subset_indices(len(data.test), subset, int(ev["corruption_seed"]))
+    idx = subset_indices(len(data.test), int(ev["corruption_subset"]), int(ev["corruption_seed"]))
     images = np.ascontiguousarray(data.test.images[idx])
     labels = np.asarray(data.test.labels[idx])
     folder = regenerated_path(data.name, len(idx), ev, data_dir, cache_dir)
