@@ -364,6 +364,49 @@ def test_page_has_every_table_image_and_note(built, boards):
     assert "None: every record read was used." in jpeg
 
 
+def test_page_column_views_and_cost_note_only_in_html(built, boards):
+    """Every metric header and cell of the HTML tables names its view group; the views and the cost
+    note are in the HTML only (the Markdown, CSV and LaTeX tables show every column)."""
+    from benchmark.leaderboard.render import COST_NOTE, column_group
+
+    out = built[0]
+    for suite, board in boards.items():
+        for name in ("index.html", "leaderboard.html"):
+            page = (out / suite / name).read_text()
+            assert page.count('class="view-radio"') >= 3 and 'id="cols-overview" value="overview" checked' in page
+            assert "How cost was measured" in page and "10-25%" in page and "<script" not in page
+            for block in board.blocks:
+                table = page.split(f'data-block="{block.slug}"', 1)[1].split("</table>", 1)[0]
+                groups = re.findall(r'<th class="col g-(\w+)', table)
+                assert groups == [column_group(c) for c in block.columns]
+                assert len(re.findall(r'<td class="col g-', table)) == len(groups) * len(block.table)
+        for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.tex"):
+            text = (out / suite / name).read_text()
+            assert "view-radio" not in text and "How cost was measured" not in text and "&nbsp;" not in text
+    assert {column_group(c) for c in boards[C10].blocks[0].columns} == {"acc", "rob", "ood", "cost"}
+    assert "latency_repeats" in COST_NOTE and "not interleaved" in COST_NOTE
+
+
+def test_heatmap_colorbar_labels_inside_the_figure(boards):
+    """The colorbar's tick labels and its label are drawn inside the figure (not clipped)."""
+    from benchmark.leaderboard.plots import heatmap_figure, render
+
+    fig = render(heatmap_figure, boards[C10].blocks[0].groups())
+    canvas = fig.canvas
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    box = fig.bbox
+    cax = fig.axes[-1]
+    texts = [t for t in cax.get_yticklabels() if t.get_text()] + [cax.yaxis.label]
+    assert len(texts) >= 3 and cax.yaxis.label.get_text() == "accuracy (%)"
+    for t in texts:
+        extent = t.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, (t.get_text(), extent, box)
+    for t in fig.axes[0].get_xticklabels() + fig.axes[0].get_yticklabels():  # corruption and row labels too
+        extent = t.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0, (t.get_text(), extent, box)
+
+
 def test_pareto_front():
     from benchmark.leaderboard.plots import pareto_front
 

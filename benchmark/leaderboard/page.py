@@ -2,7 +2,9 @@
 
 The page (``<out>/<suite>/index.html``) has no external resources: inline CSS, images by relative
 links to ``plots/``. It is a pure function of the board and the plots written beside it. The
-document frame, the tables and the left-out sections come from :mod:`.render`.
+document frame, the tables (with their column views: a compact overview by default, one view per
+column group, plain HTML and CSS that work offline and without scripts), the note on how cost was
+measured, and the left-out sections come from :mod:`.render`.
 """
 
 from __future__ import annotations

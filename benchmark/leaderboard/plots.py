@@ -236,7 +236,8 @@ def heatmap_figure(groups: Groups, severity: int | None = None, metric: str = "a
         raise Skip("no record of this block has corrupted metrics" + (f" at severity {severity}" if severity else ""))
     corruptions = sorted(set.union(*(set(m) for _, ms in rows for m in ms)))
     data = np.array([[np.mean([m[c] for m in ms if c in m]) if any(c in m for m in ms) else np.nan for c in corruptions] for _, ms in rows])
-    fig = new_figure(max(6, 0.55 * len(corruptions) + 2.5), 0.4 * len(rows) + 2)
+    left = 0.2 + 0.075 * max(len(label) for label, _ in rows)
+    fig = new_figure(max(6, 0.55 * len(corruptions) + 2.5) + left, 0.4 * len(rows) + 2.2)
     ax = fig.subplots()
     scale = 100 if metric == "accuracy" else 1
     im = ax.imshow(data * scale, aspect="auto", cmap="viridis")
@@ -249,8 +250,15 @@ def heatmap_figure(groups: Groups, severity: int | None = None, metric: str = "a
                     color="white" if v * scale < np.nanmean(data * scale) else "black")
     where = f"severity {severity}" if severity else "mean over severities"
     ax.set_title(f"{metric} {'(%) ' if scale == 100 else ''}per corruption, {where}")
-    fig.colorbar(im, ax=ax, fraction=0.03)
-    _margins(fig, left=0.2 + 0.075 * max(len(label) for label, _ in rows), bottom=1.0, top=0.3, right=0.1)
+    # The colorbar sits in a fixed strip on the right (inches): gap, bar, then room for its tick
+    # labels and its label, so neither is clipped whatever the figure's width.
+    bottom, top, gap, bar, right = 1.2, 0.3, 0.15, 0.15, 0.75
+    _margins(fig, left=left, bottom=bottom, top=top, right=gap + bar + right)
+    w, h = fig.get_size_inches()
+    cax = fig.add_axes((1 - (bar + right) / w, bottom / h, bar / w, 1 - (bottom + top) / h))
+    cax.grid(False)
+    cbar = fig.colorbar(im, cax=cax)
+    cbar.set_label(f"{metric} (%)" if scale == 100 else metric)
     return fig
 
 

@@ -1,6 +1,11 @@
 """Rendering, the only place values are rounded: number formats, table cells, and the Markdown,
 CSV (full precision), HTML and LaTeX tables of a board, plus the HTML document frame and the
 left-out sections that the tables and the page (:mod:`.page`) share.
+
+The HTML tables (only they) have column views, so that they fit the window: every metric column
+belongs to a group (:func:`column_group`: accuracy and calibration, robustness, OOD, cost); a bar
+of radio buttons chooses the compact overview (the default), one group, or all columns, and CSS
+hides the other columns (no script). The HTML also says how cost was measured (:data:`COST_NOTE`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from typing import Callable
 
 import pandas as pd
 
+from ..evaluation.metric_specs import metric_specs
 from .boards import Block, SuiteBoard
-from .columns import Column
+from .columns import COST_COLUMNS, MCE_COLUMNS, OOD_PREFIX, Column
 from .frame import GROUP_KEYS
 
 
@@ -147,21 +153,112 @@ def render_csv(board: SuiteBoard) -> str:
     return out.to_csv(index=False, lineterminator="\n")
 
 
-def render_html_tables(board: SuiteBoard) -> str:
-    """The tables and their facts as an HTML fragment (used by leaderboard.html and the page)."""
+# ------------------------------------------------------------------------------------------------
+# column views of the HTML tables (only the HTML; the Markdown, CSV and LaTeX show every column)
+# ------------------------------------------------------------------------------------------------
+
+# (group, button label, what its columns are): every metric column belongs to one group.
+COLUMN_GROUPS = (
+    ("acc", "Accuracy and calibration", "clean test set metrics"),
+    ("rob", "Robustness", "corrupted-set summaries and mCE"),
+    ("ood", "OOD", "out-of-distribution detection"),
+    ("cost", "Cost", "size, FLOPs, passes, measured time"),
+)
+# The compact default view: a few headline columns of every group (OOD: its first set).
+OVERVIEW_KEYS = ("accuracy", "nll", "ece", "cA", "mCE", "forward_passes", "ms_b1")
+VIEWS = (("overview", "Overview", "headline columns of every group"), *COLUMN_GROUPS, ("all", "All columns", "every column (may scroll)"))
+
+COST_NOTE = ("How cost was measured: ms/ex is the median over timed repeats (at least 10 at batch 1, eval.latency_repeats at the "
+             "large batch, after one warm-up pass) of the evaluated network's forward pass, at batch 1 and at the large batch, in the "
+             "run's precision on the run's own device. It is measured once, at the end of each run after its evaluation, not "
+             "interleaved across methods: rows measured at different times see whatever else the machine was doing. Train time is "
+             "the wall time of the run's training stages (checkpoint writes included, evaluation not). CPU timings on a shared "
+             "machine vary by 10-25% between repeats of the same measurement, so smaller differences are noise; for a like-for-like "
+             "comparison use python -m benchmark perf, which interleaves the methods in one process.")
+
+
+def column_group(col: Column) -> str:
+    """The view group of a metric column: ``acc``, ``rob``, ``ood`` or ``cost``."""
+    if col.key in {c.key for c in COST_COLUMNS}:
+        return "cost"
+    if col.key.startswith(OOD_PREFIX):
+        return "ood"
+    if col.key in {c.key for c in MCE_COLUMNS} or col.key in {m.summary for m in metric_specs() if m.summary}:
+        return "rob"
+    return "acc"
+
+
+def _column_classes(columns: list[Column]) -> list[str]:
+    """``col g-<group>`` per metric column, plus ``key`` for the overview's columns."""
+    first_ood = next((c.key for c in columns if column_group(c) == "ood"), None)
+    return [f"col g-{column_group(c)}" + (" key" if c.key in OVERVIEW_KEYS or c.key == first_ood else "") for c in columns]
+
+
+def views_css() -> str:
+    """CSS of the column views: one radio input per view before the ``.boards`` container; the
+    checked one hides the other columns (no script needed)."""
+    rules = [".view-radio { position: absolute; opacity: 0; width: 1px; height: 1px; }",
+             ".view-empty { display: none; color: #666; font-size: .85em; }"]
+    for view, _, _ in VIEWS:
+        sel = f"#cols-{view}:checked"
+        rules.append(f'{sel} ~ .view-bar label[for="cols-{view}"] {{ background: #333; color: #fff; border-color: #333; }}')
+        rules.append(f'{sel}:focus-visible ~ .view-bar label[for="cols-{view}"] {{ outline: 2px solid #1f77b4; outline-offset: 1px; }}')
+        if view == "overview":
+            rules.append(f"{sel} ~ .boards .col:not(.key) {{ display: none; }}")
+        elif view != "all":
+            rules.append(f"{sel} ~ .boards .col:not(.g-{view}) {{ display: none; }}")
+            rules.append(f"{sel} ~ .boards .view-empty.e-{view} {{ display: block; }}")
+    return "\n".join(rules)
+
+
+def _view_controls(board: SuiteBoard) -> str:
+    """The radio inputs (siblings before ``.boards``) and the bar of their labels; views of groups
+    without a column in any block are left out."""
+    present = {column_group(c) for b in board.blocks for c in b.columns}
+    views = [v for v in VIEWS if v[0] in ("overview", "all") or v[0] in present]
     e = html.escape
-    out = [_facts_html(board.facts)]
+    radios = "".join(f'<input type="radio" class="view-radio" name="columns" id="cols-{v}" value="{v}"{" checked" if v == "overview" else ""}>'
+                      for v, _, _ in views)
+    labels = "".join(f'<label for="cols-{v}" title="{e(what)}">{e(label)}</label>' for v, label, what in views)
+    return radios + f'\n<div class="view-bar"><span>Columns:</span>{labels}</div>'
+
+
+def _cell_html(cell: Cell, css: str) -> str:
+    """A ``<td>`` whose text may wrap only before ``±`` and ``(n=k)``, so a narrow table puts the
+    spread under the mean instead of overflowing; numbers and units never break."""
+    text = html.escape(cell.text)
+    if css.startswith("col "):  # a metric cell (identity cells wrap as text does)
+        text = text.replace(" ", "&nbsp;").replace("&nbsp;±", " ±").replace("&nbsp;(n=", " (n=")
+    return f'<td class="{css}"><strong>{text}</strong></td>' if cell.bold else f'<td class="{css}">{text}</td>'
+
+
+def render_html_tables(board: SuiteBoard) -> str:
+    """The tables and their facts as an HTML fragment (used by leaderboard.html and the page).
+
+    A bar of column views (``Overview``, the default, a few headline columns of every group; one
+    view per group; ``All columns``) chooses the metric columns every table shows; the identity
+    columns (rank, method, variant, source, seeds) are always shown.
+    """
+    e = html.escape
+    out = [_facts_html(board.facts), _view_controls(board), '<div class="boards">']
     if not board.blocks:
         out.append("<p>No completed records for this suite.</p>")
     for block in board.blocks:
         header, rows, measured = table_cells(block)
+        first = len(header) - len(block.columns)
+        classes = [f"id-{re.sub(r'[^a-z]', '', h.lower()) or 'rank'}" for h in header[:first]] + _column_classes(block.columns)
+        present = {column_group(c) for c in block.columns}
         out.append(f'<section class="block" id="table-{e(block.slug)}"><h2>{e(block.title)}</h2>{_facts_html(block.facts)}')
-        out.append(f'<div class="scroll"><table class="leaderboard" data-block="{e(block.slug)}"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>")
+        out += [f'<p class="view-empty e-{g}">This block has no {e(label)} columns.</p>' for g, label, _ in COLUMN_GROUPS if g not in present]
+        out.append(f'<div class="scroll"><table class="leaderboard" data-block="{e(block.slug)}"><thead><tr>'
+                   + "".join(f'<th class="{k}">{e(h)}</th>' for k, h in zip(classes, header)) + "</tr></thead><tbody>")
         for i, r in enumerate(rows):
             cls = "measured" if i < measured else "reported"
-            out.append(f'<tr class="{cls}">' + "".join(f"<td><strong>{e(c.text)}</strong></td>" if c.bold else f"<td>{e(c.text)}</td>" for c in r) + "</tr>")
+            out.append(f'<tr class="{cls}">' + "".join(_cell_html(c, k) for k, c in zip(classes, r)) + "</tr>")
         out.append("</tbody></table></div></section>")
     out.append(f'<p class="legend">{e(LEGEND)}</p>')
+    out.append(f'<p class="legend cost-note" id="cost-note">{e(COST_NOTE)}</p>')
+    out.append("</div>")
     return "\n".join(out)
 
 
@@ -184,10 +281,14 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; } h3 { font-s
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; font-size: .9em; }
 dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 table.leaderboard { border-collapse: collapse; font-size: .82em; margin: .6em 0; }
-table.leaderboard th, table.leaderboard td { border-bottom: 1px solid #ddd; padding: .25em .5em; text-align: right; white-space: nowrap; }
-table.leaderboard th { background: #f3f3f3; position: sticky; top: 0; }
+table.leaderboard th, table.leaderboard td { border-bottom: 1px solid #ddd; padding: .25em .4em; text-align: right; }
+table.leaderboard th { background: #f3f3f3; position: sticky; top: 0; white-space: normal; vertical-align: bottom; }
 table.leaderboard td:nth-child(-n+5), table.leaderboard th:nth-child(-n+5) { text-align: left; }
+table.leaderboard td.id-source { white-space: normal; min-width: 6em; max-width: 14em; }
 .scroll { overflow-x: auto; }
+.view-bar { display: flex; flex-wrap: wrap; align-items: center; gap: .4em; margin: 1em 0 .2em; font-size: .9em; }
+.view-bar label { border: 1px solid #bbb; border-radius: 4px; padding: .2em .7em; cursor: pointer; background: #fff; user-select: none; }
+.view-bar label:hover { border-color: #333; }
 table.leaderboard tr.reported td { color: #666; font-style: italic; background: #fafafa; }
 .legend, .caption { font-size: .85em; color: #555; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
@@ -200,7 +301,7 @@ def html_document(title: str, body: str) -> str:
     """A complete offline HTML document: inline CSS, ``title`` as heading, then ``body``."""
     e = html.escape
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{e(title)}</title>\n'
-            f"<style>{CSS}</style>\n</head>\n<body>\n<h1>{e(title)}</h1>\n{body}\n</body>\n</html>\n")
+            f"<style>{CSS}{views_css()}\n</style>\n</head>\n<body>\n<h1>{e(title)}</h1>\n{body}\n</body>\n</html>\n")
 
 
 def problems_html(board: SuiteBoard) -> str:
