@@ -30,7 +30,7 @@ def test_smoke_check_runs_every_stage_and_packs_the_results(tmp_path: Path) -> N
                           capture_output=True, text=True, timeout=240)
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert seconds < 180, f"the smoke check took {seconds:.0f}s"
+    assert seconds < 200, f"the smoke check took {seconds:.0f}s"  # its budget is 170 s; 20 s on an idle 2-core machine
     # the summary comes last, one row per stage, none failed
     summary = proc.stdout[proc.stdout.rindex("# GPU check (smoke, CPU)"):]
     for stage in STAGES:

@@ -486,9 +486,10 @@ class GpuCheck:
                 if subset and subset >= n_test:
                     continue
                 evaluated = (subset or n_test) * cells + n_test
-                eval_seconds = eval_units * evaluated / rate["eval_images_per_second"] + variants * s.run_overhead
-                epochs = int((0.9 * budget - eval_seconds) // (train_units * epoch))
-                best = {"subset": subset, "epochs": epochs, "eval_seconds": eval_seconds}
+                image_seconds = eval_units * evaluated / rate["eval_images_per_second"]
+                eval_seconds = image_seconds + variants * s.run_overhead
+                epochs = int((0.75 * budget - eval_seconds) // (train_units * epoch))  # a quarter kept for what the rates miss
+                best = {"subset": subset, "epochs": epochs, "eval_seconds": eval_seconds, "eval_image_seconds": image_seconds}
                 if eval_seconds <= 0.5 * budget and epochs >= 1:
                     break
             plans.append({"backbone": backbone, "backbone_options": options, **rate, "corrupted_cells": cells, "seconds_per_deterministic_epoch": epoch,
@@ -531,12 +532,15 @@ class GpuCheck:
                           device=str(self.device), progress=False, log=self.log)
         done, failed, skipped = [], [], []
         epoch = plan["seconds_per_deterministic_epoch"]
+        spent, estimated = 0.0, 0.0  # the runs so far: measured against estimated seconds (calibrates the later estimates)
         for cfg, est in zip(runs, plan["runs"]):
-            need = est["train_units"] * plan["epochs"] * epoch + plan["eval_seconds"] * est["eval_units"] / max(plan["eval_units"], 1e-9)
+            need = (est["train_units"] * plan["epochs"] * epoch + plan["eval_image_seconds"] * est["eval_units"] / max(plan["eval_units"], 1e-9)
+                    + est["variants"] * s.run_overhead)
+            scaled = need * (spent / estimated if estimated else 1.0)
             left = end - time.monotonic()
-            if left < 0.7 * need:
+            if left < scaled:
                 skipped.append(est["name"])
-                self.log(f"suite run {est['name']}: skipped (~{_fmt_s(need)} needed, {_fmt_s(left)} left)")
+                self.log(f"suite run {est['name']}: skipped (~{_fmt_s(scaled)} needed at the measured pace, {_fmt_s(left)} left)")
                 continue
             t = time.monotonic()
             try:
@@ -544,7 +548,10 @@ class GpuCheck:
                 done.append(est["name"])
             except Exception as exc:  # noqa: BLE001 - recorded as failed by the runner; the suite goes on
                 failed.append(f"{est['name']} ({type(exc).__name__}: {exc})")
+            spent, estimated = spent + time.monotonic() - t, estimated + need
             self.log(f"suite run {est['name']}: {time.monotonic() - t:.1f}s (estimated {need:.1f}s)")
+        plan["runs_seconds"], plan["runs_estimated_seconds"] = spent, estimated
+        self.write_json("budget.json", plan)
         written = write_leaderboards(self.work / "records", self.work / "leaderboards", suites=[meta["name"]])
         self.write_text("budget.md", budget_text(plan, done, skipped, failed))
         self.results["suite"] = {"done": done, "failed": failed, "skipped": skipped, "leaderboard": [str(p.relative_to(self.work)) for p in written]}
