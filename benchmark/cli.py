@@ -45,12 +45,17 @@ def cmd_run(p: argparse.ArgumentParser):
     p.add_argument("config", nargs="?", help="a run config (.toml); omit to use only --set values and the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 --set method.members=3 (repeatable)")
+    p.add_argument("--from-suite", metavar="SUITE:NAME",
+                   help="start from a suite entry's settings (its defaults and entry, at the suite's first seed), e.g. quick:mimo; "
+                        "the config file and --set apply on top; the run's suite stays 'adhoc' unless --set run.suite=...")
     add_env_options(p)
 
     def run(args: argparse.Namespace) -> int:
         from .runner import run_experiment
 
-        cfg = C.load_toml(args.config) if args.config else {}
+        cfg = C.suite_entry(args.from_suite) if args.from_suite else {}
+        if args.config:
+            cfg = C.merge(cfg, C.load_toml(args.config))
         cfg = C.apply_overrides(cfg, args.overrides)
         run_experiment(cfg, make_env(args))
         return 0
@@ -128,9 +133,87 @@ def cmd_leaderboard(p: argparse.ArgumentParser):
     return run
 
 
+def _shown(name: str) -> str:
+    from .catalogue.plugins import plugin_of
+
+    plugin = plugin_of(name)
+    return f"{name} [plug-in {plugin.module}]" if plugin else name
+
+
+def _option_lines(docs: list, indent: str = "    ") -> list[str]:
+    """``name: type = default  help`` lines, aligned."""
+    heads = [f"{d.name}: {d.type} = {d.default!r}" for d in docs]
+    width = max((len(h) for h in heads), default=0)
+    return [f"{indent}{h:<{width}}  {d.help}".rstrip() for h, d in zip(heads, docs)]
+
+
+def describe_method(name: str) -> list[str]:
+    """A method's one-line description and its options (type, default, help)."""
+    from .catalogue.methods import get_method
+
+    cls = get_method(name)
+    doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # the docstring's first paragraph
+    lines = [f"method {_shown(name)}: {doc}".rstrip(": "), "  options (--set method.KEY=VALUE):"]
+    return lines + (_option_lines(C.describe_options(cls.Options)) or ["    (none)"])
+
+
+def describe_backbone(name: str) -> list[str]:
+    """A backbone's description, input size and options with defaults."""
+    from .backbones import BACKBONES
+
+    spec = BACKBONES.get(name)
+    opts = ", ".join(f"{k} = {v!r}" for k, v in spec.options.items()) or "(none)"
+    return [f"backbone {name}: {spec.description or '(no description)'}", f"  input size: {spec.input_size}x{spec.input_size}",
+            f"  options (--set backbone.KEY=VALUE): {opts}"]
+
+
+def describe_dataset(name: str) -> list[str]:
+    """A dataset's facts: description, source, corrupted-set kinds, profile, mCE reference, OOD use."""
+    from .data.base import dataset_spec
+
+    spec = dataset_spec(name)
+    kinds = sorted(spec.corrupted or {})
+    corrupted = ", ".join(f"{k} ({spec.corrupted[k]})" for k in kinds) if kinds else "none"
+    if "official" in kinds and spec.official_corrupted_folder:
+        corrupted += f"; the released set in <data root>/{spec.official_corrupted_folder}/ (or a folder path)"
+    mce = spec.mce_reference.label if spec.mce_reference else "the block's deterministic runs"
+    return [f"dataset {name}: {spec.description}", f"  source: {spec.source}", f"  eval.corruptions: none, {corrupted}",
+            f"  corruption profile: {spec.corruption_profile}; mCE relative to: {mce}",
+            f"  OOD use: {'its test split may serve as an eval.ood set' if spec.ood else 'not usable as an eval.ood set'}"]
+
+
+def describe_section(name: str) -> list[str]:
+    """A config table's keys with type, default and help."""
+    return [f"config table [{name}] (--set {name}.KEY=VALUE):", *_option_lines(C.describe_options(C.SECTIONS[name]), "  ")]
+
+
+def describe(name: str) -> list[str]:
+    """What ``describe NAME`` prints: a method, backbone, dataset, OOD set or config table; else an error listing them."""
+    from .backbones import BACKBONES
+    from .catalogue.methods import method_names
+    from .data.base import DATASETS, OOD_SETS, load_datasets
+    from .core.registry import UnknownNameError
+
+    load_datasets()
+    if name in C.SECTIONS:
+        return describe_section(name)
+    if name in method_names():
+        return describe_method(name)
+    if name in BACKBONES:
+        return describe_backbone(name)
+    if name in DATASETS:
+        return describe_dataset(name)
+    if name in OOD_SETS:
+        return [f"OOD set {name}: {OOD_SETS.get(name).description}", "  OOD use: an eval.ood set only (not trainable)"]
+    names = [*method_names(), *BACKBONES.names(), *DATASETS.names(), *OOD_SETS.names(), *C.SECTIONS]
+    raise UnknownNameError(f"unknown name {name!r} for describe; valid choices: {', '.join(names)}")
+
+
 @command("list")
 def cmd_list(p: argparse.ArgumentParser):
-    """List registered methods, backbones, datasets and suites."""
+    """List registered methods, backbones, datasets and suites (-v: with options, defaults and facts)."""
+    p.add_argument("-v", "--verbose", action="store_true", help="each method's options with defaults and help, each backbone's and dataset's facts")
+    p.add_argument("--methods", action="store_true", help="methods only")
 
     def run(args: argparse.Namespace) -> int:
         from .backbones import BACKBONES
@@ -138,16 +221,30 @@ def cmd_list(p: argparse.ArgumentParser):
 
         load_datasets()
         from .catalogue.methods import method_names
-        from .catalogue.plugins import plugin_of
 
-        def shown(name: str) -> str:
-            plugin = plugin_of(name)
-            return f"{name} [plug-in {plugin.module}]" if plugin else name
+        if args.verbose:
+            blocks = [describe_method(n) for n in method_names()]
+            if not args.methods:
+                blocks += [describe_backbone(n) for n in BACKBONES.names()] + [describe_dataset(n) for n in DATASETS.names()]
+            print("\n\n".join("\n".join(b) for b in blocks))
+            return 0
+        print("methods:  ", ", ".join(_shown(n) for n in method_names()))
+        if not args.methods:
+            print("backbones:", ", ".join(BACKBONES.names()))
+            print("datasets: ", ", ".join(DATASETS.names()))
+            print("suites:   ", ", ".join(sorted(q.stem for q in C.SUITES_DIR.glob("*.toml"))))
+        return 0
 
-        print("methods:  ", ", ".join(shown(n) for n in method_names()))
-        print("backbones:", ", ".join(BACKBONES.names()))
-        print("datasets: ", ", ".join(DATASETS.names()))
-        print("suites:   ", ", ".join(sorted(q.stem for q in C.SUITES_DIR.glob("*.toml"))))
+    return run
+
+
+@command("describe")
+def cmd_describe(p: argparse.ArgumentParser):
+    """Describe a method (options, defaults, help), a backbone, a dataset or a config table (run, train, eval, data)."""
+    p.add_argument("name", help="a method, backbone, dataset, OOD set, or config table name")
+
+    def run(args: argparse.Namespace) -> int:
+        print("\n".join(describe(args.name)))
         return 0
 
     return run
@@ -195,8 +292,21 @@ DELEGATED: dict[str, tuple[str, str]] = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version as dist_version
+
+        return dist_version("plures")
+    except PackageNotFoundError:
+        from . import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="plures: a benchmark of efficient neural-network ensembles.")
+    parser.add_argument("--version", action="version", version=f"plures {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, setup in COMMANDS.items():
         p = sub.add_parser(name, help=(setup.__doc__ or "").strip())

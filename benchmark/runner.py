@@ -34,7 +34,7 @@ from .core import config as C
 from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
 from .core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, Environment, StopRequested, hash_seed, select_device, stop_on_signals
-from .data.base import Dataset, check_ood_names, dataset_spec, load_dataset
+from .data.base import Dataset, check_ood_names, check_subset, dataset_spec, load_dataset, subset_facts, take_subset, with_train_subset
 from .data.corrupted.base import corrupted_source
 from .evaluation.cost import measure_cost, peak_memory_mb
 from .evaluation.evaluate import evaluate
@@ -46,15 +46,18 @@ from .records import load_records, provenance, utc_now, write_record
 from .training.train import fit, save_checkpoint, to_channels_last
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "StageContextBase",
-           "build_method", "finished_records", "member_config", "run_experiment", "run_id_of", "run_lock", "select_device"]
+           "build_method", "finished_records", "member_config", "record_run_id", "run_experiment", "run_id_of", "run_lock", "select_device"]
 
 LOCK_NAME = "run.lock"
+SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
 def run_id_of(resolved: dict[str, Any]) -> str:
     """A stable id: method, dataset, backbone, seed and a hash of everything that shapes the result."""
     shaping = {k: v for k, v in resolved.items() if k != "eval"}
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
+    if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
+        shaping["data"] = {k: v for k, v in resolved["data"].items() if k not in SUBSET_KEYS}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
     r = resolved["run"]
     return f"{r['method']}-{r['dataset']}-{r['backbone']}-s{r['seed']}-{digest}"
@@ -113,6 +116,10 @@ class RunContext(StageContextBase):
 
     def __init__(self, resolved: dict[str, Any], run_id: str, data: Dataset, train_data: Any, env: Environment) -> None:
         super().__init__(resolved, run_id, train_data.device)
+        size, seed = int(resolved["data"]["train_subset"]), int(resolved["data"]["subset_seed"])
+        if size and "train" not in (data.subsets or {}):  # a caller that loaded the full data (a sweep's member job)
+            data = with_train_subset(data, size, seed)
+            train_data = data.train.on_device(data.mean, data.std, train_data.device)
         self.data = data
         self.train_data = train_data
         self.env = env
@@ -192,9 +199,32 @@ def _identity(resolved: dict[str, Any], method: Method, variant: str, members: i
             "backbone": r["backbone"], "members": members, "seed": r["seed"]}
 
 
-def _data_facts(data: Dataset) -> dict[str, Any]:
-    return {"dataset": data.name, "source": data.source, "source_path": data.source_path, "train_size": len(data.train),
-            "test_size": len(data.test), "val_size": len(data.val) if data.val is not None else 0, "num_classes": data.num_classes}
+def _data_facts(data: Dataset, resolved: dict[str, Any]) -> dict[str, Any]:
+    """The data a run used; with a subset, ``train_size``/``test_size`` are the images used and
+    ``subsets`` says of how many, with which seed (the clean test subset: ``eval.test_subset``)."""
+    facts = {"dataset": data.name, "source": data.source, "source_path": data.source_path, "train_size": len(data.train),
+             "test_size": len(data.test), "val_size": len(data.val) if data.val is not None else 0, "num_classes": data.num_classes}
+    subsets = dict(data.subsets or {})
+    ev = resolved["eval"]
+    if ev["test_subset"]:
+        subsets["test"] = subset_facts(ev["test_subset"], len(data.test), ev["test_subset_seed"])
+        facts["test_size"] = int(ev["test_subset"])
+    if subsets:
+        facts["subsets"] = subsets
+    return facts
+
+
+def _subset_budget(resolved: dict[str, Any], data: Dataset) -> dict[str, Any]:
+    """The budget's subset facts: how many training and clean test images were used (0: all)."""
+    return {"train_subset": int(resolved["data"]["train_subset"]), "train_images": len(data.train),
+            "test_subset": int(resolved["eval"]["test_subset"]), "test_images": int(resolved["eval"]["test_subset"]) or len(data.test)}
+
+
+def record_run_id(run_id: str, resolved: dict[str, Any]) -> str:
+    """The id of a training run's record: with a clean test subset, ``-test<N>`` (and the seed when not 0)
+    is appended, so a record of a subset evaluation never stands in for one of the whole test set."""
+    n, seed = int(resolved["eval"]["test_subset"]), int(resolved["eval"]["test_subset_seed"])
+    return run_id + (f"-test{n}" + (f"s{seed}" if seed else "") if n else "")
 
 
 class RunLockedError(RuntimeError):
@@ -254,7 +284,13 @@ def finished_records(results_dir: Path | str, checkpoint_dir: Path | str, resolv
     if not (Path(checkpoint_dir) / run_id / "final.pt").is_file():
         return []
     folder = Path(results_dir) / resolved["run"]["suite"]
-    return [Path(r["_path"]) for r in load_records(folder).records if r.get("training_run_id") == run_id]
+    test = int(resolved["eval"]["test_subset"]), int(resolved["eval"]["test_subset_seed"])
+
+    def same_test(r: dict[str, Any]) -> bool:
+        ev = (r.get("config") or {}).get("eval") or {}
+        return (int(ev.get("test_subset", 0) or 0), int(ev.get("test_subset_seed", 0) or 0)) == test
+
+    return [Path(r["_path"]) for r in load_records(folder).records if r.get("training_run_id") == run_id and same_test(r)]
 
 
 def run_experiment(config: dict[str, Any], env: Environment | None = None) -> list[Path]:
@@ -291,11 +327,14 @@ def _train_and_record(resolved: dict[str, Any], run_id: str, device: torch.devic
     """Load the data, run the method's stages, evaluate and write the records (a failure: a failed record)."""
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
+    # subsets (config errors when not smaller than their split: raised before the try that records failures)
+    data = with_train_subset(data, int(resolved["data"]["train_subset"]), int(resolved["data"]["subset_seed"]))
+    check_subset("eval.test_subset", int(resolved["eval"]["test_subset"]), len(data.test), f"the test split of {data.name}")
     batch, train_size = resolved["train"]["batch_size"], len(data.train)
     if batch > train_size:  # known once the data is read; still a config error, before the try that records failures
         raise C.ConfigError(f"train.batch_size = {batch} is not valid: it exceeds the {train_size} training images of {data.name}")
     method = build_method(resolved, data)
-    base = {"run_id": run_id, "config": resolved, "data": _data_facts(data)}
+    base = {"run_id": record_run_id(run_id, resolved), "config": resolved, "data": _data_facts(data, resolved)}
     started = utc_now()
     ctx: RunContext | None = None
     try:
@@ -341,7 +380,8 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     ev = resolved["eval"]
     train_cfg = ctx.train_config()
     precision = ev["precision"] or train_cfg.precision
-    test = data.test.on_device(data.mean, data.std, device)
+    # the clean test set, or its seeded stratified subset (corrupted and OOD evaluation keep their own settings)
+    test = take_subset(data.test, int(ev["test_subset"]), int(ev["test_subset_seed"])).on_device(data.mean, data.std, device)
     val = data.val.on_device(data.mean, data.std, device) if data.val is not None else None
     epochs_trained = sum(len(h) for h in ctx.history.values())
     prov = provenance(str(device), _method_classes(method, ctx))  # one run, one provenance (git is asked once, not per variant)
@@ -369,8 +409,9 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
                      "peak_memory_mb": peak_memory_mb(device)})
         record = {**base, "run_id": base["run_id"] + (f"-{variant}" if variant != method.variant() else ""), "status": "completed",
                   "started": started, "identity": _identity(resolved, method, variant, members),
-                  "training_run_id": base["run_id"], "provenance": prov, "cost": cost, "metrics": metrics,
-                  "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size, "precision": train_cfg.precision},
+                  "training_run_id": ctx.run_id, "provenance": prov, "cost": cost, "metrics": metrics,
+                  "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size, "precision": train_cfg.precision,
+                             **_subset_budget(resolved, data)},
                   "training": {"history": ctx.history, "members": ctx.members}, "method_extra": method.extra_record()}
         path = write_record(env.results_dir, record)
         clean = metrics["clean"]

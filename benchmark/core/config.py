@@ -7,8 +7,8 @@ A run config has these tables (``None``/absent means "use the default"):
 [method]    # the method's own options (see its Options dataclass), e.g. members = 3
 [backbone]  # the backbone's options, e.g. width = 16
 [train]     # TrainConfig fields (below)
-[eval]      # batch_size, corruptions, corruption_subset, ood ...
-[data]      # val_size, download
+[eval]      # batch_size, corruptions, corruption_subset, test_subset, ood ...
+[data]      # val_size, download, train_subset, subset_seed
 ```
 
 A suite file adds ``[defaults]`` (a run config applied to every run), ``seeds`` and a list of
@@ -79,6 +79,8 @@ class EvalSection:
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     corruption_subset: int = 0  # 0: all test images; N: a seeded random sample of N test images (corruption_seed), the same in every cell
     corruption_seed: int = 0
+    test_subset: int = 0  # 0: the whole clean test set; N: a seeded sample of N test images, stratified by class (test_subset_seed)
+    test_subset_seed: int = 0
     ood: list[str] = field(default_factory=list)
     latency_repeats: int = 5
     latency_batch: int = 512
@@ -88,6 +90,8 @@ class EvalSection:
 class DataSection:
     val_size: int = 0
     download: bool = True
+    train_subset: int = 0  # 0: every training image; N: a seeded sample of N, stratified by class, taken after the validation hold-out
+    subset_seed: int = 0  # seed of the training subset (the same for every run seed, so ensemble members share it)
 
 
 SECTIONS: dict[str, type] = {"run": RunSection, "train": TrainConfig, "eval": EvalSection, "data": DataSection}
@@ -142,7 +146,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,
     ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
     ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),
-    ("data", "val_size"): at_least(0),
+    ("eval", "test_subset"): at_least(0), ("eval", "test_subset_seed"): at_least(0),
+    ("data", "val_size"): at_least(0), ("data", "train_subset"): at_least(0), ("data", "subset_seed"): at_least(0),
     ("method", "members"): at_least(1),
 }
 
@@ -347,3 +352,106 @@ def load_suite(name_or_path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]
             cfg = merge(cfg, {"run": {"seed": seed, "suite": name, "name": label or cfg.get("run", {}).get("method", "")}})
             runs.append(cfg)
     return {"name": name, "description": suite.get("description", ""), "budget_note": suite.get("budget_note", ""), "path": str(path)}, runs
+
+
+def suite_entry(spec: str) -> dict[str, Any]:
+    """``SUITE:NAME`` -> the run config of entry ``NAME`` of suite ``SUITE`` (the suite's defaults
+    merged with the entry) at its first seed, as a partial config for ``run``. The run's suite is
+    left at its default (``adhoc``), so such a run never lands among the suite's own records.
+    An unknown suite or entry raises ConfigError listing the valid ones."""
+    suite, sep, name = spec.partition(":")
+    if not sep or not suite or not name:
+        raise ConfigError(f"--from-suite {spec!r} must look like SUITE:NAME (e.g. quick:mimo)")
+    meta, runs = load_suite(suite)
+    names = list(dict.fromkeys(r["run"]["name"] for r in runs))
+    for run in runs:
+        if run["run"]["name"] == name:
+            out = copy.deepcopy(run)
+            out["run"].pop("suite", None)
+            return out
+    raise ConfigError(f"unknown run {name!r} in suite {meta['name']!r}; valid choices: {', '.join(names)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing options (``list -v``, ``describe``)
+
+
+@dataclass(frozen=True)
+class OptionDoc:
+    """One option of an Options dataclass or config section: name, type, default, one-line help."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+def _docstring_help(cls: type) -> dict[str, str]:
+    """``name`` -> help from docstrings written as ````name````: help; ````other````: help. (the
+    class's and its bases'; the class's own win); ````a````/````b````: help names both."""
+    import re
+
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        text = " ".join((klass.__dict__.get("__doc__") or "").split())
+        marks = list(re.finditer(r"((?:``\w+``\s*/\s*)*``\w+``)\s*:\s*", text))
+        for i, m in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            body = text[m.end():end].strip().rstrip(";").strip()
+            body = body[:-1] if body.endswith(".") and i + 1 == len(marks) else body
+            for name in re.findall(r"``(\w+)``", m.group(1)):
+                found[name] = body.rstrip(";. ")
+    return found
+
+
+def _comment_help(cls: type) -> dict[str, str]:
+    """``name`` -> the comment after ``name: type = default  # help`` in the class's source (and its bases')."""
+    import inspect
+    import re
+
+    found: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+            if m:
+                found[m.group(1)] = m.group(2).strip()
+    return found
+
+
+def describe_options(cls: type) -> list[OptionDoc]:
+    """The fields of dataclass ``cls`` with type, default and one-line help (the field's trailing
+    comment, else its entry in the class docstring, else empty)."""
+    if not dataclasses.is_dataclass(cls):
+        return []
+    comments, docs = _comment_help(cls), _docstring_help(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001  (an annotation this module cannot resolve: its text is shown)
+        hints = {}
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        kind = hints.get(f.name, f.type)
+        text = kind if isinstance(kind, str) else getattr(kind, "__name__", None) if isinstance(kind, type) else str(kind)
+        help_text = comments.get(f.name) or docs.get(f.name, "")
+        rule = RULES.get((_section_of(cls), f.name))
+        if rule is not None and rule is not NON_EMPTY and rule.text not in help_text:
+            help_text = f"{help_text} ({rule.text})" if help_text else rule.text
+        out.append(OptionDoc(f.name, str(text).replace("typing.", ""), default, help_text))
+    return out
+
+
+def _section_of(cls: type) -> str:
+    for name, section in SECTIONS.items():
+        if section is cls:
+            return name
+    return "method"

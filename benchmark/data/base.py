@@ -20,6 +20,7 @@ mCE reference) stays light.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -100,6 +101,8 @@ class Dataset:
     source: str  # "official", "jpeg-copy", ...
     source_path: str
     val: Split | None = None
+    # the subsets taken of the full splits (:func:`with_train_subset`): split -> facts (size, of, seed, stratified)
+    subsets: dict[str, dict[str, Any]] | None = None
     # train/test/val may instead be streaming splits (benchmark.data.streaming.StreamingImageFolder); every
     # split has len(), image_size, take(idx) and on_device(mean, std, device).
 
@@ -290,3 +293,67 @@ def load_dataset(
         val, train = train.take(held), train.take(keep)
     return Dataset(name, classes, train, splits["test"], spec.mean, spec.std, source, str(src), val)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Subsets (``data.train_subset``, ``eval.test_subset``)
+
+
+def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of ``size`` examples, stratified by class.
+
+    Every class gets an equal share; the remainder goes, one each, to the classes first in a
+    seeded order; a class with fewer examples than its share gives all of them and the shortfall
+    is spread over the others the same way. ``size`` 0 or at least ``len(labels)``: every index.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if size <= 0 or size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.zeros(len(classes), dtype=np.int64)
+    order = rng.permutation(len(classes))  # which classes take the remainder first
+    left = size
+    while left > 0:
+        open_classes = order[quota[order] < counts[order]]
+        share, extra = divmod(left, len(open_classes))
+        for rank, c in enumerate(open_classes):
+            take = min(share + (rank < extra), int(counts[c] - quota[c]))
+            quota[c] += take
+            left -= take
+    by_class = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    chosen = [rng.permutation(by_class[s : s + c])[:q] for s, c, q in zip(starts, counts, quota) if q]
+    return np.sort(np.concatenate(chosen))
+
+
+def subset_facts(size: int, full: int, seed: int) -> dict[str, Any]:
+    """What a record states of one subset: its size, the full split's size, the seed, the sampling."""
+    return {"size": int(size), "of": int(full), "seed": int(seed), "stratified": True}
+
+
+def check_subset(key: str, size: int, full: int, what: str) -> None:
+    """A subset must be smaller than its split (0 means all): ConfigError naming the key and the split's size."""
+    if size and size >= full:
+        from ..core.config import ConfigError
+
+        raise ConfigError(f"{key} = {size} is not valid: {what} has {full} images; use a smaller number, or 0 for all of them")
+
+
+def take_subset(split: Any, size: int, seed: int) -> Any:
+    """``split`` restricted to :func:`stratified_subset` of its labels (the split itself for 0)."""
+    if not size:
+        return split
+    return split.take(stratified_subset(np.asarray(split.labels), size, seed))
+
+
+def with_train_subset(data: Dataset, size: int, seed: int) -> Dataset:
+    """``data`` with its training split replaced by a seeded, stratified sample of ``size`` images
+    (0: unchanged); the validation hold-out, if any, was taken before. ``data.subsets["train"]``
+    says what was taken. Raises ConfigError if ``size`` is not below the training split's size."""
+    if not size:
+        return data
+    check_subset("data.train_subset", size, len(data.train), f"the training split of {data.name}")
+    facts = {**(data.subsets or {}), "train": subset_facts(size, len(data.train), seed)}
+    return dataclasses.replace(data, train=take_subset(data.train, size, seed), subsets=facts)

@@ -191,6 +191,9 @@ def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[
         ("Provenance", "git " + ", ".join(f"{c}{' (dirty)' if d else ''}" for c, d in commits) + f"; devices {_join(frame['device_name'])} "
                        f"({_join(frame['device'])}); torch {_join(frame['torch'])}; records created {_span(frame['created'])}"),
     ]
+    subsets = subset_fact(records)
+    if subsets:
+        facts.append(("Subsets", subsets))
     if frame.get("mCE") is not None and frame["mCE"].notna().any():
         facts.append(("mCE", f"corruption error relative to {mce_basis(dataset)}, mean over corruptions, x100; "
                              "rel. mCE subtracts each model's clean error"))
@@ -200,6 +203,30 @@ def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[
     if reported_for(dataset, backbone):
         facts.append(("Reported rows", "published figures (source in the row), not ranked; their cost columns are the paper's"))
     return facts
+
+
+def subset_fact(records: list[dict[str, Any]]) -> str | None:
+    """Which records trained or were evaluated on a subset (``data.subsets`` of the record), e.g.
+    ``train 2,000 of 50,000 images; test 1,000 of 10,000 (seeded, stratified): mimo (1 of 6 records)``;
+    ``None`` when no record of the block used one."""
+    groups: dict[str, list[str]] = {}
+    for rec in records:
+        subs = (rec.get("data") or {}).get("subsets")
+        if not isinstance(subs, dict) or not subs:
+            continue
+        parts = []
+        for split in ("train", "test"):
+            s = subs.get(split)
+            if isinstance(s, dict) and isinstance(s.get("size"), int) and isinstance(s.get("of"), int):
+                parts.append(f"{split} {s['size']:,} of {s['of']:,}" + (" images" if not parts else ""))
+        if parts:
+            ident = rec.get("identity") or {}
+            label = " ".join(str(x) for x in (ident.get("name") or ident.get("method"), ident.get("variant")) if x)
+            groups.setdefault("; ".join(parts) + " (seeded, stratified)", []).append(label)
+    if not groups:
+        return None
+    return "; ".join(f"{what}: {', '.join(sorted(set(labels)))} ({len(labels)} of {len(records)} record{'s' if len(records) != 1 else ''})"
+                     for what, labels in sorted(groups.items()))
 
 
 def _span(values: Iterable[Any]) -> str:

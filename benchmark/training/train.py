@@ -83,6 +83,22 @@ class EpochStats:
     lr: float
     rows: int
     first_step_seconds: float = 0.0  # includes torch.compile's compilation in a compiled run's first epoch
+    members: int = 1  # M of the trained logits [M, B, K] (for the log; not part of the history)
+
+
+def loss_text(loss: float, members: int, digits: int = 4) -> str:
+    """The training loss as the log shows it: the shared loss sums the members' cross-entropies, so an
+    ensemble's is shown per member and labelled (``loss/member 1.9812 (M=3)``); one member: ``loss 1.9812``."""
+    if members > 1:
+        return f"loss/member {loss / members:.{digits}f} (M={members})"
+    return f"loss {loss:.{digits}f}"
+
+
+def history_entry(stats: EpochStats) -> dict[str, Any]:
+    """One epoch of the record's history (the summed loss as always; ``members`` is the log's only)."""
+    entry = asdict(stats)
+    entry.pop("members")
+    return entry
 
 
 def train_one_epoch(
@@ -112,6 +128,7 @@ def train_one_epoch(
     order = data.epoch_order(make_generator(device, *seed_parts, "order", epoch))
     loss_sum = torch.zeros((), device=device)
     rows = 0
+    members = 1
     t0 = time.perf_counter()
     first_step = 0.0
     bar = progress_bar(range(start_step, steps), desc=desc, unit="step", enable=progress, total=steps - start_step)
@@ -131,6 +148,7 @@ def train_one_epoch(
         with autocast(cfg.precision, device):
             logits = model(inputs)
         loss = ensemble_loss(logits, targets)
+        members = int(logits.shape[0]) if logits.dim() == 3 else 1
         optimizer.zero_grad(set_to_none=True)
         (loss * weight if dist is not None else loss).backward()
         optimizer.step()
@@ -144,7 +162,7 @@ def train_one_epoch(
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"training loss is {value} at epoch {epoch + 1}, step {step + 1}; lower the learning rate (now {scheduler.get_last_lr()[0]:.4g}) or use precision='fp32'")
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            bar.set_postfix_str(loss_text(value, members, 3), refresh=False)
         if stop is not None and stop.is_set() and step < steps - 1:
             if on_stop is not None:
                 on_stop(step + 1)
@@ -153,7 +171,7 @@ def train_one_epoch(
     n = max(1, steps - start_step)
     if dist is not None:
         loss_sum = dist.average(loss_sum)  # the global batch's mean loss, as one process reports it
-    return EpochStats(epoch, float(loss_sum) / n, time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step)
+    return EpochStats(epoch, float(loss_sum) / n, time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step, members)
 
 
 def fit(
@@ -217,10 +235,10 @@ def fit(
         stats = train_one_epoch(net, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
                                 stop=stop, on_stop=lambda s, e=epoch: save(e, s), progress=progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}",
                                 dist=dist)
-        history.append(asdict(stats))
+        history.append(history_entry(stats))
         epoch, step = epoch + 1, 0
         save(epoch, 0)
-        log(f"{desc} epoch {epoch}/{cfg.epochs}: loss {stats.loss:.4f}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
+        log(f"{desc} epoch {epoch}/{cfg.epochs}: {loss_text(stats.loss, stats.members)}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
         if stop is not None and stop.is_set() and epoch < cfg.epochs:
             raise StopRequested(f"stopped after epoch {epoch} of {cfg.epochs}: {stop.reason}")
     return history

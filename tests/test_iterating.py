@@ -1,0 +1,204 @@
+"""The researcher's loop: training and test subsets, the smoke recipe, runs from a suite entry,
+describing methods / datasets / backbones, the per-member training loss."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark import cli
+from benchmark.core import config as C
+from benchmark.data.base import stratified_subset
+from benchmark.leaderboard.boards import load_boards
+from benchmark.runner import Environment, run_experiment, run_id_of
+
+
+def env_for(tmp_path: Path, data_dir: Path, logs: list[str] | None = None, **kw) -> Environment:
+    return Environment(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "runs",
+                       checkpoint_dir=tmp_path / "ckpt", progress=False, log=(logs.append if logs is not None else lambda m: None), **kw)
+
+
+def smoke_argv(method: str, root: Path, tmp_path: Path) -> list[str]:
+    """The README's smoke recipe (``run --from-suite quick:<method>`` with subsets, one epoch, fp32, no
+    corrupted sets), on the tiny CIFAR-10 of the fixtures instead of the JPEG copy."""
+    return ["run", "--from-suite", f"quick:{method}", "--set", "train.precision=fp32", "--set", "train.epochs=1",
+            "--set", "data.train_subset=64", "--set", "eval.test_subset=20", "--set", "eval.corruptions=none",
+            "--set", "eval.latency_repeats=1", "--set", "eval.latency_batch=8", "--set", "run.dataset=cifar10", "--set", "train.batch_size=32",
+            "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "runs"),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--no-progress"]
+
+
+# ---------------------------------------------------------------------------------------------
+# subsets
+
+
+def test_stratified_subset_equal_shares_seeded_and_sorted() -> None:
+    labels = np.random.default_rng(3).integers(0, 10, 5000)
+    idx = stratified_subset(labels, 1003, seed=7)
+    counts = np.bincount(labels[idx], minlength=10)
+    assert len(idx) == len(set(idx.tolist())) == 1003 and np.all(np.diff(idx) > 0)
+    assert sorted(counts.tolist()) == [100] * 7 + [101] * 3  # equal shares, the remainder one each
+    assert np.array_equal(idx, stratified_subset(labels, 1003, seed=7))
+    assert not np.array_equal(idx, stratified_subset(labels, 1003, seed=8))
+    # a class smaller than its share gives all it has; the others make up the difference
+    small = np.array([0] * 3 + [1] * 100 + [2] * 100)
+    assert sorted(np.bincount(small[stratified_subset(small, 30, 0)]).tolist()) == [3, 13, 14]
+    assert np.array_equal(stratified_subset(small, 0, 0), np.arange(len(small)))
+
+
+def test_subsets_in_record_id_budget_and_leaderboard(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    full = C.resolve(tiny_run_config)
+    explicit_zero = C.resolve(C.merge(tiny_run_config, {"data": {"train_subset": 0, "subset_seed": 5}}))
+    assert run_id_of(full) == run_id_of(explicit_zero)  # no subset: the id of runs from before the subset keys
+    cfg = C.merge(tiny_run_config, {"data": {"train_subset": 64}, "eval": {"test_subset": 20}, "train": {"epochs": 1}})
+    sub_id = run_id_of(C.resolve(cfg))
+    assert sub_id != run_id_of(C.resolve(C.merge(tiny_run_config, {"train": {"epochs": 1}})))
+    assert run_id_of(C.resolve(C.merge(cfg, {"eval": {"test_subset": 0}}))) == sub_id  # evaluation does not shape the training
+
+    [path] = run_experiment(cfg, env_for(tmp_path, root))
+    rec = json.loads(path.read_text())
+    assert rec["run_id"] == f"{sub_id}-test20" and rec["training_run_id"] == sub_id
+    assert rec["data"]["train_size"] == 64 and rec["data"]["test_size"] == 20
+    assert rec["data"]["subsets"] == {"train": {"size": 64, "of": 200, "seed": 0, "stratified": True},
+                                      "test": {"size": 20, "of": 40, "seed": 0, "stratified": True}}
+    assert rec["budget"]["train_subset"] == 64 and rec["budget"]["train_images"] == 64
+    assert rec["budget"]["test_subset"] == 20 and rec["budget"]["test_images"] == 20
+    assert rec["metrics"]["clean"]["n"] == 20
+    assert sum(h["rows"] for h in rec["training"]["history"]["train"]) == 64 // 32 * 32
+
+    # a full run beside it: the block says which records used a subset
+    full_cfg = C.merge(tiny_run_config, {"train": {"epochs": 1}, "run": {"method": "deterministic"}})
+    run_experiment(C.merge(full_cfg, {"data": {"val_size": 0}}), env_for(tmp_path, root))
+    [board] = load_boards(tmp_path / "runs", warn=False)
+    [block] = board.blocks
+    facts = dict(block.facts)
+    assert facts["Subsets"] == "train 64 of 200 images; test 20 of 40 (seeded, stratified): deterministic (1 of 2 records)"
+    assert block.table["setting"].str.contains("train_subset").any()  # the row is apart from the full run's
+
+
+def test_no_subset_no_fact(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    run_experiment(C.merge(tiny_run_config, {"train": {"epochs": 1}}), env_for(tmp_path, root))
+    [board] = load_boards(tmp_path / "runs", warn=False)
+    assert "Subsets" not in dict(board.blocks[0].facts)
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ("data.train_subset=-1", r"data\.train_subset = -1 is not valid: expected an integer >= 0"),
+    ("data.train_subset=abc", r"data\.train_subset = 'abc' is not valid: expected an integer"),
+    ("eval.test_subset=1.5", r"eval\.test_subset = 1\.5 is not valid: expected an integer"),
+    ("data.subset_seed=-2", r"data\.subset_seed = -2 is not valid"),
+    ("data.train_subset=200", r"data\.train_subset = 200 is not valid: the training split of cifar10 has 200 images"),
+    ("eval.test_subset=41", r"eval\.test_subset = 41 is not valid: the test split of cifar10 has 40 images"),
+])
+def test_bad_subsets_fail_without_a_record(cifar10_dir, tmp_path: Path, capsys, override: str, pattern: str) -> None:
+    root, _ = cifar10_dir
+    argv = smoke_argv("deterministic", root, tmp_path) + ["--set", override]
+    assert cli.main(argv) == 2
+    assert re.search(pattern, capsys.readouterr().err)
+    assert not list((tmp_path / "runs").rglob("*.json"))
+
+
+@pytest.mark.parametrize("method", ["mimo", "deep_ensemble"])
+def test_smoke_recipe_end_to_end(cifar10_dir, tmp_path: Path, capsys, method: str) -> None:
+    root, _ = cifar10_dir
+    assert cli.main(smoke_argv(method, root, tmp_path)) == 0
+    [path] = list((tmp_path / "runs" / "adhoc").glob("*.json"))  # suite adhoc: never among the quick suite's records
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "completed" and rec["identity"]["method"] == method and rec["identity"]["name"] == method
+    assert rec["data"]["subsets"]["train"]["size"] == 64 and rec["metrics"]["clean"]["n"] == 20
+    assert rec["config"]["run"]["backbone"] == "resnet8" and rec["config"]["backbone"] == {"width": 16}  # the suite entry's settings
+    out = capsys.readouterr().out
+    assert "train epoch 1/1" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# run --from-suite
+
+
+def test_suite_entry_settings_and_overrides() -> None:
+    cfg = C.suite_entry("quick:mimo")
+    assert cfg["run"]["method"] == "mimo" and cfg["run"]["seed"] == 0 and cfg["run"]["name"] == "mimo" and "suite" not in cfg["run"]
+    assert cfg["method"] == {"members": 3, "input_repetition": 0.0, "batch_repetition": 1}
+    assert cfg["train"]["batch_size"] == 256 and cfg["train"]["precision"] == "bf16" and cfg["backbone"] == {"width": 16}
+    resolved = C.resolve(C.apply_overrides(cfg, ["run.seed=3", "train.epochs=1"]))
+    assert resolved["run"]["seed"] == 3 and resolved["train"]["epochs"] == 1 and resolved["run"]["suite"] == "adhoc"
+    assert C.suite_entry("quick:batchensemble")["train"]["lr"] == 0.2  # the entry's table over the defaults
+
+
+@pytest.mark.parametrize("spec,pattern", [
+    ("quick:nosuch", r"unknown run 'nosuch' in suite 'quick'; valid choices: deterministic, mimo, batchensemble, mc_dropout, deep_ensemble, subnetwork"),
+    ("nosuite:mimo", r"unknown suite 'nosuite'; valid choices: .*quick"),
+    ("quick", r"must look like SUITE:NAME"),
+])
+def test_from_suite_errors_list_the_choices(spec: str, pattern: str, capsys, tmp_path: Path) -> None:
+    assert cli.main(["run", "--from-suite", spec, "--results-dir", str(tmp_path / "r"), "--checkpoint-dir", str(tmp_path / "k")]) == 2
+    assert re.search(pattern, capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# list -v, describe, --version
+
+
+def test_describe_method_options_with_defaults_and_help(capsys) -> None:
+    assert cli.main(["describe", "mimo"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("method mimo: MIMO")
+    assert re.search(r"members: int = 3 +M subnetworks \(>= 1\)", out)
+    assert re.search(r"batch_repetition: int = 4 +how many times each unique image appears", out)
+    assert cli.main(["describe", "mc_dropout"]) == 0
+    assert re.search(r"samples: list\[int\] = \[1, 30\] +the test-time sample counts K", capsys.readouterr().out)
+
+
+def test_describe_dataset_backbone_and_config_table(capsys) -> None:
+    assert cli.main(["describe", "cifar10-jpeg"]) == 0
+    out = capsys.readouterr().out
+    assert "source: jpeg-copy" in out and "eval.corruptions: none, official" in out and "regenerated" in out and "OOD use:" in out
+    assert cli.main(["describe", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "input size: 224x224" in out and "width = 64" in out
+    assert cli.main(["describe", "data"]) == 0
+    assert re.search(r"train_subset: int = 0 +0: every training image", capsys.readouterr().out)
+    assert cli.main(["describe", "nosuch"]) == 2
+    assert "valid choices: batchensemble" in capsys.readouterr().err
+
+
+def test_list_verbose_and_version(capsys) -> None:
+    assert cli.main(["list", "--methods", "-v"]) == 0
+    out = capsys.readouterr().out
+    for name in ("deterministic", "mimo", "batchensemble", "mc_dropout", "deep_ensemble", "subnetwork"):
+        assert f"method {name}" in out
+    assert "member_method: str = 'deterministic'" in out and "backbone " not in out
+    assert cli.main(["list", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "backbone resnet8: CIFAR ResNet-8" in out and "dataset cifar100:" in out
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0 and re.match(r"plures \d+\.\d+", capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the training log's loss
+
+
+def test_ensemble_loss_logged_per_member(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    root, _ = cifar10_dir
+    logs: list[str] = []
+    cfg = C.merge(tiny_run_config, {"run": {"method": "mimo"}, "method": {"members": 3, "batch_repetition": 1}, "train": {"epochs": 1}})
+    [path] = run_experiment(cfg, env_for(tmp_path, root, logs))
+    [line] = [m for m in logs if "epoch 1/1" in m]
+    match = re.search(r"loss/member (\d+\.\d+) \(M=3\)", line)
+    assert match, line
+    history_loss = json.loads(path.read_text())["training"]["history"]["train"][0]["loss"]  # the record keeps the summed loss
+    assert abs(history_loss / 3 - float(match.group(1))) < 1e-4
+    assert "members" not in json.loads(path.read_text())["training"]["history"]["train"][0]
+    logs.clear()
+    run_experiment(C.merge(tiny_run_config, {"train": {"epochs": 1}}), env_for(tmp_path, root, logs))
+    [line] = [m for m in logs if "epoch 1/1" in m]
+    assert re.search(r": loss \d+\.\d{4}, lr", line) and "member" not in line
