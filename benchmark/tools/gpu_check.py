@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -134,11 +135,12 @@ class GpuCheck:
 
     sizes: Sizes
     out: Path  # what comes back: the archive, the summary, the log
-    work: Path  # records, tables, logs (archived); work/scratch: checkpoints, data, caches (not archived)
+    work: Path  # records, tables, logs (archived); scratch (a temporary folder, removed at the end): checkpoints, synthetic data, caches
     data_dir: str | None
     cache_dir: str | None
     wheels: Path
     smoke: bool
+    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="plures-gpu-check-scratch-")))
     t0: float = field(default_factory=time.monotonic)
     stages: list[StageResult] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)
@@ -149,10 +151,6 @@ class GpuCheck:
             d.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(self.sizes.device)
         self.deadline = self.t0 + self.sizes.total
-
-    @property
-    def scratch(self) -> Path:
-        return self.work / "scratch"
 
     def log(self, message: str) -> None:
         line = f"[{time.monotonic() - self.t0:6.1f}s] {message}"
@@ -695,8 +693,8 @@ class GpuCheck:
                 out.append(f"{rec.get('run_id')}: {rec.get('status')}")
                 continue
             clean = rec["metrics"]["clean"]
-            cor = rec["metrics"].get("corrupted", {})
-            mean_cor = next((v for k, v in (cor.get("summary") or cor).items() if k in ("mean_accuracy", "accuracy")), None) if isinstance(cor, dict) else None
+            cor = rec["metrics"].get("corrupted") or {}
+            mean_cor = (cor.get("summary") or {}).get("cA") if isinstance(cor, dict) else None
             extra = f", corrupted accuracy {mean_cor:.4f}" if isinstance(mean_cor, float) else ""
             out.append(f"{rec['identity']['name']} {rec['identity'].get('variant') or ''}: accuracy {clean['accuracy']:.4f}, NLL {clean['nll']:.4f}, "
                        f"ECE {clean['ece']:.4f}{extra}, peak memory {rec['cost'].get('peak_memory_mb') or 0:.0f} MiB")
@@ -776,8 +774,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.work:
         work = args.work
     elif args.out is None and env_out:
-        import tempfile
-
         work = Path(tempfile.mkdtemp(prefix="plures-gpu-check-"))
     else:
         work = out / "files"
@@ -795,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if check.prep is not None:
             check.prep.terminate()
+            check.prep.wait(timeout=30)
+        shutil.rmtree(check.scratch, ignore_errors=True)
     archive = check.pack()
     text = check.summary()
     check.log(f"archive {archive} ({archive.stat().st_size / 2**20:.1f} MiB); total {time.monotonic() - check.t0:.0f}s")
