@@ -63,17 +63,67 @@ def cmd_run(p: argparse.ArgumentParser):
     return run
 
 
+class BenchProgress:
+    """What one ``bench`` has done so far, so that running the same bench again after an
+    interruption continues it: ``<checkpoint dir>/.bench/<suite>.json`` holds the selected runs'
+    ids (a different selection or ``--set`` is another bench) and each run's state: ``running``
+    (started, not finished: interrupted, resumed from its checkpoint), ``done`` (completed in this
+    bench: skipped) or ``failed`` (started over). A bench whose runs all finished is complete; the
+    next one starts anew. Records of earlier benches are never taken for this one's."""
+
+    def __init__(self, path: Path, run_ids: list[str], restart: bool) -> None:
+        import json
+
+        self.path = path
+        self.key = sorted(set(run_ids))
+        old: dict = {}
+        if not restart and path.is_file():
+            try:
+                old = json.loads(path.read_text())
+            except (OSError, ValueError):
+                old = {}
+        self.continued = bool(old) and old.get("runs_selected") == self.key and not old.get("complete")
+        self.state: dict = old if self.continued else {"runs_selected": self.key, "started": _now(), "complete": False, "runs": {}}
+
+    def status(self, run_id: str) -> str:
+        return self.state["runs"].get(run_id, {}).get("status", "")
+
+    def mark(self, run_id: str, status: str, **extra: object) -> None:
+        self.state["runs"][run_id] = {"status": status, "at": _now(), **extra}
+        self.save()
+
+    def finish(self) -> None:
+        self.state["complete"] = all(self.status(r) == "done" for r in self.key)
+        self.save()
+
+    def save(self) -> None:
+        from .core.io import atomic_write_json
+
+        atomic_write_json(self.path, self.state)
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @command("bench")
 def cmd_bench(p: argparse.ArgumentParser):
-    """Run a named suite end to end (every run x seed), then rebuild its leaderboard."""
+    """Run a named suite end to end (every run x seed), then rebuild its leaderboard. Running the same
+    bench again after an interruption continues it (--restart starts over)."""
     p.add_argument("suite", nargs="?", default="quick", help="suite name (benchmark/suites/<name>.toml) or path (default: quick)")
     p.add_argument("--only", default="", help="comma-separated run names of the suite to run (default: all)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE", help="override for every run (repeatable)")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("results/leaderboards"), help="where leaderboards go")
     p.add_argument("--skip-done", action="store_true", help="skip runs that already have a completed record in --results-dir")
+    p.add_argument("--restart", action="store_true",
+                   help="start the bench over: forget the progress of an interrupted bench of the same runs (its checkpoints are not resumed)")
     add_env_options(p)
 
     def run(args: argparse.Namespace) -> int:
+        import dataclasses
+
         from .leaderboard import write_leaderboards
         from .records import load_records
         from .runner import run_experiment, run_id_of
@@ -85,24 +135,47 @@ def cmd_bench(p: argparse.ArgumentParser):
         if unknown_names:
             raise C.ConfigError(f"unknown run name(s) {unknown_names} in suite {meta['name']!r}; valid choices: {', '.join(sorted(set(names)))}")
         selected = [C.apply_overrides(r, args.overrides) for r in runs if not only or r["run"]["name"] in only]
+        ids = [run_id_of(C.resolve(cfg)) for cfg in selected]  # every config checked before anything runs
         done = {r["training_run_id"] for r in load_records(args.results_dir).records if "training_run_id" in r} if args.skip_done else set()
+        progress = BenchProgress(Path(args.checkpoint_dir) / ".bench" / f"{meta['name']}.json", ids, args.restart)
+        label = {rid: f"{cfg['run']['name']} seed {cfg['run']['seed']}" for rid, cfg in zip(ids, selected)}
+        if progress.continued:
+            skipped = [label[r] for r in ids if progress.status(r) == "done"]
+            resumed = [label[r] for r in ids if progress.status(r) == "running"]
+            print(f"continuing the interrupted bench {meta['name']} of {progress.state['started']} ({progress.path}; --restart starts over):",
+                  flush=True)
+            print(f"  skipped, completed in this bench: {', '.join(skipped) or 'none'}", flush=True)
+            print(f"  resumed from their checkpoints: {', '.join(resumed) or 'none'}", flush=True)
+            print(f"  to run: {len(ids) - len(skipped)} of {len(ids)}", flush=True)
+        elif args.restart:
+            print(f"bench {meta['name']}: starting over (--restart)", flush=True)
+        progress.save()
         env = make_env(args)
         t0 = time.perf_counter()
         failed = []
-        for i, cfg in enumerate(selected, 1):
-            rid = run_id_of(C.resolve(cfg))
+        for i, (cfg, rid) in enumerate(zip(selected, ids), 1):
             if rid in done:
                 print(f"[{i}/{len(selected)}] {rid}: record exists, skipped", flush=True)
                 continue
-            print(f"[{i}/{len(selected)}] {cfg['run']['name']} seed {cfg['run']['seed']} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
+            if progress.status(rid) == "done":
+                print(f"[{i}/{len(selected)}] {label[rid]}: completed in this bench, skipped", flush=True)
+                continue
+            resume = args.resume or progress.status(rid) == "running"
+            print(f"[{i}/{len(selected)}] {label[rid]}{' (resuming)' if resume else ''} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
+            progress.mark(rid, "running")
             try:
-                run_experiment(cfg, env)
+                paths = run_experiment(cfg, dataclasses.replace(env, resume=resume))
+                progress.mark(rid, "done", records=[str(q) for q in paths])
             except Exception as exc:  # a failed run is recorded; the suite goes on
                 from .core.runtime import StopRequested
 
                 if isinstance(exc, StopRequested):
+                    print(f"bench {meta['name']} interrupted; run the same command again to continue it (--restart starts over)",
+                          file=sys.stderr, flush=True)
                     raise
+                progress.mark(rid, "failed", error=f"{type(exc).__name__}: {exc}")
                 failed.append((cfg["run"]["name"], f"{type(exc).__name__}: {exc}"))
+        progress.finish()
         print(f"suite {meta['name']}: {len(selected)} runs in {time.perf_counter() - t0:.0f}s", flush=True)
         written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[meta["name"]])
         for path in written:

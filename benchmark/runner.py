@@ -320,6 +320,8 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
                 env.log(f"run {run_id} is finished: completed record {done[0]}" + (f" (and {len(done) - 1} more)" if len(done) > 1 else "")
                         + "; nothing to resume (without --resume it is trained and evaluated again, into a new record)")
                 return done
+        if not env.resume and env.is_main:  # trained anew: until it finishes, older final weights must not count as this run's
+            (Path(env.checkpoint_dir) / run_id / "final.pt").unlink(missing_ok=True)
         return _train_and_record(resolved, run_id, device, env)
 
 

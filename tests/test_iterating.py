@@ -202,3 +202,99 @@ def test_ensemble_loss_logged_per_member(cifar10_dir, tiny_run_config, tmp_path:
     run_experiment(C.merge(tiny_run_config, {"train": {"epochs": 1}}), env_for(tmp_path, root, logs))
     [line] = [m for m in logs if "epoch 1/1" in m]
     assert re.search(r": loss \d+\.\d{4}, lr", line) and "member" not in line
+
+
+# ---------------------------------------------------------------------------------------------
+# an interrupted bench continues
+
+
+TINY_SUITE = """
+name = "tinybench"
+seeds = [0]
+
+[defaults.run]
+dataset = "cifar10"
+backbone = "resnet8"
+
+[defaults.backbone]
+width = 4
+
+[defaults.train]
+epochs = 2
+batch_size = 32
+lr = 0.05
+warmup_epochs = 0.5
+
+[defaults.eval]
+batch_size = 64
+latency_batch = 8
+latency_repeats = 1
+
+[[runs]]
+name = "deterministic"
+run = { method = "deterministic" }
+
+[[runs]]
+name = "mimo"
+run = { method = "mimo" }
+method = { members = 2, batch_repetition = 1 }
+
+[[runs]]
+name = "batchensemble"
+run = { method = "batchensemble" }
+method = { members = 2 }
+"""
+
+
+def test_interrupted_bench_continues(cifar10_dir, tmp_path: Path, capsys, monkeypatch) -> None:
+    from benchmark.core.runtime import StopFlag, StopRequested
+
+    root, _ = cifar10_dir
+    suite = tmp_path / "tinybench.toml"
+    suite.write_text(TINY_SUITE)
+    argv = ["bench", str(suite), "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "runs"),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--leaderboard-dir", str(tmp_path / "boards"), "--no-progress"]
+    make_env = cli.make_env
+
+    def interrupting_env(args):  # a SIGTERM after the first epoch of the second run (mimo), as a signal would set it
+        env = make_env(args)
+        flag, say = StopFlag(), env.log
+
+        def log(message: str) -> None:
+            say(message)
+            if message.startswith("mimo-") and "train epoch 1/2" in message:
+                flag.set("SIGTERM")
+
+        env.stop, env.log = flag, log
+        return env
+
+    monkeypatch.setattr(cli, "make_env", interrupting_env)
+    assert cli.main(argv) == 130
+    out = capsys.readouterr()
+    assert "[2/3] mimo seed 0" in out.out and "run the same command again to continue it" in out.err
+    records = sorted((tmp_path / "runs").rglob("*.json"))
+    assert len(records) == 1 and "deterministic" in records[0].name  # the first run completed, the second stopped
+
+    monkeypatch.setattr(cli, "make_env", make_env)
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("continuing the interrupted bench tinybench")
+    assert lines[1] == "  skipped, completed in this bench: deterministic seed 0"
+    assert lines[2] == "  resumed from their checkpoints: mimo seed 0"
+    assert "[1/3] deterministic seed 0: completed in this bench, skipped" in out
+    assert re.search(r"resuming mimo-\S+ train after epoch 1 of 2 \(next: epoch 2\)", out)
+    assert "[3/3] batchensemble seed 0 (" in out  # not yet started: from scratch
+    after = sorted((tmp_path / "runs").rglob("*.json"))
+    assert len(after) == 3 and records[0] in after  # the deterministic run was not trained again
+    progress = json.loads((tmp_path / "ckpt" / ".bench" / "tinybench.json").read_text())
+    assert progress["complete"] and {v["status"] for v in progress["runs"].values()} == {"done"}
+
+    # a finished bench run again is a new bench; --restart forgets an interrupted one
+    monkeypatch.setattr(cli, "make_env", interrupting_env)
+    assert cli.main(argv + ["--only", "deterministic,mimo"]) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(cli, "make_env", make_env)
+    assert cli.main(argv + ["--only", "deterministic,mimo", "--restart"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "bench tinybench: starting over (--restart)" and "resuming" not in out and "skipped" not in out
