@@ -30,13 +30,18 @@ def add_env_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoints instead of starting over")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when not on a terminal)")
+    g.add_argument("--tensorboard-dir", type=Path, default=None,
+                   help="with train.log=tensorboard: event files in DIR/<run id>/<stage> (default: <checkpoint dir>/<run id>/tensorboard/<stage>)")
 
 
 def make_env(args: argparse.Namespace):
     from .core.runtime import Environment
 
-    return Environment(data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
-                       device=args.device, resume=args.resume, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    env = Environment(data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
+                      device=args.device, resume=args.resume, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+    if getattr(args, "tensorboard_dir", None) is not None:
+        env.tensorboard_dir = args.tensorboard_dir  # read by the runner's training stages (train.log = "tensorboard")
+    return env
 
 
 @command("run")
@@ -122,8 +127,6 @@ def cmd_bench(p: argparse.ArgumentParser):
     add_env_options(p)
 
     def run(args: argparse.Namespace) -> int:
-        import dataclasses
-
         from .leaderboard import write_leaderboards
         from .records import load_records
         from .runner import run_experiment, run_id_of
@@ -164,7 +167,8 @@ def cmd_bench(p: argparse.ArgumentParser):
             print(f"[{i}/{len(selected)}] {label[rid]}{' (resuming)' if resume else ''} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
             progress.mark(rid, "running")
             try:
-                paths = run_experiment(cfg, dataclasses.replace(env, resume=resume))
+                env.resume = resume
+                paths = run_experiment(cfg, env)
                 progress.mark(rid, "done", records=[str(q) for q in paths])
             except Exception as exc:  # a failed run is recorded; the suite goes on
                 from .core.runtime import StopRequested

@@ -49,6 +49,7 @@ __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME",
            "build_method", "finished_records", "member_config", "record_run_id", "run_experiment", "run_id_of", "run_lock", "select_device"]
 
 LOCK_NAME = "run.lock"
+NON_SHAPING_TRAIN = ("log",)  # train keys that do not change what is trained (not in the run id)
 SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
@@ -56,6 +57,7 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     """A stable id: method, dataset, backbone, seed and a hash of everything that shapes the result."""
     shaping = {k: v for k, v in resolved.items() if k != "eval"}
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
+    shaping["train"] = {k: v for k, v in resolved["train"].items() if k not in NON_SHAPING_TRAIN}
     if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
         shaping["data"] = {k: v for k, v in resolved["data"].items() if k not in SUBSET_KEYS}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
@@ -127,13 +129,24 @@ class RunContext(StageContextBase):
 
     def fit(self, model: nn.Module, method: Method, stage: str = "train", **train_changes: Any) -> list[dict[str, Any]]:
         cfg = self.train_config(**train_changes)
+        writer = tensorboard_writer(self.tensorboard_folder(stage)) if cfg.log == "tensorboard" and self.env.is_main else None
         t0 = time.perf_counter()
-        history = fit(model, method, self.train_data, cfg, seed_parts=(self.seed, stage), checkpoint=self.checkpoints / f"{stage}.pt",
-                      resume=self.env.resume, stop=self.env.stop, progress=self.env.progress, log=self.env.log, desc=f"{self.run_id} {stage}",
-                      dist=self.env.dist)
+        try:
+            history = fit(model, method, self.train_data, cfg, seed_parts=(self.seed, stage), checkpoint=self.checkpoints / f"{stage}.pt",
+                          resume=self.env.resume, stop=self.env.stop, progress=self.env.progress, log=self.env.log,
+                          desc=f"{self.run_id} {stage}", dist=self.env.dist, curves=writer.add_scalar if writer is not None else None)
+        finally:
+            if writer is not None:
+                writer.close()
         self.train_seconds += time.perf_counter() - t0
         self.history[stage] = history
         return history
+
+    def tensorboard_folder(self, stage: str) -> Path:
+        """Where a stage's TensorBoard event files go: ``<tensorboard dir>/<run id>/<stage>`` when the
+        environment names one (``--tensorboard-dir``), else ``<checkpoint dir>/<run id>/tensorboard/<stage>``."""
+        root = getattr(self.env, "tensorboard_dir", None)
+        return Path(root) / self.run_id / stage if root else self.checkpoints / "tensorboard" / stage
 
     def _member_network(self, sub: dict[str, Any], sub_id: str) -> tuple[nn.Module, bool]:
         """The trained network of run ``sub_id``. Reuses the saved final weights of that run if it
@@ -167,6 +180,26 @@ class RunContext(StageContextBase):
         self.train_seconds += sub_ctx.train_seconds
         self.history[sub_id] = sub_ctx.history.get("train", [])
         return model
+
+
+TENSORBOARD_MISSING = "train.log = 'tensorboard' needs the tensorboard package, which is not installed: pip install 'plures[tensorboard]'"
+
+
+def check_tensorboard() -> None:
+    """ConfigError (before any data is read) when the tensorboard package cannot be imported."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise C.ConfigError(TENSORBOARD_MISSING) from None
+
+
+def tensorboard_writer(folder: Path) -> Any:
+    """A TensorBoard ``SummaryWriter`` writing event files into ``folder``."""
+    check_tensorboard()
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return SummaryWriter(log_dir=str(folder))
 
 
 def member_config(resolved: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -311,6 +344,8 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training
         corrupted_source(spec.corrupted_source(resolved["eval"]["corruptions"]))
     check_ood_names(list(resolved["eval"]["ood"]))
+    if resolved["train"]["log"] == "tensorboard":
+        check_tensorboard()
     # Data parallel: the main rank alone locks (the other ranks are the same run).
     lock = run_lock(Path(env.checkpoint_dir) / run_id, run_id) if env.is_main else contextlib.nullcontext()
     with lock:

@@ -298,3 +298,47 @@ def test_interrupted_bench_continues(cifar10_dir, tmp_path: Path, capsys, monkey
     assert cli.main(argv + ["--only", "deterministic,mimo", "--restart"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0] == "bench tinybench: starting over (--restart)" and "resuming" not in out and "skipped" not in out
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorBoard curves (optional extra)
+
+
+def test_tensorboard_missing_is_a_config_error_before_data(cifar10_dir, tmp_path: Path, capsys, monkeypatch) -> None:
+    import sys
+
+    root, _ = cifar10_dir
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: importing it raises ImportError
+    assert cli.main(smoke_argv("deterministic", root, tmp_path) + ["--set", "train.log=tensorboard"]) == 2
+    err = capsys.readouterr().err
+    assert "needs the tensorboard package" in err and "pip install 'plures[tensorboard]'" in err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # nothing read, nothing written
+    assert cli.main(smoke_argv("deterministic", root, tmp_path) + ["--set", "train.log=wandb"]) == 2
+    assert "train.log = 'wandb' is not valid: expected a string; valid choices: none, tensorboard" in capsys.readouterr().err
+
+
+def test_tensorboard_event_files_hold_the_curves(cifar10_dir, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (optional extra: pip install 'plures[tensorboard]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, _ = cifar10_dir
+    argv = smoke_argv("mimo", root, tmp_path) + ["--set", "train.log=tensorboard", "--set", "train.epochs=2", "--set", "train.nan_check_every=1"]
+    assert cli.main(argv) == 0
+    [path] = list((tmp_path / "runs").rglob("*.json"))
+    rec = json.loads(path.read_text())
+    run_id = rec["training_run_id"]
+    assert run_id == run_id_of(C.resolve(C.merge(rec["config"], {"train": {"log": "none"}})))  # logging does not change the run id
+    folder = tmp_path / "ckpt" / run_id / "tensorboard" / "train"
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/loss_per_member", "train/lr", "train/epoch_seconds", "train/step_loss_per_member"} <= tags
+    history = rec["training"]["history"]["train"]
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2]
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([h["loss"] for h in history], rel=1e-6)
+    assert [e.value for e in events.Scalars("train/loss_per_member")] == pytest.approx([h["loss"] / 3 for h in history], rel=1e-6)
+    assert len(events.Scalars("train/step_loss_per_member")) == 4  # 64 images / batch 32 = 2 steps x 2 epochs
+    # --tensorboard-dir puts them elsewhere
+    other = tmp_path / "tb"
+    assert cli.main(argv + ["--tensorboard-dir", str(other)]) == 0
+    assert list((other / run_id / "train").glob("events.out.tfevents.*"))

@@ -32,6 +32,7 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "step", "linear")
+TRAIN_LOGS = ("none", "tensorboard")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward (its compile time shows in first_step_seconds)
     augment: bool = True
     nan_check_every: int = 50
+    log: str = "none"  # training curves: "none", or "tensorboard" (event files under the run's checkpoint folder; extra plures[tensorboard])
 
     def validate(self) -> None:
         """Every field's type and range (:func:`check_section`); a bad one raises ConfigError naming it."""
@@ -142,7 +144,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("train", "epochs"): at_least(0), ("train", "batch_size"): at_least(1), ("train", "lr"): above(0),
     ("train", "momentum"): between(0, 1, high_open=True), ("train", "weight_decay"): at_least(0), ("train", "warmup_epochs"): at_least(0),
     ("train", "schedule"): one_of(SCHEDULES), ("train", "milestones"): at_least(0), ("train", "gamma"): above(0),
-    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0),
+    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0), ("train", "log"): one_of(TRAIN_LOGS),
     ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,
     ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
     ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),

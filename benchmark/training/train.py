@@ -117,10 +117,12 @@ def train_one_epoch(
     progress: bool = True,
     desc: str = "",
     dist: Any = None,
+    curves: Callable[[str, float, int], None] | None = None,
 ) -> EpochStats:
     """One epoch from ``start_step``; returns the mean loss over the steps run.
 
     ``dist`` (a ``benchmark.training.distributed.DistContext``): train on this rank's chunk of each batch.
+    ``curves(tag, value, global_step)`` receives the loss per member wherever it is read anyway (the NaN checks).
     """
     device = data.device
     model.train()
@@ -163,6 +165,8 @@ def train_one_epoch(
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"training loss is {value} at epoch {epoch + 1}, step {step + 1}; lower the learning rate (now {scheduler.get_last_lr()[0]:.4g}) or use precision='fp32'")
             bar.set_postfix_str(loss_text(value, members, 3), refresh=False)
+            if curves is not None:
+                curves("train/step_loss_per_member", value / members, epoch * steps + step + 1)
         if stop is not None and stop.is_set() and step < steps - 1:
             if on_stop is not None:
                 on_stop(step + 1)
@@ -188,12 +192,15 @@ def fit(
     log: Callable[[str], None] = print,
     desc: str = "train",
     dist: Any = None,
+    curves: Callable[[str, float, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``cfg.epochs`` epochs; returns the per-epoch history.
 
     With ``checkpoint`` set, writes it after every epoch; with ``resume``, continues from it.
     With ``dist`` (a ``benchmark.training.distributed.DistContext``), trains data-parallel over its ranks
     (rank 0 alone writes checkpoints; stops are agreed so all ranks stop at the same step).
+    ``curves(tag, value, global_step)`` receives the training curves (e.g. a TensorBoard writer's ``add_scalar``):
+    per epoch the loss (summed over members, as the history), the loss per member, the learning rate and the time.
     """
     cfg.validate()
     device = data.device
@@ -234,8 +241,11 @@ def fit(
     while epoch < cfg.epochs:
         stats = train_one_epoch(net, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
                                 stop=stop, on_stop=lambda s, e=epoch: save(e, s), progress=progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}",
-                                dist=dist)
+                                dist=dist, curves=curves)
         history.append(history_entry(stats))
+        if curves is not None:
+            for tag, value in (("loss", stats.loss), ("loss_per_member", stats.loss / stats.members), ("lr", stats.lr), ("epoch_seconds", stats.seconds)):
+                curves(f"train/{tag}", value, epoch + 1)
         epoch, step = epoch + 1, 0
         save(epoch, 0)
         log(f"{desc} epoch {epoch}/{cfg.epochs}: {loss_text(stats.loss, stats.members)}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
