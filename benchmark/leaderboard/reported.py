@@ -1,11 +1,39 @@
 """Published numbers, as data with their sources, shown beside measured runs as "reported" rows.
 
-Figures are copied from google/uncertainty-baselines (UB) READMEs, whose tables the MIMO paper
-(Havasi et al., 2021) reports; see ``shared/notes/reference-results.md``. They are stored in the
-units of our records: accuracies, error rates and ECE as fractions, NLL in nats, mCE in percent.
-A reported row appears only in a leaderboard block whose dataset AND backbone match, and it is
-never ranked. (A dataset's mCE reference, e.g. AlexNet's ImageNet-C errors, is declared by the
-dataset: :attr:`benchmark.data.base.DatasetSpec.mce_reference`.)
+They are stored in the units of our records: accuracies, error rates and ECE as fractions, NLL in
+nats, mCE in percent. A reported row appears only in a leaderboard block whose dataset AND backbone
+match, and it is never ranked. (A dataset's mCE reference, e.g. AlexNet's ImageNet-C errors from
+Hendrycks and Dietterich 2019, is declared by the dataset:
+:attr:`benchmark.data.base.DatasetSpec.mce_reference`.)
+
+References: each source, and what was taken from it.
+
+- google/uncertainty-baselines (UB), ``baselines/cifar/README.md``
+  (https://github.com/google/uncertainty-baselines/blob/main/baselines/cifar/README.md):
+  CIFAR-10, WRN-28-10: accuracy, NLL, ECE, and cA, cNLL, cECE (mean over the 15 benchmark
+  corruptions x 5 severities), test forward passes and parameters, of the deterministic model, MC
+  dropout with 1 and 30 samples, BatchEnsemble M=4, MIMO M=3 and the deep ensemble M=4.
+  CIFAR-100, WRN-28-10: the same methods' accuracy, NLL, ECE, cA, cNLL and cECE, whose corrupted
+  figures average UB's 17 corruptions (the 15 minus motion blur and snow, plus 4 extras; our
+  ``benchmark15`` set differs), and test time in ms per example on 8 TPUv2 cores (deterministic
+  0.079, MIMO 0.080, BatchEnsemble 0.319, deep ensemble 0.317, MC dropout K=30 2.457), kept as a
+  row note only: it is not comparable with our measured ms.
+- google/uncertainty-baselines, ``baselines/imagenet/README.md``
+  (https://github.com/google/uncertainty-baselines/blob/main/baselines/imagenet/README.md):
+  ImageNet, ResNet-50: NLL, accuracy and ECE on ImageNet and ImageNet-C, mCE, parameters and
+  forward passes of the deterministic model, BatchEnsemble M=4, MIMO M=2 (rho 0.6, batch
+  repetition 2), MC dropout with 10 samples and the deep ensemble M=4. UB's ImageNet-C comes from a
+  TFDS regeneration of the corruptions, not the released JPEGs: the same model may score slightly
+  differently on the official files.
+- Havasi et al., "Training independent subnetworks for robust prediction" (MIMO), ICLR 2021: its
+  tables report the same UB runs (nothing else is taken from it here).
+- The CIFAR recipes in :data:`PAPER_RECIPES` (the epochs a block must reach to be read as a
+  reproduction): UB's ``baselines/cifar/{deterministic,dropout,batchensemble,mimo}.py`` (200
+  epochs deterministic, 250 BatchEnsemble and MIMO) with google/edward2's layers; ImageNet: MIMO's
+  150-epoch ImageNet recipe in UB, and 90 epochs as the shortest budget accepted.
+- Zhang, Gao, Sabuncu, "Ex uno plures" (non-overlapping subnetwork ensembles), arXiv 2106.04767:
+  only the abstract is available and no numbers were found, so the subnetwork ensemble has no
+  reported row.
 """
 
 from __future__ import annotations

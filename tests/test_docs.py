@@ -1,0 +1,158 @@
+"""The README's contributor docs hold: the method template passes the contract checks, plans its
+member run and runs end to end; the export example writes a table; the how-tos and the published
+numbers' sources name what exists in the repository."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark.catalogue import plugins as P
+from benchmark.catalogue.checks import CHECKS, contract_task, fixed_batch, run_checks
+from benchmark.catalogue.methods import get_method, load_methods
+from benchmark.core import config as C
+from benchmark.core.runtime import Environment
+from tests.test_plugins import only_builtins_after, readme_block, write_module  # noqa: F401 - the autouse fixture unloads plug-ins
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    """The README text under ``## title`` up to the next ``## `` heading."""
+    found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.S | re.M)
+    assert found, f"README.md has no section '## {title}'"
+    return found.group(1)
+
+
+@pytest.fixture
+def template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> type:
+    """The README's method template, written outside the repository and loaded as a plug-in: its class."""
+    filename, code = readme_block("method-template")
+    module = filename.removesuffix(".py")
+    monkeypatch.syspath_prepend(str(write_module(tmp_path / "research", module, code)))
+    monkeypatch.setenv(P.ENV_VAR, module)
+    load_methods()
+    [plugin] = [p for p in P.loaded_plugins() if p.module == module]
+    assert plugin.methods == ("bootstrap_heads",)
+    return get_method("bootstrap_heads")
+
+
+@pytest.mark.parametrize("options", [{}, {"members": 2}, {"mirror": False, "members": 3}])
+def test_template_passes_the_contract_checks(template, options) -> None:
+    results = run_checks("bootstrap_heads", options=options)
+    assert [r.name for r in results] == list(CHECKS)
+    for name, passed, message in results:
+        assert passed, (name, message)
+
+
+def test_template_overrides_every_hook_as_documented(template) -> None:
+    from benchmark.methods import Method
+
+    hooks = ["build", "training_batch", "rows_per_example", "param_groups", "run", "forward_passes", "test_members", "variant",
+             "eval_variants", "extra_record"]
+    assert [h for h in hooks if getattr(template, h) is getattr(Method, h)] == []
+    task = contract_task()
+    m = template.from_config({"members": 3}, task)
+    assert (m.members, m.test_members(), m.forward_passes(), m.rows_per_example(), m.variant()) == (3, 6, 2, 3.0, "M=3,mirror")
+    model = m.build()
+    variants = m.eval_variants(model)
+    assert [(v.label, v.forward_passes, v.members) for v in variants] == [("M=3,mirror", 2, 6), ("M=3", 1, 3)]
+    x, _ = fixed_batch(task)
+    model.eval()
+    assert variants[0].network(x).shape == (6, len(x), task.num_classes)
+    groups = m.param_groups(model, 5e-4)
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0] and all(p.ndim == 1 for p in groups[1]["params"])
+    plain = template.from_config({"members": 2, "mirror": False}, task)
+    assert (plain.test_members(), plain.forward_passes(), plain.variant()) == (2, 1, "M=2")
+    # Every hook of the contract named in the tutorial's table.
+    tutorial = section("Tutorial: every hook of the method contract")
+    for hook in ["Options", *hooks]:
+        assert f"| `{hook}" in tutorial, hook
+
+
+def test_template_plans_its_member_run_before_training(template) -> None:
+    """A sweep finds the deterministic run the template reuses (planning stops at the first fit)."""
+    from benchmark.sweep.plan import member_requests
+
+    resolved = C.resolve({"run": {"method": "bootstrap_heads", "dataset": "cifar10", "backbone": "resnet8"}, "method": {"members": 2}})
+    assert member_requests(resolved) == [{"run": {"method": "deterministic"}, "method": {}}]
+    scratch = C.resolve({"run": {"method": "bootstrap_heads", "dataset": "cifar10", "backbone": "resnet8"},
+                         "method": {"pretrained_trunk": False}})
+    assert member_requests(scratch) == []
+
+
+def test_template_runs_end_to_end(template, cifar10_dir, tiny_run_config: dict, tmp_path: Path) -> None:
+    """One run: the deterministic member trained as its own run, the heads stage, two records (two
+    eval variants) with the declared cost hooks and the method's extra facts."""
+    from benchmark.runner import run_experiment
+
+    root, _ = cifar10_dir
+    cfg = C.merge(tiny_run_config, {"run": {"method": "bootstrap_heads"}, "method": {"members": 2}})
+    env = Environment(data_dir=str(root), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "runs",
+                      checkpoint_dir=tmp_path / "ckpt", progress=False, log=lambda m: None)
+    paths = run_experiment(cfg, env)
+    records = [json.loads(Path(p).read_text()) for p in paths]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    mirror, plain = records
+    assert (mirror["identity"]["variant"], mirror["identity"]["members"], mirror["cost"]["forward_passes"]) == ("M=2,mirror", 4, 2)
+    assert (plain["identity"]["variant"], plain["identity"]["members"], plain["cost"]["forward_passes"]) == ("M=2", 2, 1)
+    assert plain["run_id"] == mirror["run_id"] + "-M=2"
+    assert mirror["cost"]["rows_per_example"] == 2.0
+    assert mirror["method_extra"] == {"bootstrap": True, "mirror": True, "pretrained_trunk": True}
+    [member] = mirror["training"]["members"]
+    assert member["method"] == "deterministic" and member["reused"] is False
+    assert "heads" in mirror["training"]["history"] and len(mirror["training"]["history"]["heads"]) == 1  # half of 2 epochs
+    assert (tmp_path / "ckpt" / member["run_id"] / "final.pt").is_file()
+
+
+def test_export_example_writes_a_booktabs_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's CSV-to-LaTeX example, run on the leaderboard of the fixture records."""
+    from benchmark.leaderboard import write_leaderboards
+
+    write_leaderboards(REPO / "tests" / "fixtures" / "records", tmp_path / "boards", ["fixture-c10"], plots=False)
+    _, code = readme_block("export-example")
+    line = 'folder, dataset = "results/leaderboards/paper", "cifar10"'
+    assert line in code
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code.replace(line, f'folder, dataset = "{tmp_path / "boards" / "fixture-c10"}", "cifar10"'), "my_table.py", "exec"), {})
+    tex = (tmp_path / "my_table.tex").read_text()
+    assert "\\toprule" in tex and "deep\\_ensemble" in tex and "$\\pm$" in tex and "NaN" not in tex
+
+
+def test_howtos_name_modules_and_functions_that_exist() -> None:
+    """Every repository path the contributor sections name exists, and so does each registration function."""
+    text = "".join(section(t) for t in ("Tutorial: every hook of the method contract", "How to add a dataset, a backbone, a metric or a plot",
+                                        "Compare with published numbers", "Export a table to a paper"))
+    paths = set(re.findall(r"`((?:benchmark|tests|baselines|mimo)/[\w/.]+?)/?`(?!\]\()", text))  # not links to other repositories
+    assert {"benchmark/backbones.py", "benchmark/data/base.py", "benchmark/leaderboard/reported.py", "tests/test_extension_points.py"} <= paths
+    missing = [p for p in sorted(paths) if "<" not in p and not (REPO / p).exists()]
+    assert not missing, missing
+    from benchmark import backbones
+    from benchmark.data import base as data_base
+    from benchmark.evaluation import metric_specs
+    from benchmark.leaderboard import plots
+
+    for module, names in ((backbones, ["register_backbone", "Layers", "Network", "BasicBlock", "_stages"]),
+                          (data_base, ["DATASETS", "DatasetSpec", "Split", "cached_splits", "DataError", "OODSpec"]),
+                          (metric_specs, ["register_metric", "MetricSpec"]),
+                          (plots, ["register_plot", "PlotSpec", "new_figure", "Skip", "severity_curve", "corruption_means", "pooled_reliability"])):
+        assert [n for n in names if not hasattr(module, n)] == [], module.__name__
+
+
+def test_published_numbers_sources_are_in_the_repository() -> None:
+    """Every reported row's source is listed with its address in reported.py's references and the README."""
+    from benchmark.leaderboard import reported
+
+    doc = reported.__doc__ or ""
+    assert "References" in doc and "shared/notes" not in doc
+    compare = section("Compare with published numbers")
+    for r in reported.REPORTED:
+        assert r.url in doc and r.url in compare, r.url
+        assert r.source.removeprefix("UB ") in doc
+    for fact in ("Comparability", "PAPER_RECIPES", "2106.04767", "Havasi"):
+        assert fact in compare and (fact in doc or fact == "Comparability")
