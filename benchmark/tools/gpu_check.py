@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("facts", "cuda-tests", "perf", "peers", "suite", "paper-epoch")
 PACK_RESERVE = 8.0  # seconds kept for packing and the summary
 ARCHIVE = "gpu-check.tar.gz"
+SAMPLES = (0, 5000, 2000, 1000, 500)  # corrupted-set samples the suite may use (0: the full test set), best first
+PREP_ORDER = (1000, 2000, 0, 5000, 500)  # the order the background process prepares them: the likeliest first
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 # Training cost of one suite epoch relative to the deterministic run's, and evaluation cost relative
@@ -381,7 +383,8 @@ class GpuCheck:
         ev = C.resolve(C.apply_overrides(runs[0], [o for o in self.sizes.suite_set if not o.startswith("method.")]))["eval"]
         keys = ("corruption_set", "corruption_severities", "corruption_subset", "corruption_seed")
         cmd = [sys.executable, "-m", "benchmark.tools.gpu_check_prep", "--workers", str(self.sizes.prep_workers),
-               "--status", str(self.work / "prep.json"), "--eval", json.dumps({k: ev[k] for k in keys})]
+               "--status", str(self.work / "prep.json"), "--eval", json.dumps({k: ev[k] for k in keys}),
+               "--subsets", "0" if self.sizes.synthetic else ",".join(map(str, PREP_ORDER))]
         cmd += ["--data-dir", self.data_dir] if self.data_dir else []
         cmd += ["--cache-dir", self.cache_dir] if self.cache_dir else []
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
@@ -392,15 +395,20 @@ class GpuCheck:
     def wait_prep(self, timeout: float) -> dict[str, Any]:
         if self.prep is None:
             return {"ok": False, "error": "not started"}
+        stopped = False
         try:
             self.prep.wait(timeout=max(0.0, timeout))
         except subprocess.TimeoutExpired:
             self.prep.terminate()
             self.prep.wait(timeout=30)
+            stopped = True
             self.log(f"data preparation did not finish within {_fmt_s(timeout)}: stopped (runs regenerate what is missing)")
         self.prep_log.close()
         status_file = self.work / "prep.json"
         status = json.loads(status_file.read_text()) if status_file.exists() else {"ok": False, "error": f"exit {self.prep.returncode}"}
+        status["stopped"] = stopped
+        for one in status.get("prepared", []):
+            self.log(f"prepared: corrupted set of {one['images']} images ({one['generated']} corruptions generated in {one['generate_seconds']:.1f}s)")
         self.prep = None
         return status
 
@@ -482,7 +490,7 @@ class GpuCheck:
             cells = len(corruption_set(ev_cfg.get("corruption_set", "benchmark15"))) * len(ev_cfg.get("corruption_severities", [1, 2, 3, 4, 5]))
             variants = sum(r["variants"] for r in per_run)
             best = None
-            for subset in [0, 5000, 2000, 1000, 500]:
+            for subset in SAMPLES:
                 if subset and subset >= n_test:
                     continue
                 evaluated = (subset or n_test) * cells + n_test

@@ -45,9 +45,14 @@ def regenerated_path(dataset: str, n: int, ev: dict[str, Any], data_dir: str | N
     return root / f"{dataset}-C" / f"regenerated-seed{ev['corruption_seed']}-n{n}-{ev['corruption_set']}"
 
 
-def prepare(dataset: str, data_dir: str | None, cache_dir: str | None, evaluation: dict[str, Any], workers: int, log: Any = print) -> dict[str, Any]:
+def prepare(dataset: str, data_dir: str | None, cache_dir: str | None, evaluation: dict[str, Any], workers: int, log: Any = print,
+            test_size: int | None = None) -> dict[str, Any]:
     """Decode ``dataset`` (cached) and regenerate its corrupted test set as a run with the
-    ``[eval]`` settings ``evaluation`` (defaults for what it omits) reads it."""
+    ``[eval]`` settings ``evaluation`` (defaults for what it omits) reads it. A sample
+    (``corruption_subset``) not smaller than the test set (``test_size``, when known) is skipped."""
+    subset = int(evaluation.get("corruption_subset", 0))
+    if subset and test_size is not None and subset >= test_size:
+        return {"skipped": f"sample of {subset} >= {test_size} test images"}
     global _IMAGES
     from ..core.config import EvalSection
     from ..core.runtime import Environment
@@ -64,7 +69,9 @@ def prepare(dataset: str, data_dir: str | None, cache_dir: str | None, evaluatio
     status.update(train=len(data.train), test=len(data.test))
     log(f"prep: {dataset} decoded or read from the cache in {status['decode_seconds']:.1f}s ({len(data.train)} train, {len(data.test)} test)")
     ev = {**EvalSection().__dict__, **evaluation, "corruptions": "regenerated"}
-    idx = subset_indices(len(data.test), int(ev["corruption_subset"]), int(ev["corruption_seed"]))
+    if subset and subset >= len(data.test):
+        return {"skipped": f"sample of {subset} >= {len(data.test)} test images"}
+    idx = subset_indices(len(data.test), subset, int(ev["corruption_seed"]))
     images = np.ascontiguousarray(data.test.images[idx])
     labels = np.asarray(data.test.labels[idx])
     folder = regenerated_path(data.name, len(idx), ev, data_dir, cache_dir)
@@ -100,14 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache-dir")
     p.add_argument("--eval", default="{}", help="the runs' [eval] settings as JSON (corruption_set, corruption_severities, corruption_subset, corruption_seed)")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--status", type=Path, required=True, help="JSON status file written at the end")
+    p.add_argument("--subsets", default="", help="comma-separated corrupted-set samples to prepare, in order (0: the full test set; "
+                                                 "default: the one of --eval); samples not smaller than the test set are skipped")
+    p.add_argument("--status", type=Path, required=True, help="JSON status file, rewritten after each sample")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
+    evaluation = json.loads(args.eval)
+    subsets = [int(x) for x in args.subsets.split(",") if x.strip()] or [int(evaluation.get("corruption_subset", 0))]
+    status: dict[str, Any] = {"ok": True, "prepared": []}
     try:
-        status = prepare(args.dataset, args.data_dir, args.cache_dir, json.loads(args.eval), args.workers, log=lambda m: print(m, flush=True))
-        status["ok"] = True
+        for subset in subsets:
+            one = prepare(args.dataset, args.data_dir, args.cache_dir, {**evaluation, "corruption_subset": subset}, args.workers,
+                          log=lambda m: print(m, flush=True), test_size=status.get("test"))
+            if one.get("skipped"):
+                continue
+            status.update({k: v for k, v in one.items() if k in ("dataset", "train", "test", "decode_seconds")})
+            status["prepared"].append(one)
+            atomic_write_json(args.status, {**status, "seconds": time.perf_counter() - t0})
     except Exception as exc:  # noqa: BLE001 - reported to the check, which carries on
-        status = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        status.update(ok=False, error=f"{type(exc).__name__}: {exc}")
         print(f"prep failed: {status['error']}", flush=True)
     status["seconds"] = time.perf_counter() - t0
     atomic_write_json(args.status, status)
