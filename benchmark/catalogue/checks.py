@@ -203,6 +203,19 @@ def _channels_last(model: nn.Module) -> nn.Module:
     return model._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
+@contextmanager
+def _exact_fp32() -> Iterator[None]:
+    """float32 without TF32 (cuDNN allows it by default on CUDA), so that two layouts compare at float32 precision."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=torch.backends.cudnn.benchmark,
+                                        deterministic=torch.backends.cudnn.deterministic, allow_tf32=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
 def _autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
@@ -244,7 +257,7 @@ def check_channels_last(cls: type[Method], task: Task, options: dict[str, Any], 
     1e-3 relative; for a stochastic forward, logits of the same shape) and finite gradients."""
     device = torch.device(device)
     worst = 0.0
-    with _seeded(0, device):
+    with _seeded(0, device), _exact_fp32():
         method, model = _built(cls, task, options, device)
         x, y = fixed_batch(task, device=device)
         model.train()
