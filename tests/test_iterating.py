@@ -342,3 +342,18 @@ def test_tensorboard_event_files_hold_the_curves(cifar10_dir, tmp_path: Path) ->
     other = tmp_path / "tb"
     assert cli.main(argv + ["--tensorboard-dir", str(other)]) == 0
     assert list((other / run_id / "train").glob("events.out.tfevents.*"))
+
+
+def test_run_context_takes_the_training_subset_of_full_data(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+    """A caller that loads the full data (a sweep's member job) still trains on the run's subset."""
+    from benchmark.data.base import load_dataset
+    from benchmark.runner import RunContext
+
+    root, _ = cifar10_dir
+    resolved = C.resolve(C.merge(tiny_run_config, {"data": {"train_subset": 50, "subset_seed": 3}}))
+    data = load_dataset("cifar10", root, tmp_path / "cache", progress=False)
+    ctx = RunContext(resolved, run_id_of(resolved), data, data.train.on_device(data.mean, data.std, "cpu"), env_for(tmp_path, root))
+    assert len(ctx.data.train) == len(ctx.train_data) == 50
+    assert ctx.data.subsets == {"train": {"size": 50, "of": 200, "seed": 3, "stratified": True}}
+    expected = stratified_subset(np.asarray(data.train.labels), 50, 3)
+    assert np.array_equal(np.asarray(ctx.data.train.labels), np.asarray(data.train.labels)[expected])
