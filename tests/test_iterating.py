@@ -357,3 +357,40 @@ def test_run_context_takes_the_training_subset_of_full_data(cifar10_dir, tiny_ru
     assert ctx.data.subsets == {"train": {"size": 50, "of": 200, "seed": 3, "stratified": True}}
     expected = stratified_subset(np.asarray(data.train.labels), 50, 3)
     assert np.array_equal(np.asarray(ctx.data.train.labels), np.asarray(data.train.labels)[expected])
+
+
+def test_bench_stopped_by_sigterm_continues(cifar10_dir, tmp_path: Path) -> None:
+    """The same with a real SIGTERM to a ``bench`` process, then the same command again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, _ = cifar10_dir
+    suite = tmp_path / "tinybench.toml"
+    suite.write_text(TINY_SUITE.replace("epochs = 2", "epochs = 6"))
+    argv = [sys.executable, "-m", "benchmark", "bench", str(suite), "--only", "deterministic,mimo", "--data-dir", str(root),
+            "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"),
+            "--leaderboard-dir", str(tmp_path / "boards"), "--no-progress"]
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=repo)
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # stop during the second run, once it has trained 2 of its 6 epochs
+        lines.append(line)
+        if line.startswith("mimo-") and "train epoch 2/6" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "run the same command again to continue it" in rest
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd=repo)
+    assert again.returncode == 0, again.stdout + again.stderr
+    out = again.stdout.splitlines()
+    assert out[0].startswith("continuing the interrupted bench tinybench")
+    assert out[1] == "  skipped, completed in this bench: deterministic seed 0" and out[2] == "  resumed from their checkpoints: mimo seed 0"
+    assert re.search(r"resuming mimo-\S+ train (after epoch [2-5]|in epoch [2-6] after step)", again.stdout)
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 2
