@@ -276,14 +276,16 @@ def test_crashed_run_is_failed_others_unaffected_and_resubmitted_alone(tmp_path:
     from benchmark.cli import main
 
     head = 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]'
-    path = write_sweep(tmp_path, head, extra='[grid]\n"train.batch_size" = [32, 100000]', data=data_dir)
+    # a learning rate that makes the loss non-finite: the run crashes while training (a bad config
+    # value would fail before anything runs, with no record)
+    path = write_sweep(tmp_path, head, extra='[grid]\n"train.lr" = [0.05, 1e30]', data=data_dir)
     assert main(["sweep", str(path), "--cluster", "debug"]) == 1
     captured = capsys.readouterr()
-    assert "FAILED" in captured.err and "batch_size=100000 exceeds" in captured.err
+    assert "FAILED" in captured.err and "training loss is" in captured.err
     rows = {s.task.name: s for s in S.status(S.load_sweep(path))}
-    assert rows["deterministic[train.batch_size=32]"].state == "done"
-    bad = rows["deterministic[train.batch_size=100000]"]
-    assert bad.state == "failed" and "batch_size=100000 exceeds" in bad.note and bad.log
+    assert rows["deterministic[train.lr=0.05]"].state == "done"
+    bad = rows["deterministic[train.lr=1e+30]"]
+    assert bad.state == "failed" and "training loss is" in bad.note and bad.log
     failed_records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("*.json")]
     assert sorted(r["status"] for r in failed_records) == ["completed", "failed"]
     assert main(["sweep-status", str(path), "--resubmit-failed", "--cluster", "debug"]) == 0
@@ -291,7 +293,7 @@ def test_crashed_run_is_failed_others_unaffected_and_resubmitted_alone(tmp_path:
     assert "submitted stage 0: 1 task(s)" in out  # the failed run alone
     manifest = json.loads((tmp_path / "logs" / "manifest.json").read_text())
     assert len(manifest["runs"][bad.task.run_id]["previous_jobs"]) == 1
-    assert len(manifest["runs"][rows["deterministic[train.batch_size=32]"].task.run_id]["previous_jobs"]) == 0
+    assert len(manifest["runs"][rows["deterministic[train.lr=0.05]"].task.run_id]["previous_jobs"]) == 0
 
 
 def test_status_states_from_manifest_notes_and_records(tmp_path: Path) -> None:

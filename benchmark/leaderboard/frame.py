@@ -33,7 +33,7 @@ FRAME_ORDER = ["suite", "dataset", "backbone", "method", "variant", "setting", "
 CELL_METRICS = ("accuracy", "nll", "ece")
 # Config keys that do not shape a result (they never split a row).
 NON_SHAPING = ("run.seed", "run.name", "run.suite", "data.download", "eval.latency_repeats", "eval.latency_batch", "eval.batch_size",
-               "train.nan_check_every", "eval.ood")
+               "train.nan_check_every", "eval.ood", "train.log")
 
 
 def _number(value: Any, where: str, *, required: bool = True) -> float:
@@ -65,9 +65,15 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Config keys added after records were first written, with the value that means "as before": a
+# record that lacks the key and one that holds this value were configured alike.
+ADDED_KEYS = {"data.train_subset": 0, "data.subset_seed": 0, "eval.test_subset": 0, "eval.test_subset_seed": 0}
+
+
 def config_fingerprint(config: dict[str, Any]) -> str:
-    """The shaping part of a resolved config as canonical JSON (seed, name and suite excluded)."""
-    flat = {k: v for k, v in flatten(config).items() if k not in NON_SHAPING}
+    """The shaping part of a resolved config as canonical JSON (seed, name and suite excluded; keys
+    added later count only when set to something other than their old behaviour)."""
+    flat = {k: v for k, v in flatten(config).items() if k not in NON_SHAPING and not (k in ADDED_KEYS and v == ADDED_KEYS[k])}
     return json.dumps(flat, sort_keys=True, default=str)
 
 
