@@ -22,74 +22,39 @@ stages 1-4 run. Everything is written as it goes under the work folder and packe
 ``<out>/gpu-check.tar.gz`` after every stage, so a killed run still returns what finished;
 ``<out>/summary.md`` and ``<out>/gpu-check.log`` beside it; the summary is printed last. ``--smoke``
 runs the same stages on the CPU with tiny sizes (synthetic JPEG data, a couple of methods).
+
+This module keeps the command line, the sizes, the stage runner, the archive and the summary; the
+stages are in ``gpu_check_device`` (1-2), ``gpu_check_perf`` (3-4) and ``gpu_check_suite`` (5-6),
+their shared state (``CheckState``, ``Sizes``) in ``gpu_check_base``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from .gpu_check_base import ROOT, CheckState, Sizes, StageResult, fmt_s
+from .gpu_check_device import cuda_tests, facts
+from .gpu_check_perf import peers, perf
+from .gpu_check_suite import paper_epoch, start_prep, suite, write_synthetic_copy
+
+__all__ = ["STAGES", "GpuCheck", "Sizes", "gpu_sizes", "main", "smoke_sizes", "write_synthetic_copy"]
+
 STAGES = ("facts", "cuda-tests", "perf", "peers", "suite", "paper-epoch")
 PACK_RESERVE = 8.0  # seconds kept for packing and the summary
 ARCHIVE = "gpu-check.tar.gz"
-SAMPLES = (0, 5000, 2000, 1000, 500)  # corrupted-set samples the suite may use (0: the full test set), best first
-PREP_ORDER = (1000, 2000, 0, 5000, 500)  # the order the background process prepares them: the likeliest first
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-# Training cost of one suite epoch relative to the deterministic run's, and evaluation cost relative
-# to its forward pass, used when the perf stage did not measure the suite's backbone.
-DEFAULT_TRAIN_RATIO = {"deterministic": 1.0, "mimo": 4.0, "batchensemble": 4.5, "mc_dropout": 1.2, "subnetwork": 1.0}
-
-
-@dataclass
-class Sizes:
-    """What each stage runs: the GPU's sizes or the smoke mode's tiny ones."""
-
-    device: str
-    precision: str
-    channels_last: bool
-    total: float  # the whole check's wall-clock budget (s)
-    budgets: dict[str, float]  # per stage (s)
-    matmul_n: int
-    matmul_repeats: int
-    perf_backbones: list[tuple[str, str, dict[str, Any], int]]  # (label, backbone, options, batch)
-    perf_methods: list[str] | None  # None: every registered method
-    perf_repeats: int
-    perf_large_batch: int
-    corrupted_images: int
-    peer_batch: int
-    peer_repeats: int
-    suite_backbones: list[tuple[str, dict[str, Any]]]
-    suite_only: list[str] | None
-    suite_set: list[str]  # extra --set overrides of every suite run
-    suite_batch: int
-    throughput_steps: int
-    run_overhead: float  # seconds per evaluated variant beyond the images (build, cost, record)
-    max_epochs: int
-    paper_backbone: tuple[str, dict[str, Any]]
-    paper_batch: int
-    paper_methods: list[str] | None
-    paper_max_steps: int | None
-    prep_workers: int
-    synthetic: tuple[int, int] | None  # (train, test) images per class of a synthetic JPEG copy; None: the real data
 
 
 def gpu_sizes() -> Sizes:
@@ -118,63 +83,9 @@ def smoke_sizes() -> Sizes:
                  paper_batch=16, paper_methods=["deterministic", "mimo"], paper_max_steps=2, prep_workers=2, synthetic=(6, 3))
 
 
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+class GpuCheck(CheckState):
+    """The check: its state (gpu_check_base), running each stage within its budget, the archive and the summary."""
 
-
-@dataclass
-class StageResult:
-    name: str
-    status: str  # ok, partial, skipped, failed
-    seconds: float
-    budget: float
-    note: str
-
-
-@dataclass
-class GpuCheck:
-    """The check's state: sizes, folders, the log, each stage's results and notes."""
-
-    sizes: Sizes
-    out: Path  # what comes back: the archive, the summary, the log
-    work: Path  # records, tables, logs (archived); scratch (a temporary folder, removed at the end): checkpoints, synthetic data, caches
-    data_dir: str | None
-    cache_dir: str | None
-    wheels: Path
-    smoke: bool
-    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="plures-gpu-check-scratch-")))
-    t0: float = field(default_factory=time.monotonic)
-    stages: list[StageResult] = field(default_factory=list)
-    results: dict[str, Any] = field(default_factory=dict)
-    prep: subprocess.Popen | None = None
-
-    def __post_init__(self) -> None:
-        for d in (self.out, self.work / "logs", self.scratch):
-            d.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(self.sizes.device)
-        self.deadline = self.t0 + self.sizes.total
-
-    def log(self, message: str) -> None:
-        line = f"[{time.monotonic() - self.t0:6.1f}s] {message}"
-        print(line, flush=True)
-        for path in {self.work / "logs" / "gpu-check.log", self.out / "gpu-check.log"}:
-            with open(path, "a") as fh:
-                fh.write(line + "\n")
-
-    def left(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def write_json(self, name: str, obj: Any) -> Path:
-        from ..core.io import atomic_write_json
-
-        return atomic_write_json(self.work / name, obj)
-
-    def write_text(self, name: str, text: str) -> Path:
-        from ..core.io import atomic_write_text
-
-        return atomic_write_text(self.work / name, text)
-
-    # -------------------------------------------------------------------------------------------
     def run_stage(self, name: str, fn: Callable[[float], tuple[str, str]]) -> None:
         """Run one stage within min(its budget, what the whole check has left); record and pack."""
         budget = min(float(self.sizes.budgets[name]), self.left() - PACK_RESERVE)
@@ -182,7 +93,7 @@ class GpuCheck:
         if budget < 1.0:
             result = StageResult(name, "skipped", 0.0, max(budget, 0.0), "no time left in the check's budget")
         else:
-            self.log(f"== {name} (budget {_fmt_s(budget)}, {_fmt_s(self.left())} left in the check)")
+            self.log(f"== {name} (budget {fmt_s(budget)}, {fmt_s(self.left())} left in the check)")
             try:
                 status, note = fn(budget)
             except Exception as exc:  # noqa: BLE001 - a failed stage is reported; the next one runs
@@ -190,7 +101,7 @@ class GpuCheck:
                 self.log(traceback.format_exc())
             result = StageResult(name, status, time.monotonic() - start, budget, note)
         self.stages.append(result)
-        self.log(f"== {name}: {result.status} in {_fmt_s(result.seconds)} of {_fmt_s(result.budget)}: {result.note}")
+        self.log(f"== {name}: {result.status} in {fmt_s(result.seconds)} of {fmt_s(result.budget)}: {result.note}")
         self.pack()
 
     def pack(self) -> Path:
@@ -208,443 +119,6 @@ class GpuCheck:
         os.replace(tmp, final)
         return final
 
-    # ------------------------------------------------------------------------------------- stages
-    def facts(self, budget: float) -> tuple[str, str]:
-        from .perf import matmul_flops_per_second
-
-        s = self.sizes
-        facts: dict[str, Any] = {"device": str(self.device), "smoke": self.smoke, "torch": torch.__version__, "cuda": torch.version.cuda,
-                                 "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-                                 "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-                                 "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
-        if self.device.type == "cuda":
-            p = torch.cuda.get_device_properties(self.device)
-            facts.update(gpu=p.name, capability=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count, memory_gib=p.total_memory / 2**30)
-            try:
-                q = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
-                                   capture_output=True, text=True, timeout=20)
-                facts["nvidia_smi"] = q.stdout.strip()
-                facts["driver"] = q.stdout.split(",")[1].strip() if q.returncode == 0 and "," in q.stdout else None
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                facts["driver"], facts["nvidia_smi"] = None, f"not available: {exc}"
-        else:
-            facts.update(gpu=None, driver=None, cpu=platform.processor() or platform.machine())
-        for precision in ("bf16", "fp32"):
-            facts[f"matmul_{precision}"] = matmul_flops_per_second(self.device, precision, n=s.matmul_n, repeats=s.matmul_repeats)
-        self.results["facts"] = facts
-        self.write_json("facts.json", facts)
-        what = facts["gpu"] or f"CPU ({facts.get('cpu')})"
-        return "ok", (f"{what}, driver {facts['driver']}, torch {facts['torch']}, CUDA {facts['cuda']}; matmul bf16 "
-                      f"{facts['matmul_bf16']['flops_per_second'] / 1e12:.3g} TFLOP/s, fp32 {facts['matmul_fp32']['flops_per_second'] / 1e12:.3g} TFLOP/s")
-
-    def cuda_tests(self, budget: float) -> tuple[str, str]:
-        from ..catalogue.checks import ALL_CHECKS, contract_task, run_checks
-        from ..catalogue.methods import method_names
-
-        end = time.monotonic() + budget
-        files = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "tests").glob("test_*.py")) if "pytest.mark.cuda" in p.read_text()]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "cuda", *files]
-        self.log(f"running {' '.join(cmd[1:])}")
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(5.0, 0.6 * budget))
-            output, code = proc.stdout + proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as exc:
-            output, code = f"{exc.stdout or ''}{exc.stderr or ''}\ntimed out after {exc.timeout:.0f}s", None
-        if isinstance(output, bytes):
-            output = output.decode(errors="replace")
-        self.write_text("logs/pytest-cuda.log", output)
-        last = next((line for line in reversed(output.strip().splitlines()) if line.strip()), "no output")
-        pytest_ok = code in (0, 5)  # 5: nothing collected
-        self.log(f"pytest -m cuda: exit {code}: {last}")
-        rows, skipped = [], []
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        task = contract_task()
-        for name in method_names():
-            if time.monotonic() > end:
-                skipped.append(name)
-                continue
-            t = time.perf_counter()
-            for r in run_checks(name, task, checks=ALL_CHECKS, device=self.device):
-                rows.append({"method": name, "check": r.name, "passed": r.passed, "message": r.message})
-                if not r.passed:
-                    self.log(f"contract FAIL {name} {r.name}: {r.message}")
-            self.log(f"contract checks {name}: {time.perf_counter() - t:.1f}s")
-        peak = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
-        passed = sum(r["passed"] for r in rows)
-        self.results["cuda_tests"] = {"pytest_files": files, "pytest_exit": code, "pytest_result": last, "contract": rows,
-                                      "contract_passed": passed, "contract_total": len(rows), "methods_skipped": skipped, "peak_memory_mb": peak}
-        self.write_json("cuda-tests.json", self.results["cuda_tests"])
-        table = ["| method | check | result | message |", "|---|---|---|---|"] + [
-            f"| {r['method']} | {r['check']} | {'PASS' if r['passed'] else 'FAIL'} | {r['message']} |" for r in rows]
-        self.write_text("contract.md", f"# Contract checks on {self.device}\n\n" + "\n".join(table) + "\n")
-        status = "ok" if pytest_ok and passed == len(rows) and not skipped else ("partial" if skipped and passed == len(rows) else "failed")
-        note = f"pytest -m cuda ({len(files)} files): {last}; contract checks {passed}/{len(rows)} passed on {self.device}"
-        if skipped:
-            note += f"; not checked (budget): {', '.join(skipped)}"
-        if peak is not None:
-            note += f"; peak memory {peak:.0f} MiB"
-        return status, note
-
-    def perf(self, budget: float) -> tuple[str, str]:
-        from ..catalogue.methods import method_names
-        from .perf import perf_result, render_table
-
-        s = self.sizes
-        end = time.monotonic() + budget
-        methods = s.perf_methods or method_names()
-        ceiling = self.results.get("facts", {}).get(f"matmul_{s.precision}")
-        done, skipped, elapsed = [], [], 0.0
-        self.results["perf"] = {}
-        for i, (label, backbone, options, batch) in enumerate(s.perf_backbones):
-            left = end - time.monotonic()
-            # the next backbone costs at least what the last one did (mostly fixed costs: builds, FLOP counts,
-            # batch-1 latencies); WRN-28-10's steps add about half as much again
-            need = elapsed * (1.5 if backbone == "wrn28-10" else 1.0)
-            if left < max(need, 0.08 * budget):
-                skipped.append(label)
-                self.log(f"perf {label}: skipped ({_fmt_s(left)} left, about {_fmt_s(need)} needed)")
-                continue
-            t = time.monotonic()
-            result = perf_result(self.device, list(methods), backbone, dict(options), batch, s.precision, s.channels_last, s.perf_repeats,
-                                 s.perf_large_batch, self.log, corrupted_images=s.corrupted_images if i == 0 else 0, matmul=ceiling)
-            elapsed = time.monotonic() - t
-            tag = f"perf-{self.device.type}-{label}"
-            self.write_json(f"perf/{tag}.json", result)
-            self.write_text(f"perf/{tag}.md", render_table(result))
-            self.results["perf"][label] = result
-            done.append(f"{label} ({_fmt_s(elapsed)})")
-        note = "measured " + (", ".join(done) or "nothing") + (f"; skipped (budget): {', '.join(skipped)}" if skipped else "")
-        return ("ok" if not skipped else "partial" if done else "skipped"), note
-
-    def _import_peers(self) -> str | None:
-        """None when torch-uncertainty imports (installing it from ``--wheels`` if needed), else why not."""
-        try:
-            import torch_uncertainty  # noqa: F401
-
-            return None
-        except Exception as exc:  # noqa: BLE001
-            first = f"{type(exc).__name__}: {exc}"
-        wheels = sorted(self.wheels.glob("*.whl")) if self.wheels.is_dir() else []
-        if not wheels:
-            return f"torch-uncertainty not importable ({first}) and no wheels in {self.wheels}"
-        site = self.scratch / "site"
-        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", str(site), *map(str, wheels)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        self.write_text("logs/peers-install.log", proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            return f"installing {len(wheels)} wheels failed (logs/peers-install.log)"
-        sys.path.insert(0, str(site))
-        try:
-            import torch_uncertainty  # noqa: F401,F811
-
-            return None
-        except Exception as exc:  # noqa: BLE001
-            return f"torch-uncertainty not importable after installing {len(wheels)} wheels: {type(exc).__name__}: {exc}"
-
-    def peers(self, budget: float) -> tuple[str, str]:
-        from .perf import measure_peers
-
-        s = self.sizes
-        why = self._import_peers()
-        if why:
-            self.results["peers"] = {"skipped": why}
-            self.write_json("peers.json", self.results["peers"])
-            return "skipped", why
-        end = time.monotonic() + budget
-        out, notes = {}, []
-        for precision, channels_last in ((s.precision, s.channels_last), ("fp32", False)):
-            label = f"{precision}{'-cl' if channels_last else ''}"
-            if label in out:
-                continue
-            if out and time.monotonic() + self.results.get("_peer_seconds", 0.0) > end:
-                notes.append(f"{label} skipped (budget)")
-                continue
-            t = time.monotonic()
-            out[label] = measure_peers(s.peer_batch, precision, channels_last, self.device, s.peer_repeats, self.log)
-            self.results["_peer_seconds"] = time.monotonic() - t
-            for name in ("mimo", "batchensemble"):
-                if name in out[label]:
-                    notes.append(f"{name} {label}: ours/theirs {out[label][name]['ours_over_theirs']:.3f}")
-        self.results["peers"] = out
-        self.write_json("peers.json", out)
-        return "ok", "; ".join(notes) or "measured"
-
-    # ------------------------------------------------------------------------------------- suite
-    def start_prep(self) -> None:
-        """Decode the data and regenerate the full corrupted set in a background process."""
-        if self.sizes.synthetic:
-            self.data_dir = str(write_synthetic_copy(self.scratch / "data", *self.sizes.synthetic))
-            self.cache_dir = self.cache_dir or str(self.scratch / "cache")
-        from ..core import config as C
-
-        _, runs = C.load_suite("gpu")
-        ev = C.resolve(C.apply_overrides(runs[0], [o for o in self.sizes.suite_set if not o.startswith("method.")]))["eval"]
-        keys = ("corruption_set", "corruption_severities", "corruption_subset", "corruption_seed")
-        cmd = [sys.executable, "-m", "benchmark.tools.gpu_check_prep", "--workers", str(self.sizes.prep_workers),
-               "--status", str(self.work / "prep.json"), "--eval", json.dumps({k: ev[k] for k in keys}),
-               "--subsets", "0" if self.sizes.synthetic else ",".join(map(str, PREP_ORDER))]
-        cmd += ["--data-dir", self.data_dir] if self.data_dir else []
-        cmd += ["--cache-dir", self.cache_dir] if self.cache_dir else []
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self.prep_log = open(self.work / "logs" / "prep.log", "w")  # noqa: SIM115 - closed in wait_prep
-        self.prep = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.prep_log, stderr=subprocess.STDOUT)
-        self.log(f"data preparation started in the background (pid {self.prep.pid}, {self.sizes.prep_workers} processes; logs/prep.log)")
-
-    def wait_prep(self, timeout: float) -> dict[str, Any]:
-        if self.prep is None:
-            return {"ok": False, "error": "not started"}
-        stopped = False
-        try:
-            self.prep.wait(timeout=max(0.0, timeout))
-        except subprocess.TimeoutExpired:
-            self.prep.terminate()
-            self.prep.wait(timeout=30)
-            stopped = True
-            self.log(f"data preparation did not finish within {_fmt_s(timeout)}: stopped (runs regenerate what is missing)")
-        self.prep_log.close()
-        status_file = self.work / "prep.json"
-        status = json.loads(status_file.read_text()) if status_file.exists() else {"ok": False, "error": f"exit {self.prep.returncode}"}
-        status["stopped"] = stopped
-        for one in status.get("prepared", []):
-            self.log(f"prepared: corrupted set of {one['images']} images ({one['generated']} corruptions generated in {one['generate_seconds']:.1f}s)")
-        self.prep = None
-        return status
-
-    def measure_throughput(self, backbone: str, options: dict[str, Any]) -> dict[str, float]:
-        """The deterministic network's training images/s (the suite's batch) and evaluation images/s."""
-        from ..data.datasets.cifar import CIFAR_MEAN, CIFAR_STD
-        from ..data.device import DeviceData
-        from ..methods.base import Task
-        from .perf import StepBench, synthetic_data
-
-        s = self.sizes
-        data = DeviceData(synthetic_data(4 * s.suite_batch), CIFAR_MEAN, CIFAR_STD, self.device)
-        bench = StepBench("deterministic", Task(num_classes=10, backbone=backbone, backbone_options=dict(options)), data, s.suite_batch,
-                          s.precision, s.channels_last)
-        for _ in range(2):
-            bench.step()
-        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
-        sync()
-        t = time.perf_counter()
-        for _ in range(s.throughput_steps):
-            bench.step()
-        sync()
-        train = s.throughput_steps * s.suite_batch / (time.perf_counter() - t)
-        from ..core.runtime import autocast
-
-        model = bench.model.eval()
-        x = torch.randn(4 * s.suite_batch, 3, 32, 32, device=self.device)
-        x = x.contiguous(memory_format=torch.channels_last) if s.channels_last else x
-        with torch.no_grad(), autocast(s.precision, self.device):
-            model(x)
-            sync()
-            t = time.perf_counter()
-            for _ in range(max(2, s.throughput_steps // 2)):
-                model(x)
-            sync()
-        evaluate = max(2, s.throughput_steps // 2) * len(x) / (time.perf_counter() - t)
-        del bench, model
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        return {"train_images_per_second": train, "eval_images_per_second": evaluate}
-
-    def plan_suite(self, runs: list[dict[str, Any]], budget: float, n_train: int, n_test: int) -> dict[str, Any]:
-        """Backbone, epochs and corrupted-set sample that fit ``budget`` (seconds), from measured throughput."""
-        from ..catalogue.methods import get_method
-        from ..core import config as C
-        from ..corruptions import corruption_set
-        from ..methods.base import Task
-
-        s = self.sizes
-        plans = []
-        for backbone, options in s.suite_backbones:
-            rate = self.measure_throughput(backbone, options)
-            perf = next((r["methods"] for r in self.results.get("perf", {}).values() if r["backbone"] == backbone and r["backbone_options"] == options), None)
-            train_units, eval_units, per_run = 0.0, 0.0, []
-            for cfg in runs:
-                resolved = C.resolve(cfg)
-                name = resolved["run"]["method"]
-                method = get_method(name).from_config(dict(resolved["method"]), Task(num_classes=10, backbone=backbone, backbone_options=dict(options)))
-                step = (perf or {}).get("train_step", {}).get(name, {})
-                if name == "deep_ensemble":  # member 0 is the deterministic run, reused; the others train as deterministic runs
-                    train = float(method.members - 1)
-                else:
-                    train = step.get("ratio_to_deterministic") or DEFAULT_TRAIN_RATIO.get(name, float(method.rows_per_example()))
-                    if perf is not None and name == "mimo" and resolved["method"].get("batch_repetition", 1) == 1 and "mimo rep=1" in perf["train_step"]:
-                        train = perf["train_step"]["mimo rep=1"]["ratio_to_deterministic"]
-                variants = method.eval_variants(method.build())
-                ev = 0.0
-                for v in variants:  # the perf row of this method with as many forward passes, else the passes themselves
-                    inference = (perf or {}).get("inference", {})
-                    key = next((k for k, x in inference.items() if k.split(" ")[0] == name and "looped" not in k
-                                and x["batch_1"]["forward_passes"] == v.forward_passes), None)
-                    large = next((x["ratio_to_deterministic"] for k, x in inference[key].items() if k != "batch_1"), None) if key else None
-                    ev += large if large is not None else float(v.forward_passes)
-                per_run.append({"name": resolved["run"]["name"], "train_units": train, "eval_units": ev, "variants": len(variants)})
-                train_units += train
-                eval_units += ev
-            epoch = n_train / rate["train_images_per_second"]
-            ev_cfg = C.resolve(runs[0])["eval"] if runs else {}
-            cells = len(corruption_set(ev_cfg.get("corruption_set", "benchmark15"))) * len(ev_cfg.get("corruption_severities", [1, 2, 3, 4, 5]))
-            variants = sum(r["variants"] for r in per_run)
-            best = None
-            for subset in SAMPLES:
-                if subset and subset >= n_test:
-                    continue
-                evaluated = (subset or n_test) * cells + n_test
-                image_seconds = eval_units * evaluated / rate["eval_images_per_second"]
-                eval_seconds = image_seconds + variants * s.run_overhead
-                epochs = int((0.75 * budget - eval_seconds) // (train_units * epoch))  # a quarter kept for what the rates miss
-                best = {"subset": subset, "epochs": epochs, "eval_seconds": eval_seconds, "eval_image_seconds": image_seconds}
-                if eval_seconds <= 0.5 * budget and epochs >= 1:
-                    break
-            plans.append({"backbone": backbone, "backbone_options": options, **rate, "corrupted_cells": cells, "seconds_per_deterministic_epoch": epoch,
-                          "train_units_per_epoch": train_units, "eval_units": eval_units, "runs": per_run, "perf_ratios": perf is not None, **best})
-            self.log(f"suite plan {backbone}: {rate['train_images_per_second']:.0f} train img/s, {rate['eval_images_per_second']:.0f} eval img/s; "
-                     f"{train_units:.1f} deterministic epochs per suite epoch ({epoch:.1f}s each); corrupted sample {best['subset'] or 'full'}, "
-                     f"evaluation ~{best['eval_seconds']:.0f}s, {best['epochs']} epochs")
-        # the full corrupted set first, then at least 3 epochs, then the larger sample, then the most epochs
-        chosen = max(plans, key=lambda p: (p["subset"] == 0, p["epochs"] >= 3, p["subset"], p["epochs"]))
-        chosen = {**chosen, "epochs": max(1, min(s.max_epochs, chosen["epochs"])), "candidates": plans}
-        return chosen
-
-    def suite(self, budget: float) -> tuple[str, str]:
-        from ..core import config as C
-        from ..core.runtime import Environment
-        from ..data.base import load_dataset
-        from ..leaderboard import write_leaderboards
-        from ..runner import run_experiment
-
-        s = self.sizes
-        end = time.monotonic() + budget
-        prep = self.wait_prep(0.35 * budget)
-        self.results["prep"] = prep
-        self.log(f"data preparation: {'ok' if prep.get('ok') else 'FAILED: ' + str(prep.get('error'))}")
-        data = load_dataset("cifar10-jpeg", self.data_dir, self.cache_dir, progress=False)
-        self.results["dataset"] = data
-        meta, runs = C.load_suite("gpu")
-        if s.suite_only:
-            runs = [r for r in runs if r["run"]["name"] in s.suite_only]
-        runs = [C.apply_overrides(r, s.suite_set) if r["run"]["method"] == "mimo" or not any(o.startswith("method.") for o in s.suite_set)
-                else C.apply_overrides(r, [o for o in s.suite_set if not o.startswith("method.")]) for r in runs]
-        plan = self.plan_suite(runs, end - time.monotonic(), len(data.train), len(data.test))
-        overrides = [f"run.backbone={plan['backbone']}", f"train.epochs={plan['epochs']}", f"eval.corruption_subset={plan['subset']}"]
-        overrides += [f"backbone.{k}={v}" for k, v in plan["backbone_options"].items()]
-        runs = [C.apply_overrides(r, overrides) for r in runs]
-        plan.update(budget_seconds=budget, overrides=overrides, suite=meta["name"], started_with_seconds_left=end - time.monotonic())
-        self.results["suite_plan"] = plan
-        self.write_json("budget.json", plan)
-        env = Environment(data_dir=self.data_dir, cache_dir=self.cache_dir, results_dir=self.work / "records", checkpoint_dir=self.scratch / "checkpoints",
-                          device=str(self.device), progress=False, log=self.log)
-        done, failed, skipped = [], [], []
-        epoch = plan["seconds_per_deterministic_epoch"]
-        spent, estimated = 0.0, 0.0  # the runs so far: measured against estimated seconds (calibrates the later estimates)
-        for cfg, est in zip(runs, plan["runs"]):
-            need = (est["train_units"] * plan["epochs"] * epoch + plan["eval_image_seconds"] * est["eval_units"] / max(plan["eval_units"], 1e-9)
-                    + est["variants"] * s.run_overhead)
-            scaled = need * (spent / estimated if estimated else 1.0)
-            left = end - time.monotonic()
-            if left < scaled:
-                skipped.append(est["name"])
-                self.log(f"suite run {est['name']}: skipped (~{_fmt_s(scaled)} needed at the measured pace, {_fmt_s(left)} left)")
-                continue
-            t = time.monotonic()
-            try:
-                run_experiment(cfg, env)
-                done.append(est["name"])
-            except Exception as exc:  # noqa: BLE001 - recorded as failed by the runner; the suite goes on
-                failed.append(f"{est['name']} ({type(exc).__name__}: {exc})")
-            spent, estimated = spent + time.monotonic() - t, estimated + need
-            self.log(f"suite run {est['name']}: {time.monotonic() - t:.1f}s (estimated {need:.1f}s)")
-        plan["runs_seconds"], plan["runs_estimated_seconds"] = spent, estimated
-        self.write_json("budget.json", plan)
-        written = write_leaderboards(self.work / "records", self.work / "leaderboards", suites=[meta["name"]])
-        self.write_text("budget.md", budget_text(plan, done, skipped, failed))
-        self.results["suite"] = {"done": done, "failed": failed, "skipped": skipped, "leaderboard": [str(p.relative_to(self.work)) for p in written]}
-        note = (f"{plan['backbone']}, {plan['epochs']} epochs, corrupted set ({plan['corrupted_cells']} cells) "
-                f"{'on the full test set' if not plan['subset'] else 'on a sample of ' + str(plan['subset'])}")
-        note += f"; data preparation {'ok' if prep.get('ok') else 'failed (' + str(prep.get('error')) + ')'}"
-        note += f"; {len(done)} runs done" + (f", failed: {'; '.join(failed)}" if failed else "") + (f", skipped (budget): {', '.join(skipped)}" if skipped else "")
-        return ("ok" if not failed and not skipped else "partial" if done else "failed"), note
-
-    def paper_epoch(self, budget: float) -> tuple[str, str]:
-        from ..core import config as C
-        from ..data.datasets.cifar import CIFAR_MEAN, CIFAR_STD
-        from ..data.device import DeviceData
-        from ..methods.base import Task
-        from .perf import TRAIN_SKIP, StepBench, synthetic_data
-
-        s = self.sizes
-        end = time.monotonic() + budget
-        _, runs = C.load_suite("paper")
-        runs = [C.resolve(r) for r in runs if r["run"].get("dataset", "cifar10") == "cifar10" and r["run"]["seed"] == 0]
-        if s.paper_methods:
-            runs = [r for r in runs if r["run"]["method"] in s.paper_methods]
-        dataset = self.results.get("dataset")
-        split = dataset.train if dataset is not None else synthetic_data(50000 if not self.smoke else 256)
-        data = DeviceData(split, CIFAR_MEAN, CIFAR_STD, self.device)
-        backbone, options = s.paper_backbone
-        task = Task(num_classes=10, backbone=backbone, backbone_options=dict(options))
-        steps_per_epoch = data.steps_per_epoch(s.paper_batch)
-        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
-        rows: dict[str, dict[str, Any]] = {}
-        todo = [r for r in runs if r["run"]["method"] not in TRAIN_SKIP]
-        for i, r in enumerate(todo):
-            name, label = r["run"]["method"], r["run"]["name"]
-            slice_end = time.monotonic() + (end - time.monotonic()) / (len(todo) - i)
-            if end - time.monotonic() < 2.0:
-                rows[label] = {"method": name, "skipped": "budget"}
-                continue
-            bench = StepBench(name, task, data, s.paper_batch, r["train"]["precision"], r["train"]["channels_last"], dict(r["method"]))
-            bench.step()  # warm-up (cuDNN autotuning, allocations)
-            sync()
-            t, steps = time.perf_counter(), 0
-            limit = min(steps_per_epoch, s.paper_max_steps or steps_per_epoch)
-            while steps < limit:
-                bench.step()
-                steps += 1
-                if steps % 10 == 0 or steps == limit:
-                    sync()
-                    if time.monotonic() > slice_end:
-                        break
-            sync()
-            seconds = time.perf_counter() - t
-            epoch = seconds / steps * steps_per_epoch
-            rows[label] = {"method": name, "options": r["method"], "steps": steps, "steps_per_epoch": steps_per_epoch, "seconds": seconds,
-                           "epoch_seconds": epoch, "full_epoch": steps == steps_per_epoch, "recipe_epochs": r["train"]["epochs"],
-                           "recipe_hours": epoch * r["train"]["epochs"] / 3600}
-            self.log(f"paper epoch {label}: {steps}/{steps_per_epoch} steps in {seconds:.1f}s -> {epoch:.1f}s per epoch, "
-                     f"{rows[label]['recipe_hours']:.2f} h for {r['train']['epochs']} epochs")
-            del bench
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-        det = rows.get("deterministic", {})
-        for r in runs:
-            if r["run"]["method"] in TRAIN_SKIP and "epoch_seconds" in det:
-                members = int(r["method"].get("members", 4))
-                rows[r["run"]["name"]] = {"method": r["run"]["method"], "note": f"{members} deterministic members: {members} x the deterministic epoch",
-                                          "epoch_seconds": members * det["epoch_seconds"], "recipe_epochs": r["train"]["epochs"],
-                                          "recipe_hours": members * det["epoch_seconds"] * r["train"]["epochs"] / 3600, "full_epoch": det["full_epoch"]}
-        result = {"backbone": backbone, "backbone_options": options, "batch": s.paper_batch, "data": "cifar10-jpeg train split" if dataset is not None else "synthetic",
-                  "rows": rows}
-        self.results["paper_epoch"] = result
-        self.write_json("paper-epoch.json", result)
-        lines = [f"# One epoch of each paper-suite method ({backbone}, batch {s.paper_batch}, {self.device})", "",
-                 "| run | steps timed | s per epoch | recipe epochs | recipe hours on this device |", "|---|---|---|---|---|"]
-        for label, row in rows.items():
-            if "epoch_seconds" not in row:
-                lines.append(f"| {label} | skipped ({row.get('skipped', '')}) | - | - | - |")
-                continue
-            timed = row.get("note") or f"{row['steps']}/{row['steps_per_epoch']}" + ("" if row["full_epoch"] else " (extrapolated)")
-            lines.append(f"| {label} | {timed} | {row['epoch_seconds']:.1f} | {row['recipe_epochs']} | {row['recipe_hours']:.2f} |")
-        self.write_text("paper-epoch.md", "\n".join(lines) + "\n")
-        partial = [k for k, v in rows.items() if not v.get("full_epoch")]
-        note = f"{len(rows)} methods" + (f"; partial epochs, extrapolated: {', '.join(partial)}" if partial else "; full epochs")
-        return ("ok" if all("epoch_seconds" in v for v in rows.values()) else "partial"), note
-
-    # ------------------------------------------------------------------------------------- summary
     def summary(self) -> str:
         """A short Markdown summary: the stages, then the figures that matter."""
         lines = [f"# GPU check{' (smoke, CPU)' if self.smoke else ''}: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}", "",
@@ -711,38 +185,6 @@ class GpuCheck:
         return out
 
 
-def budget_text(plan: dict[str, Any], done: list[str], skipped: list[str], failed: list[str]) -> str:
-    """The suite's budget in words (beside the leaderboard; the leaderboard's Budget line gives the epochs)."""
-    lines = [f"# Budget of the `{plan['suite']}` suite in this GPU check", "",
-             f"- Time budget: {plan['budget_seconds']:.0f} s for training, evaluation and records of every run.",
-             f"- Measured: {plan['train_images_per_second']:.0f} training images/s and {plan['eval_images_per_second']:.0f} evaluation images/s "
-             f"({plan['backbone']}, deterministic network); {plan['train_units_per_epoch']:.2f} deterministic epochs per suite epoch.",
-             f"- Chosen: {plan['backbone']} {plan['backbone_options'] or ''}, {plan['epochs']} epochs, corrupted set "
-             f"{'full (15 x 5 on every test image)' if not plan['subset'] else 'a sample of ' + str(plan['subset']) + ' test images (the full set did not fit)'}.",
-             f"- Overrides of every run: {' '.join(plan['overrides'])}.",
-             f"- Runs done: {', '.join(done) or 'none'}" + (f"; skipped (budget): {', '.join(skipped)}" if skipped else "") + (f"; failed: {'; '.join(failed)}" if failed else "") + "."]
-    for c in plan["candidates"]:
-        lines.append(f"- Candidate {c['backbone']}: {c['train_images_per_second']:.0f} train img/s, {c['epochs']} epochs, corrupted "
-                     f"{'full' if not c['subset'] else c['subset']}, evaluation ~{c['eval_seconds']:.0f} s.")
-    return "\n".join(lines) + "\n"
-
-
-def write_synthetic_copy(root: Path, train_per_class: int, test_per_class: int) -> Path:
-    """A tiny ``cifar10-jpeg`` folder (32 px JPEGs whose class is a coloured square) under ``root``; returns ``root``."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train_per_class), ("test", test_per_class)):
-        for k, cls in enumerate(CIFAR10_CLASSES):
-            folder = root / "cifar10-jpeg" / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
-                img[8:24, 8:24] = ((37 * k) % 256, (91 * k + 50) % 256, (173 * k + 100) % 256)
-                Image.fromarray(img).save(folder / f"{i:04d}.jpg", quality=90)
-    return root
-
-
 def default_data_dir() -> str | None:
     """``gpu-data/`` of the checkout when it holds the CIFAR-10 JPEG copy (it travels there), else the usual data root."""
     local = ROOT / "gpu-data"
@@ -791,13 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     check.log(f"GPU check{' (smoke)' if args.smoke else ''}: out {out}, work {work}, data {check.data_dir or 'default root'}, "
               f"budget {sizes.total:.0f}s, stages {', '.join(stages)}")
     if "suite" in stages:
-        check.start_prep()
-    fns = {"facts": check.facts, "cuda-tests": check.cuda_tests, "perf": check.perf, "peers": check.peers, "suite": check.suite,
-           "paper-epoch": check.paper_epoch}
+        start_prep(check)
+    fns = {"facts": facts, "cuda-tests": cuda_tests, "perf": perf, "peers": peers, "suite": suite, "paper-epoch": paper_epoch}
     try:
         for name in STAGES:
             if name in stages:
-                check.run_stage(name, fns[name])
+                check.run_stage(name, functools.partial(fns[name], check))
     finally:
         if check.prep is not None:
             check.prep.terminate()
