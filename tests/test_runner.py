@@ -45,6 +45,21 @@ def test_record_schema(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
     assert [r["_path"] for r in load_records(tmp_path / "runs").records] == [str(path2)]
 
 
+TIMING_KEYS = {"started", "finished", "created", "time", "peak_memory_mb"}
+
+
+def without_timings(record: dict) -> dict:
+    """A record without what differs between two runs of the same training: timings, dates, provenance, its path."""
+    def strip(obj):
+        if isinstance(obj, dict):
+            return {k: strip(v) for k, v in obj.items() if k not in TIMING_KEYS and "seconds" not in k and not k.startswith("ms_per_example")}
+        if isinstance(obj, list):
+            return [strip(v) for v in obj]
+        return obj
+
+    return strip({k: v for k, v in record.items() if k not in {"provenance", "_path"}})
+
+
 def test_resume_equals_uninterrupted(cifar10_dir, tiny_run_config, stop_after, tmp_path: Path) -> None:
     root, _ = cifar10_dir
     [straight] = run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt="a"))
@@ -57,6 +72,9 @@ def test_resume_equals_uninterrupted(cifar10_dir, tiny_run_config, stop_after, t
         a, b = (json.loads(p.read_text())["metrics"]["clean"] for p in (straight, resumed))
         for key in ("accuracy", "nll", "ece", "brier"):
             assert a[key] == b[key], key
+        # the record equals the uninterrupted one in every field but timings (history included)
+        ra, rb = (without_timings(json.loads(p.read_text())) for p in (straight, resumed))
+        assert ra == rb and len(ra["training"]["history"]["train"]) == 2
     sa = torch.load(tmp_path / "a" / json.loads(straight.read_text())["run_id"] / "final.pt")
     sb = torch.load(tmp_path / ckpt / json.loads(resumed.read_text())["run_id"] / "final.pt")
     for k in sa:
@@ -93,8 +111,9 @@ def test_nan_loss_stops_with_failed_record(cifar10_dir, tiny_run_config, tmp_pat
     cfg = C.merge(tiny_run_config, {"train": {"lr": 1e30, "warmup_epochs": 0, "nan_check_every": 1}})
     from benchmark.training.train import NonFiniteLossError
 
-    with pytest.raises(NonFiniteLossError, match="training loss is (nan|inf)"):
+    with pytest.raises(NonFiniteLossError, match="training loss is (nan|inf)") as info:
         run_experiment(cfg, env_for(tmp_path, root))
+    assert "precision" not in str(info.value)  # the run is fp32 already: no fp32 hint
     [path] = list((tmp_path / "runs").rglob("*.json"))
     rec = json.loads(path.read_text())
     assert rec["status"] == "failed" and rec["error"]["type"] == "NonFiniteLossError"

@@ -86,6 +86,31 @@ class EpochStats:
     members: int = 1  # M of the trained logits [M, B, K] (for the log; not part of the history)
 
 
+@dataclass
+class PartialEpoch:
+    """The running sums of an epoch stopped after ``step`` steps, carried in its checkpoint so that the
+    resumed epoch's history entry covers the whole epoch, as an uninterrupted run's does.
+    ``loss_sum`` is the summed loss tensor (averaged over data-parallel ranks), added to exactly as
+    the uninterrupted loop adds to it."""
+
+    step: int
+    loss_sum: torch.Tensor
+    rows: int
+    seconds: float
+    first_step_seconds: float
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "loss_sum": self.loss_sum.detach().clone(), "rows": self.rows, "seconds": self.seconds,
+                "first_step_seconds": self.first_step_seconds}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None, step: int, device: torch.device) -> "PartialEpoch | None":
+        """The partial sums a checkpoint carries for its ``step`` (None: none, or another step's)."""
+        if not state or int(state.get("step", -1)) != step:
+            return None
+        return cls(step, torch.as_tensor(state["loss_sum"]).to(device), int(state["rows"]), float(state["seconds"]), float(state["first_step_seconds"]))
+
+
 def loss_text(loss: float, members: int, digits: int = 4) -> str:
     """The training loss as the log shows it: the shared loss sums the members' cross-entropies, so an
     ensemble's is shown per member and labelled (``loss/member 1.9812 (M=3)``); one member: ``loss 1.9812``."""
@@ -113,14 +138,18 @@ def train_one_epoch(
     epoch: int,
     start_step: int = 0,
     stop: StopFlag | None = None,
-    on_stop: Callable[[int], None] | None = None,
+    on_stop: Callable[[int, "PartialEpoch"], None] | None = None,
     progress: bool = True,
     desc: str = "",
     dist: Any = None,
     curves: Callable[[str, float, int], None] | None = None,
+    partial: PartialEpoch | None = None,
 ) -> EpochStats:
     """One epoch from ``start_step``; returns the mean loss over the steps run.
 
+    ``partial``: the sums of the epoch's first ``start_step`` steps (from a checkpoint written by a
+    stop, see ``on_stop``); with them the loss, rows and seconds cover the whole epoch.
+    ``on_stop(step, partial)`` is called when a stop is requested mid-epoch, with the sums so far.
     ``dist`` (a ``benchmark.training.distributed.DistContext``): train on this rank's chunk of each batch.
     ``curves(tag, value, global_step)`` receives the loss per member wherever it is read anyway (the NaN checks).
     """
@@ -128,11 +157,17 @@ def train_one_epoch(
     model.train()
     steps = data.steps_per_epoch(cfg.batch_size)
     order = data.epoch_order(make_generator(device, *seed_parts, "order", epoch))
-    loss_sum = torch.zeros((), device=device)
-    rows = 0
+    if partial is not None and partial.step != start_step:
+        partial = None
+    # one process continues the carried sum (the same additions as uninterrupted); data parallel
+    # sums this rank's steps from zero and adds the carried ranks' average to their average
+    carried = partial.loss_sum if partial is not None and dist is not None else None
+    loss_sum = partial.loss_sum.clone() if partial is not None and dist is None else torch.zeros((), device=device)
+    rows = partial.rows if partial is not None else 0
     members = 1
     t0 = time.perf_counter()
-    first_step = 0.0
+    first_step = partial.first_step_seconds if partial is not None else 0.0
+    earlier_seconds = partial.seconds if partial is not None else 0.0
     bar = progress_bar(range(start_step, steps), desc=desc, unit="step", enable=progress, total=steps - start_step)
     for step in bar:
         torch.manual_seed(hash_seed(*seed_parts, "global", epoch, step))
@@ -156,26 +191,31 @@ def train_one_epoch(
         optimizer.step()
         scheduler.step()
         loss_sum += loss.detach() * weight
-        if step == start_step:  # one synchronisation per epoch: the first step's time (compilation, warm-up)
+        if step == start_step and partial is None:  # one synchronisation per epoch: the first step's time (compilation, warm-up)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             first_step = time.perf_counter() - t0
         if cfg.nan_check_every and (step + 1) % cfg.nan_check_every == 0 or step == steps - 1:
             value = float(loss.detach())
             if not math.isfinite(value):
-                raise NonFiniteLossError(f"training loss is {value} at epoch {epoch + 1}, step {step + 1}; lower the learning rate (now {scheduler.get_last_lr()[0]:.4g}) or use precision='fp32'")
+                hint = " or use precision='fp32'" if cfg.precision != "fp32" else ""
+                raise NonFiniteLossError(f"training loss is {value} at epoch {epoch + 1}, step {step + 1}; "
+                                         f"lower the learning rate (now {scheduler.get_last_lr()[0]:.4g}){hint}")
             bar.set_postfix_str(loss_text(value, members, 3), refresh=False)
             if curves is not None:
                 curves("train/step_loss_per_member", value / members, epoch * steps + step + 1)
         if stop is not None and stop.is_set() and step < steps - 1:
             if on_stop is not None:
-                on_stop(step + 1)
+                so_far = loss_sum if dist is None else dist.average(loss_sum) + (carried if carried is not None else 0.0)
+                on_stop(step + 1, PartialEpoch(step + 1, so_far, rows, earlier_seconds + time.perf_counter() - t0, first_step))
             # the same words as fit's "resuming ... in epoch E after step S" (S steps of the epoch done)
             raise StopRequested(f"stopped in epoch {epoch + 1} after step {step + 1} of {steps}: {stop.reason}")
-    n = max(1, steps - start_step)
+    n = max(1, steps - (0 if partial is not None else start_step))
     if dist is not None:
         loss_sum = dist.average(loss_sum)  # the global batch's mean loss, as one process reports it
-    return EpochStats(epoch, float(loss_sum) / n, time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step, members)
+        if carried is not None:
+            loss_sum = carried + loss_sum
+    return EpochStats(epoch, float(loss_sum) / n, earlier_seconds + time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step, members)
 
 
 def fit(
@@ -213,12 +253,14 @@ def fit(
     optimizer = torch.optim.SGD(method.param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
     epoch, step, history = 0, 0, []
+    partial: PartialEpoch | None = None
     if resume and checkpoint is not None and checkpoint.exists():
         state = load_checkpoint(checkpoint, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         epoch, step, history = state["epoch"], state["step"], state["history"]
+        partial = PartialEpoch.from_state(state.get("partial"), step, device) if step else None
         if epoch >= cfg.epochs:
             return history
         if step:  # stopped mid-epoch: ``step`` steps of epoch ``epoch + 1`` are done
@@ -233,15 +275,17 @@ def fit(
     if cfg.compile:  # the first step of the first epoch then includes the compilation (history: first_step_seconds)
         net = torch.compile(net)
 
-    def save(e: int, s: int) -> None:
+    def save(e: int, s: int, part: PartialEpoch | None = None) -> None:
         if checkpoint is not None and (dist is None or dist.is_main):
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                         "epoch": e, "step": s, "history": history, "config": asdict(cfg)})
+                                         "epoch": e, "step": s, "history": history, "config": asdict(cfg),
+                                         "partial": part.state() if part is not None else None})
 
     while epoch < cfg.epochs:
         stats = train_one_epoch(net, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
-                                stop=stop, on_stop=lambda s, e=epoch: save(e, s), progress=progress, desc=f"{desc} {epoch + 1}/{cfg.epochs}",
-                                dist=dist, curves=curves)
+                                stop=stop, on_stop=lambda s, part, e=epoch: save(e, s, part), progress=progress,
+                                desc=f"{desc} {epoch + 1}/{cfg.epochs}", dist=dist, curves=curves, partial=partial)
+        partial = None
         history.append(history_entry(stats))
         if curves is not None:
             for tag, value in (("loss", stats.loss), ("loss_per_member", stats.loss / stats.members), ("lr", stats.lr), ("epoch_seconds", stats.seconds)):
