@@ -19,6 +19,7 @@ from benchmark.core import config as C
 from benchmark.methods import Method, StageContext, register_method
 from benchmark.methods.base import METHODS
 from benchmark.catalogue.methods import load_methods
+from benchmark.core.runtime import StopRequested
 from benchmark.runner import Environment, run_experiment, run_id_of
 from tests.conftest import write_cifar_archive
 
@@ -386,3 +387,78 @@ def test_slurm_preempted_sweep_task_resumes_with_same_metrics(slurm_cluster: Any
     assert rec["run_id"] == ref["run_id"]
     for key in ("accuracy", "nll", "ece"):
         assert rec["metrics"]["clean"][key] == pytest.approx(ref["metrics"]["clean"][key], abs=1e-6), key
+
+
+@pytest.mark.timeout(180)
+def test_relaunch_resumes_an_interrupted_run_from_its_checkpoint(tmp_path: Path, data_dir: Path, stop_after: Any,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """A run stopped mid-epoch (as a killed job leaves it: a checkpoint, no record) is submitted
+    again with resume=True, the plan says from where, and its record equals an uninterrupted run's."""
+    from benchmark.cli import main
+    from tests.test_runner import without_timings
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', extra='[grid]\n"train.epochs" = [2]', data=data_dir)
+    sweep = S.load_sweep(path)
+    (task,) = S.expand(sweep)
+    p = sweep.paths
+    env = dict(data_dir=str(data_dir), cache_dir=str(p["cache_dir"]), device="cpu", progress=False, log=lambda m: None)
+    with pytest.raises(StopRequested):  # stopped in epoch 2 after step 3 (6 steps per epoch and a check after each epoch)
+        run_experiment(task.config, Environment(results_dir=Path(p["results_dir"]), checkpoint_dir=Path(p["checkpoint_dir"]),
+                                                stop=stop_after(6 + 3), **env))
+    assert S.is_done(task, sweep, S.completed_runs(Path(p["results_dir"]))) is False
+    assert main(["sweep", str(path), "--cluster", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert "resume from epoch 2 after step 3" in out  # in the plan and in the submission's log
+    manifest = json.loads((tmp_path / "logs" / "manifest.json").read_text())
+    assert manifest["runs"][task.run_id]["resume"] == "resume from epoch 2 after step 3"
+    assert "(resume=True)" in out and "resuming" in out  # the debug cluster's task prints here
+    (rec,) = [json.loads(q.read_text()) for q in Path(p["results_dir"]).rglob("*.json")]
+    [ref] = run_experiment(task.config, Environment(results_dir=tmp_path / "ref-runs", checkpoint_dir=tmp_path / "ref-ckpt", **env))
+    assert without_timings(rec) == without_timings(json.loads(ref.read_text()))
+
+
+def test_a_bad_grid_value_fails_the_plan(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every grid point is resolved (types, ranges, choices) at plan time: --dry-run fails, naming the value."""
+    from benchmark.cli import main
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]', extra='[grid]\n"train.schedule" = ["cosine", "bogus"]')
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "train.schedule = 'bogus' is not valid" in err and "cosine, step, linear" in err and "Traceback" not in err
+
+
+def test_unwritable_results_folder_fails_before_submission(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A results folder that cannot be created (its parent is a file: true for root as well) fails
+    the launch with a message naming it; nothing is submitted, no manifest is written."""
+    from benchmark.cli import main
+
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]')
+    path.write_text(path.read_text().replace(f'results_dir = "{tmp_path / "runs"}"', f'results_dir = "{tmp_path / "blocker" / "runs"}"'))
+    assert main(["sweep", str(path), "--cluster", "debug"]) == 2
+    err = capsys.readouterr().err
+    assert f"results_dir folder {tmp_path / 'blocker' / 'runs'} is not writable" in err and "nothing was submitted" in err
+    assert "Traceback" not in err and not (tmp_path / "logs" / "manifest.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0o555 folder; the file-parent test covers root")
+def test_read_only_results_folder_fails_before_submission(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from benchmark.cli import main
+
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs").chmod(0o555)
+    try:
+        path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]')
+        assert main(["sweep", str(path), "--cluster", "debug"]) == 2
+        err = capsys.readouterr().err
+        assert f"results_dir folder {tmp_path / 'runs'} is not writable" in err and not (tmp_path / "logs" / "manifest.json").exists()
+    finally:
+        (tmp_path / "runs").chmod(0o755)
+
+
+def test_writability_probe_really_writes(tmp_path: Path) -> None:
+    """The check writes and removes a probe file (it leaves nothing behind) and creates missing folders."""
+    sweep = S.load_sweep(write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]'))
+    S.check_writable(sweep)
+    for key in ("results_dir", "checkpoint_dir", "log_dir", "leaderboard_dir"):
+        assert Path(sweep.paths[key]).is_dir() and list(Path(sweep.paths[key]).iterdir()) == []

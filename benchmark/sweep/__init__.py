@@ -56,7 +56,8 @@ preemption-safe calls, bounded waits).
 
 from __future__ import annotations
 
-from .artifacts import MANIFEST, completed_runs, failed_runs, failure_path, is_done, manifest_path, read_manifest, write_manifest
+from .artifacts import (MANIFEST, FolderNotWritableError, ResumePoint, check_writable, completed_runs, failed_runs, failure_path, is_done,
+                        manifest_path, read_manifest, resume_point, write_manifest)
 from .cli import format_plan, main, status_main
 from .jobs import rebuild_leaderboard, run_task, train_member
 from .monitor import STATES, RunStatus, status
@@ -64,7 +65,7 @@ from .plan import PlanError, PlanningContext, SweepTask, expand, member_requests
 from .spec import PATH_KEYS, SLURM_KEYS, SWEEP_KEYS, Sweep, load_sweep
 from .submission import Launch, SubmissionError, launch
 
-__all__ = ["MANIFEST", "PATH_KEYS", "SLURM_KEYS", "STATES", "SWEEP_KEYS", "Launch", "PlanError", "PlanningContext", "RunStatus",
+__all__ = ["MANIFEST", "PATH_KEYS", "FolderNotWritableError", "ResumePoint", "check_writable", "resume_point", "SLURM_KEYS", "STATES", "SWEEP_KEYS", "Launch", "PlanError", "PlanningContext", "RunStatus",
            "SubmissionError", "Sweep", "SweepTask", "completed_runs", "expand", "failed_runs", "failure_path", "format_plan", "is_done", "launch",
            "load_sweep", "main", "manifest_path", "member_requests", "read_manifest", "rebuild_leaderboard", "run_task", "status", "status_main",
            "train_member", "write_manifest"]

@@ -5,8 +5,13 @@ failure notes its tasks write (``<log_dir>/failures/<run id>.json``)."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..core import config as C
 from ..core.io import atomic_write_json
@@ -36,6 +41,69 @@ def is_done(task: SweepTask, sweep: Sweep, completed: set[tuple[str, str]]) -> b
     if task.kind == "member":
         return (Path(sweep.paths["checkpoint_dir"]) / task.run_id / "final.pt").exists()
     return (task.suite, task.run_id) in completed
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run's newest stage checkpoint (``<checkpoint_dir>/<run id>/<stage>.pt``) continues:
+    ``epoch`` epochs of ``stage`` done (of ``epochs``) and ``step`` steps of the next one."""
+
+    stage: str
+    epoch: int
+    step: int
+    epochs: int | None
+    path: Path
+
+    def describe(self) -> str:
+        """``resume from epoch E`` (E: the epoch the run continues in), with the step and stage when they matter."""
+        if self.epochs is not None and self.epoch >= self.epochs:
+            text = f"resume after epoch {self.epoch} (training done)"
+        else:
+            text = f"resume from epoch {self.epoch + 1}" + (f" after step {self.step}" if self.step else "")
+        return text + (f" of stage {self.stage}" if self.stage != "train" else "")
+
+
+def resume_point(checkpoint_dir: str | Path, run_id: str) -> ResumePoint | None:
+    """The newest readable stage checkpoint of ``run_id`` (final weights do not count), or None:
+    a (re)submitted run continues from it (``resume=True``) instead of training from scratch."""
+    folder = Path(checkpoint_dir) / run_id
+    if not folder.is_dir():
+        return None
+    stages = sorted((p for p in folder.glob("*.pt") if p.name != "final.pt" and p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in stages:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+            epoch, step = int(state["epoch"]), int(state["step"])
+        except Exception:  # noqa: BLE001 - a torn or foreign file: not a point to resume from
+            continue
+        epochs = (state.get("config") or {}).get("epochs")
+        return ResumePoint(path.stem, epoch, step, int(epochs) if epochs is not None else None, path)
+    return None
+
+
+WRITTEN_FOLDERS = ("results_dir", "checkpoint_dir", "log_dir", "leaderboard_dir")
+
+
+class FolderNotWritableError(C.ConfigError):
+    """A folder the sweep's jobs write to cannot be created or written; nothing was submitted."""
+
+
+def check_writable(sweep: Sweep) -> None:
+    """Create the folders the jobs write (records, checkpoints, logs, leaderboards) and write and
+    remove a probe file in each: a real write, so that it holds for any user (root included) and any
+    file system (read-only mounts, ACLs). Raises :class:`FolderNotWritableError` naming the folder."""
+    for key in WRITTEN_FOLDERS:
+        folder = Path(sweep.paths[key])
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(folder) else ""
+            raise FolderNotWritableError(f"{sweep.path}: the {key} folder {folder} is not writable: {reason}{where}; "
+                                         f"nothing was submitted (choose another folder in [paths] or fix its permissions)") from None
 
 
 def failure_path(log_dir: str | Path, run_id: str) -> Path:

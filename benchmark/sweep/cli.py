@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .artifacts import completed_runs, is_done, manifest_path
+from .artifacts import completed_runs, is_done, manifest_path, resume_point
 from .monitor import STATES, status
 from .plan import SweepTask, expand
 from .slurm_job import CLUSTERS
@@ -35,13 +35,16 @@ def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_plan(sweep: Sweep, tasks: list[SweepTask], done: set[str]) -> str:
-    """The plan as printed before a submission: one line per task (stage, kind, skip/submit, run id, name, seed, needs)."""
+    """The plan as printed before a submission: one line per task (stage, kind, skip/submit, run id, name, seed, needs,
+    and ``resume from epoch E`` for a task submitted with a checkpoint of its own to continue from)."""
     lines = [f"sweep {sweep.name} ({sweep.path}): {len(tasks)} task(s), {len(done)} done and skipped; cluster {sweep.slurm['cluster']}",
              f"  results {sweep.paths['results_dir']}  checkpoints {sweep.paths['checkpoint_dir']}  logs {sweep.paths['log_dir']}",
              f"  {'stage':<5}  {'kind':<6}  {'state':<7}  {'run id':<58}  {'name':<30}  seed  needs"]
     for t in tasks:
         state = "skip" if t.run_id in done else "submit"
-        lines.append(f"  {t.stage:<5}  {t.kind:<6}  {state:<7}  {t.run_id:<58}  {t.name:<30}  {t.seed:<4}  {len(t.needs)}")
+        point = resume_point(sweep.paths["checkpoint_dir"], t.run_id) if state == "submit" else None
+        lines.append(f"  {t.stage:<5}  {t.kind:<6}  {state:<7}  {t.run_id:<58}  {t.name:<30}  {t.seed:<4}  {len(t.needs)}"
+                     + (f"  {point.describe()}" if point is not None else ""))
     params = {k: v for k, v in sweep.slurm.items() if k != "cluster"}
     lines.append(f"  slurm parameters: {json.dumps(params, sort_keys=True)}")
     return "\n".join(lines)

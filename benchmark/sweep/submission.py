@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..records import utc_now
-from .artifacts import completed_runs, failure_path, is_done, read_manifest, write_manifest
+from .artifacts import check_writable, completed_runs, failure_path, is_done, read_manifest, resume_point, write_manifest
 from .jobs import rebuild_leaderboard, run_task
 from .plan import SweepTask
 from .slurm_job import CheckpointableCall, make_executor, wait_all
@@ -36,11 +36,12 @@ def _executor(sweep: Sweep, folder: Path, *, dependency: str | None = None, lead
                          name=sweep.name, max_num_timeout=s.get("max_num_timeout"), slurm_additional_parameters=extra or None)
 
 
-def _submit_array(executor: Any, calls: list[tuple[Any, tuple]]) -> list[Any]:
-    """Submit ``calls`` as one array; SLURM's refusal becomes a SubmissionError with sbatch's message."""
+def _submit_array(executor: Any, calls: list[tuple[Any, tuple, dict[str, Any]]]) -> list[Any]:
+    """Submit ``calls`` (function, arguments, keyword arguments) as one array; SLURM's refusal
+    becomes a SubmissionError with sbatch's message."""
     try:
         with executor.batch():
-            jobs = [executor.submit(fn, *args) for fn, args in calls]
+            jobs = [executor.submit(fn, *args, **kwargs) for fn, args, kwargs in calls]
     except Exception as exc:  # noqa: BLE001 - submitit raises several kinds, all carrying sbatch's text
         raise SubmissionError(f"submission of {len(calls)} task(s) refused: {exc}") from exc
     return jobs
@@ -70,7 +71,10 @@ def launch(sweep: Sweep, tasks: list[SweepTask], *, wait_s: float | None = None,
     (``wait_s``: then wait that long for every job). On the local and debug clusters each
     array is waited for before the next starts, and the leaderboard is rebuilt here.
     Each array's tasks enter the manifest as soon as it is accepted, never before.
+    The folders the jobs write are checked first (:func:`~benchmark.sweep.artifacts.check_writable`),
+    and a task whose run has a stage checkpoint of its own is submitted with ``resume=True``.
     """
+    check_writable(sweep)  # a folder the jobs cannot write fails here, before anything is submitted
     completed = completed_runs(Path(sweep.paths["results_dir"]))
     skipped = [t for t in tasks if is_done(t, sweep, completed)]
     todo = [t for t in tasks if t not in skipped]
@@ -90,7 +94,10 @@ def launch(sweep: Sweep, tasks: list[SweepTask], *, wait_s: float | None = None,
         for p in notes:
             p.unlink()
         try:
-            jobs = _submit_array(_executor(sweep, folder, dependency=dependency), [(call, (t.payload(sweep),)) for t in group])
+            # a run with a checkpoint of its own (killed, failed, stopped) continues from it
+            points = {t.run_id: resume_point(sweep.paths["checkpoint_dir"], t.run_id) for t in group}
+            jobs = _submit_array(_executor(sweep, folder, dependency=dependency),
+                                 [(call, (t.payload(sweep),), {"resume": points[t.run_id] is not None}) for t in group])
         except SubmissionError:
             for p, raw in notes.items():
                 p.write_bytes(raw)
@@ -104,15 +111,19 @@ def launch(sweep: Sweep, tasks: list[SweepTask], *, wait_s: float | None = None,
             manifest["runs"][t.run_id] = {"kind": t.kind, "suite": t.suite, "name": t.name, "seed": t.seed, "stage": stage, "cluster": cluster,
                                           "job_id": str(job.job_id), "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
                                           "result": str(job.paths.result_pickle), "submitted": now,
+                                          "resume": points[t.run_id].describe() if points[t.run_id] is not None else None,
                                           "previous_jobs": old.get("previous_jobs", []) + ([old["job_id"]] if old.get("job_id") else [])}
         write_manifest(sweep, manifest)
         log(f"submitted stage {stage}: {len(jobs)} task(s) as array {_array_id(jobs[0])} on {cluster}" + (f" ({dependency})" if dependency else ""))
+        for t in group:
+            if points[t.run_id] is not None:
+                log(f"  {t.run_id}: {points[t.run_id].describe()} ({points[t.run_id].path})")
     board = None
     if cluster == "slurm":
         if arrays:
             dependency = "afterany:" + ":".join(_array_id(a[0]) for a in arrays)
             (board,) = _submit_array(_executor(sweep, folder, dependency=dependency, leaderboard=True),
-                                     [(rebuild_leaderboard, (str(sweep.paths["results_dir"]), str(sweep.paths["leaderboard_dir"]), suites))])
+                                     [(rebuild_leaderboard, (str(sweep.paths["results_dir"]), str(sweep.paths["leaderboard_dir"]), suites), {})])
             manifest["leaderboard_job"] = {"job_id": str(board.job_id), "stdout": str(board.paths.stdout), "dependency": dependency}
             write_manifest(sweep, manifest)
             log(f"leaderboard job {board.job_id} ({dependency})")
