@@ -449,7 +449,9 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
                   "training_run_id": ctx.run_id, "provenance": prov, "cost": cost, "metrics": metrics,
                   "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size, "precision": train_cfg.precision,
                              **_subset_budget(resolved, data)},
-                  "training": {"history": ctx.history, "members": ctx.members}, "method_extra": method.extra_record()}
+                  "training": {"history": ctx.history, "members": ctx.members,
+                               "world_size": env.dist.world_size if env.dist is not None else 1},  # data-parallel ranks that trained it
+                  "method_extra": method.extra_record()}
         path = write_record(env.results_dir, record)
         clean = metrics["clean"]
         env.log(f"{record['run_id']}: acc {clean['accuracy']:.4f}  nll {clean['nll']:.4f}  ece {clean['ece']:.4f}  -> {path}")

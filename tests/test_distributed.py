@@ -79,6 +79,7 @@ def test_two_ranks_equal_one_process(data_root: Path, tiny_run_config: dict, tmp
     rec1, w1 = _run(cfg, one, 1)
     rec2, w2 = _run(cfg, two, 2)
     assert rec1["run_id"] == rec2["run_id"]
+    assert (rec1["training"]["world_size"], rec2["training"]["world_size"]) == (1, 2)  # how many ranks trained each
     delta = _max_delta(w1, w2)
     print(f"max |weight delta| 2 ranks vs 1: {delta:.3g}")
     assert delta < WEIGHT_TOL
@@ -120,3 +121,21 @@ def test_from_environment_single_process(monkeypatch: pytest.MonkeyPatch) -> Non
     for k in ("WORLD_SIZE", "RANK", "SLURM_NTASKS"):
         monkeypatch.delenv(k, raising=False)
     assert DistContext.from_environment() is None
+
+
+def test_wrapping_gives_no_buffer_deprecation_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP is given its current buffer-sync keyword: no FutureWarning about ``broadcast_buffers`` in every log."""
+    import warnings
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    for sync_bn in (True, False):
+        dist = DistContext(rank=0, world_size=1, sync_bn=sync_bn)
+        dist.init_process_group("gloo")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                dist.wrap(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)))
+        finally:
+            dist.close()
+        assert not [w for w in caught if "broadcast_buffers" in str(w.message)], [str(w.message) for w in caught]

@@ -353,6 +353,7 @@ def test_slurm_impossible_request_is_refused_and_nothing_recorded(slurm_cluster:
     assert main(["sweep", str(path), "--cpus-per-task", str(slurm_cluster.cpus + 1)]) == 2
     err = capsys.readouterr().err
     assert "refused" in err and "sbatch" in err and ("More processors requested than permitted" in err or "Requested node configuration is not available" in err)
+    assert sum(err.count(m) for m in ("More processors requested than permitted", "Requested node configuration is not available")) == 1  # printed once
     assert not (tmp_path / "logs" / "manifest.json").exists()
     assert "impossible" not in subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True, timeout=20).stdout
 
@@ -462,3 +463,25 @@ def test_writability_probe_really_writes(tmp_path: Path) -> None:
     S.check_writable(sweep)
     for key in ("results_dir", "checkpoint_dir", "log_dir", "leaderboard_dir"):
         assert Path(sweep.paths[key]).is_dir() and list(Path(sweep.paths[key]).iterdir()) == []
+
+
+def test_a_refused_submission_is_reported_once(capsys: pytest.CaptureFixture) -> None:
+    """submitit prints sbatch's stderr and raises with it: the SubmissionError alone carries it."""
+    import contextlib
+    import sys
+
+    from benchmark.sweep.submission import _submit_array
+
+    class Refusing:
+        @contextlib.contextmanager
+        def batch(self):
+            yield
+
+        def submit(self, fn, *args, **kwargs):
+            text = "sbatch: error: Batch job submission failed: Requested node configuration is not available"
+            print(text, file=sys.stderr)  # as submitit's command runner does before raising
+            raise RuntimeError(text)
+
+    with pytest.raises(S.SubmissionError, match="refused: sbatch: error") as info:
+        _submit_array(Refusing(), [(print, (), {})])
+    assert "sbatch" not in capsys.readouterr().err and str(info.value).count("sbatch: error") == 1

@@ -4,6 +4,9 @@ then the leaderboard job; every accepted array enters the manifest."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +42,18 @@ def _executor(sweep: Sweep, folder: Path, *, dependency: str | None = None, lead
 def _submit_array(executor: Any, calls: list[tuple[Any, tuple, dict[str, Any]]]) -> list[Any]:
     """Submit ``calls`` (function, arguments, keyword arguments) as one array; SLURM's refusal
     becomes a SubmissionError with sbatch's message."""
+    # submitit prints a failed sbatch's stderr and raises with the same text: keep it for the error alone
+    printed = io.StringIO()
     try:
-        with executor.batch():
+        with contextlib.redirect_stderr(printed), executor.batch():
             jobs = [executor.submit(fn, *args, **kwargs) for fn, args, kwargs in calls]
     except Exception as exc:  # noqa: BLE001 - submitit raises several kinds, all carrying sbatch's text
+        extra = printed.getvalue().strip()
+        if extra and extra not in str(exc):
+            print(extra, file=sys.stderr)
         raise SubmissionError(f"submission of {len(calls)} task(s) refused: {exc}") from exc
+    if printed.getvalue():
+        sys.stderr.write(printed.getvalue())
     return jobs
 
 

@@ -25,6 +25,7 @@ see :meth:`DistContext.from_environment`.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,15 @@ class _AgreedStop:
         return agreed
 
 
+def buffer_sync_option(sync: bool) -> dict[str, bool]:
+    """DDP's keyword for syncing buffers (BatchNorm statistics) from rank 0 at each forward:
+    ``forward_sync_buffers`` where this torch has it (``broadcast_buffers`` is deprecated there, with a
+    FutureWarning at every wrap), else ``broadcast_buffers``. The one difference, a sync at the wrap
+    whatever the value, changes nothing here: every rank builds (or loads) the same weights."""
+    params = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": sync} if "forward_sync_buffers" in params else {"broadcast_buffers": sync}
+
+
 @dataclass
 class DistContext:
     """This process's place in a data-parallel job (see the module docstring).
@@ -186,7 +196,7 @@ class DistContext:
             convert_sync_batchnorm(model)
         device_ids = [model_device.index] if (model_device := next(model.parameters()).device).type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=self.find_unused_parameters,
-                                                   broadcast_buffers=not self.sync_bn)
+                                                   **buffer_sync_option(not self.sync_bn))
 
     def shard(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """This rank's contiguous chunk of a global training batch, and its loss weight.
