@@ -485,3 +485,50 @@ def test_a_refused_submission_is_reported_once(capsys: pytest.CaptureFixture) ->
     with pytest.raises(S.SubmissionError, match="refused: sbatch: error") as info:
         _submit_array(Refusing(), [(print, (), {})])
     assert "sbatch" not in capsys.readouterr().err and str(info.value).count("sbatch: error") == 1
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(420)
+def test_slurm_killed_task_resubmitted_resumes_from_its_checkpoint(slurm_cluster: Any, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """kill -9 of a training job (no requeue, no stop: as an out-of-memory kill or a node failure),
+    then ``sweep-status --resubmit-failed``: the run continues from its last checkpoint and its record
+    equals an uninterrupted run's (history included)."""
+    from benchmark.cli import main
+    from benchmark.records import load_records
+
+    write_cifar_archive(tmp_path / "data", "cifar10", per_batch=200, as_tar=False)  # 1000 training images
+    extra = '[grid]\n"train.epochs" = [4]\n"train.batch_size" = [20]'
+    path = _slurm_sweep(tmp_path, tmp_path / "data", 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', slurm_cluster, extra=extra)
+    sweep = S.load_sweep(path)
+    (task,) = S.expand(sweep)
+    launched = S.launch(sweep, [task], log=lambda m: None)
+    (job,) = launched.arrays[0]
+    deadline = time.monotonic() + 150
+    while "epoch 1/4" not in (job.paths.stdout.read_text() if job.paths.stdout.exists() else ""):
+        assert time.monotonic() < deadline, "the task did not finish its first epoch in time"
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=KILL", "--full", str(job.job_id)], check=True, timeout=20)
+    while str(job.job_id) in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=20).stdout:
+        assert time.monotonic() < deadline + 60, "the killed job stayed in the queue"
+        time.sleep(0.5)
+    assert not load_records(tmp_path / "runs").records
+    (row,) = S.status(sweep, [task])
+    assert row.state == "failed"
+    capsys.readouterr()
+    assert main(["sweep-status", str(path), "--resubmit-failed", "--wait", "250"]) == 0
+    out = capsys.readouterr().out
+    assert "resume from epoch 2" in out
+    manifest = json.loads((tmp_path / "logs" / "manifest.json").read_text())
+    log = Path(manifest["runs"][task.run_id]["stdout"]).read_text()
+    assert "(resume=True)" in log and "resuming" in log
+    (rec,) = load_records(tmp_path / "runs").records
+    env = Environment(data_dir=str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "ref-runs",
+                      checkpoint_dir=tmp_path / "ref-ckpt", device="cpu", progress=False, log=lambda m: None)
+    run_experiment(task.config, env)
+    (ref,) = load_records(tmp_path / "ref-runs").records
+    hist, ref_hist = rec["training"]["history"]["train"], ref["training"]["history"]["train"]
+    assert [e["rows"] for e in hist] == [e["rows"] for e in ref_hist] and len(hist) == 4
+    for a, b in zip(hist, ref_hist):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["lr"] == b["lr"]
+    for key in ("accuracy", "nll", "ece"):
+        assert rec["metrics"]["clean"][key] == pytest.approx(ref["metrics"]["clean"][key], abs=1e-6), key
