@@ -139,3 +139,46 @@ def test_wrapping_gives_no_buffer_deprecation_warning(monkeypatch: pytest.Monkey
         finally:
             dist.close()
         assert not [w for w in caught if "broadcast_buffers" in str(w.message)], [str(w.message) for w in caught]
+
+
+def _stopping_worker(rank: int, world: int, port: int, cfg: dict, root: str, stop_at: int) -> None:
+    """A rank of a run stopped (rank 0's request, agreed by all) after ``stop_at`` stop checks."""
+    from benchmark.core.runtime import StopFlag, StopRequested
+    from tests.conftest import StopAfter
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist = DistContext(rank=rank, world_size=world)
+    dist.init_process_group("gloo")
+    try:
+        env = Environment(data_dir=f"{root}/data", cache_dir=f"{root}/cache-{rank}", results_dir=Path(root) / "runs",
+                          checkpoint_dir=Path(root) / "ckpt", device="cpu", progress=False, log=lambda m: None, dist=dist,
+                          stop=StopAfter(stop_at) if rank == 0 and stop_at >= 0 else StopFlag(), resume=stop_at < 0)
+        try:
+            run_experiment(cfg, env)
+        except StopRequested:
+            assert stop_at >= 0
+    finally:
+        dist.close()
+
+
+@pytest.mark.timeout(240)
+def test_data_parallel_resume_keeps_the_interrupted_epochs_history(data_root: Path, tiny_run_config: dict, tmp_path: Path) -> None:
+    """2 ranks stopped mid-epoch, then resumed: the epoch's history entry covers the whole epoch
+    (rows exact, loss within float reassociation of the uninterrupted 2-rank run)."""
+    cfg = {**tiny_run_config, "train": {**tiny_run_config["train"], "batch_size": 12}}  # 5 steps per epoch
+    runs = {}
+    for name in ("straight", "stopped"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data").symlink_to(data_root / "data")
+    mp.spawn(_stopping_worker, args=(2, _free_port(), cfg, str(tmp_path / "straight"), 10**6), nprocs=2, join=True)
+    mp.spawn(_stopping_worker, args=(2, _free_port(), cfg, str(tmp_path / "stopped"), 5 + 1 + 2), nprocs=2, join=True)  # epoch 2, step 3
+    assert not list((tmp_path / "stopped" / "runs").rglob("*.json"))
+    mp.spawn(_stopping_worker, args=(2, _free_port(), cfg, str(tmp_path / "stopped"), -1), nprocs=2, join=True)
+    for name in ("straight", "stopped"):
+        (path,) = list((tmp_path / name / "runs").rglob("*.json"))
+        runs[name] = json.loads(path.read_text())
+    h1, h2 = runs["straight"]["training"]["history"]["train"], runs["stopped"]["training"]["history"]["train"]
+    assert [e["rows"] for e in h1] == [e["rows"] for e in h2] and len(h2) == 2
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(h1, h2)) < 1e-6
+    assert runs["stopped"]["training"]["world_size"] == 2
