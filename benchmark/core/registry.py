@@ -78,10 +78,16 @@ def import_package(package: str) -> None:
     where entries live instead of importing it, as it names a user's plug-in modules, so the
     entries depend on the registry and never the other way round.
     """
+    if package in _IMPORTED_PACKAGES:  # scanned once per process: callers ask on every lookup
+        return
     import importlib
 
     module = importlib.import_module(package)
     import_submodules(package, list(module.__path__))
+    _IMPORTED_PACKAGES.add(package)
+
+
+_IMPORTED_PACKAGES: set[str] = set()  # part of the registries' bookkeeping
 
 
 def import_submodules(package: str, path: list[str]) -> None:
