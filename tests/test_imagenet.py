@@ -15,7 +15,6 @@ from torch import nn
 from benchmark.core import config as C
 from benchmark.corruptions import BENCHMARK_CORRUPTIONS
 from benchmark.data.base import DataError, load_dataset
-from benchmark.data.device import device_data
 from benchmark.data.corrupted.base import CorruptedDataError
 from benchmark.data.corrupted.imagenet_c import RegeneratedImageNetC
 from benchmark.data.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -107,7 +106,7 @@ def test_dataset_loads_in_wnid_order(tree: Path, tmp_path: Path) -> None:
 
 def test_train_batches_shape_normalisation_and_reproducibility(tree: Path) -> None:
     data = load_dataset("imagenet", tree, progress=False)
-    train = device_data(data.train, data.mean, data.std, "cpu")
+    train = data.train.on_device(data.mean, data.std, "cpu")
     order = train.epoch_order(_gen(0, 0))
     assert train.steps_per_epoch(4) == 3
     x0, y0 = train.train_batch(order, 0, 4, _gen(1))
@@ -118,7 +117,7 @@ def test_train_batches_shape_normalisation_and_reproducibility(tree: Path) -> No
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
     # Same epoch order: the same bytes, whether a step follows the previous one or starts fresh
     # (a resumed run), and whatever generator the step gets (augmentation keys on the epoch).
-    again = device_data(data.train, data.mean, data.std, "cpu")
+    again = data.train.on_device(data.mean, data.std, "cpu")
     order2 = again.epoch_order(_gen(0, 0))
     assert torch.equal(order, order2)
     xr, yr = again.train_batch(order2, 1, 4, _gen(99))
@@ -134,7 +133,7 @@ def test_train_batches_shape_normalisation_and_reproducibility(tree: Path) -> No
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    device_data(data.train, data.mean, data.std, "cpu").train_batch(order, 2, 4, _gen(1))
+    data.train.on_device(data.mean, data.std, "cpu").train_batch(order, 2, 4, _gen(1))
     assert torch.equal(torch.rand(3), expected)
     with pytest.raises(IndexError, match="step 3 out of range"):
         train.train_batch(order, 3, 4, _gen(1))
@@ -151,7 +150,7 @@ def test_workers_do_not_change_the_batches(tree: Path, monkeypatch: pytest.Monke
 
 def test_eval_batches_are_resized_and_center_cropped(tree: Path) -> None:
     data = load_dataset("imagenet", tree, progress=False)
-    test = device_data(data.test, data.mean, data.std, "cpu")
+    test = data.test.on_device(data.mean, data.std, "cpu")
     batches = list(test.eval_batches(4))
     assert [tuple(x.shape) for x, _ in batches] == [(4, 3, 224, 224), (2, 3, 224, 224)]
     assert torch.cat([y for _, y in batches]).tolist() == [0, 0, 1, 1, 2, 2]

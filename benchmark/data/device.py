@@ -3,7 +3,7 @@ normalised there (one gather per batch, no per-image loop)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
@@ -71,9 +71,3 @@ class DeviceData:
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self), batch_size):
             yield self.normalise(self.images[start : start + batch_size]), self.labels[start : start + batch_size]
-
-
-def device_data(split: Any, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device | str = "cpu") -> Any:
-    """What the training loop and evaluation read: the split bound to ``device`` (``DeviceData`` for
-    a :class:`Split` held as arrays, a streaming split's own batches otherwise)."""
-    return split.on_device(mean, std, device)
