@@ -25,6 +25,7 @@ import pandas as pd
 from ..evaluation.metric_specs import metric_specs
 from ..records import RecordError
 from .columns import OOD_PREFIX
+from .costs import latency_source, record_latency
 
 GROUP_KEYS = ("suite", "dataset", "backbone", "method", "variant", "setting")
 ROW_IDENTITY = ("suite", "dataset", "backbone", "method", "variant", "members", "seed")
@@ -133,13 +134,14 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
     for name, m in sorted(ood.items()):
         row[OOD_PREFIX + name] = _number(_dig(m, "auroc"), f"{where}: metrics.ood.{name}.auroc", required=False)
         row[f"ood_score_{name}"] = _dig(m, "score")
+    lat = record_latency(rec)  # the interleaved cost pass's figures when it measured this record, else cost's
     row.update({
         "params": _number(cost.get("params"), f"{where}: cost.params", required=False),
         "flops": _number(cost.get("flops_per_example"), f"{where}: cost.flops_per_example", required=False),
         "forward_passes": _number(cost.get("forward_passes"), f"{where}: cost.forward_passes", required=False),
-        "ms_b1": _number(_dig(cost, "ms_per_example_b1", "median"), f"{where}: cost.ms_per_example_b1.median", required=False),
-        "ms_large": _number(_dig(cost, "ms_per_example_large", "median"), f"{where}: cost.ms_per_example_large.median", required=False),
-        "large_batch": _dig(cost, "ms_per_example_large", "batch_size"),
+        "ms_b1": _number(_dig(lat, "ms_per_example_b1", "median"), f"{where}: cost.ms_per_example_b1.median", required=False),
+        "ms_large": _number(_dig(lat, "ms_per_example_large", "median"), f"{where}: cost.ms_per_example_large.median", required=False),
+        "large_batch": _dig(lat, "ms_per_example_large", "batch_size"), "latency_source": latency_source(rec),
         "train_seconds": _number(cost.get("train_seconds"), f"{where}: cost.train_seconds", required=False),
         "reused_members": any(bool(_dig(m, "reused")) for m in (_dig(rec, "training", "members") or []) if isinstance(m, dict)),
     })
