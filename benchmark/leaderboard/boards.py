@@ -17,6 +17,7 @@ from ..core.config import SUITES_DIR
 from ..records import load_records
 from .aggregate import aggregate, single
 from .columns import COST_COLUMNS, OOD_PREFIX, Column, metric_columns, ood_column
+from .costs import attach_cost_pass, default_cost_dir, latency_facts
 from .mce import mce_basis, records_frame
 from .reported import Reported, paper_recipe, reported_for
 
@@ -200,6 +201,7 @@ def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[
     ood_scores = sorted({str(v) for c in frame.columns if c.startswith("ood_score_") for v in frame[c].dropna()})
     if ood_scores:
         facts.append(("OOD", f"AUROC with OOD as positives, score: {', '.join(ood_scores)}"))
+    facts += latency_facts(frame, records)  # where the ms/ex columns come from (interleaved cost pass or per run), and its check
     if reported_for(dataset, backbone):
         facts.append(("Reported rows", "published figures (source in the row), not ranked; their cost columns are the paper's"))
     return facts
@@ -275,13 +277,18 @@ def build_boards(records: list[dict[str, Any]], problems: list[tuple[str, str]],
     return boards
 
 
-def load_boards(results_dir: Path | str, suites: list[str] | None = None, *, warn: bool = True) -> list[SuiteBoard]:
-    """Read the records under ``results_dir`` and build one board per suite (malformed records left out)."""
+def load_boards(results_dir: Path | str, suites: list[str] | None = None, *, warn: bool = True, cost_dir: Path | str | None = None) -> list[SuiteBoard]:
+    """Read the records under ``results_dir`` and build one board per suite (malformed records left out).
+
+    Latency columns take the interleaved cost pass of ``cost_dir`` (default: ``results/cost`` beside
+    ``results/runs``, :func:`.costs.default_cost_dir`) for the records it measured."""
     results_dir = Path(results_dir)
     loaded = load_records(results_dir, include_failed=True)
     done = [r for r in loaded.records if r["status"] == "completed"]
     failed = [r for r in loaded.records if r["status"] != "completed"]
-    boards = build_boards(done, loaded.problems, failed, suites, results_dir)
+    problems = list(loaded.problems)
+    attach_cost_pass(done, default_cost_dir(results_dir) if cost_dir is None else cost_dir, problems)
+    boards = build_boards(done, problems, failed, suites, results_dir)
     if warn:
         for path, reason in sorted({p for b in boards for p in b.problems}):
             print(f"warning: left out {path}: {reason}")

@@ -21,6 +21,7 @@ import numpy as np
 from ..core.io import atomic_write
 from ..core.registry import Registry, import_package
 from .boards import SuiteBoard
+from .costs import record_latency
 from .frame import corrupted_cells
 from .render import si as si_text
 
@@ -109,7 +110,7 @@ def ensemble_gain(rec: dict[str, Any], split: str = "clean") -> tuple[float, flo
 
 def _cost(rec: dict[str, Any], key: str) -> float:
     c = rec.get("cost") or {}
-    v = c.get("ms_per_example_b1", {}).get("median") if key == "ms_b1" else c.get("flops_per_example")
+    v = (record_latency(rec).get("ms_per_example_b1") or {}).get("median") if key == "ms_b1" else c.get("flops_per_example")
     return float(v) if isinstance(v, (int, float)) else math.nan
 
 

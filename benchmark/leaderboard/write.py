@@ -45,10 +45,12 @@ def write_tables(board: SuiteBoard, folder: Path) -> list[Path]:
             atomic_write_text(folder / "leaderboard.tex", render_latex(board))]
 
 
-def write_leaderboards(results_dir: Path, out_dir: Path, suites: list[str] | None = None, *, plots: bool = True) -> list[Path]:
-    """Write ``<out>/<suite>/{leaderboard.md,csv,html,tex, index.html, plots/}``; returns the tables and pages."""
+def write_leaderboards(results_dir: Path, out_dir: Path, suites: list[str] | None = None, *, plots: bool = True,
+                       cost_dir: Path | None = None) -> list[Path]:
+    """Write ``<out>/<suite>/{leaderboard.md,csv,html,tex, index.html, plots/}``; returns the tables and pages.
+    ``cost_dir``: where the interleaved cost passes are (default: ``cost`` beside ``results_dir``)."""
     written = []
-    for board in load_boards(results_dir, suites):
+    for board in load_boards(results_dir, suites, cost_dir=cost_dir):
         folder = Path(out_dir) / board.suite
         written += write_tables(board, folder)
         figures = write_block_plots(board, folder / "plots") if plots else []
