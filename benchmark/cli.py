@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,bench,leaderboard,list,check-method} ...`` (``--help`` on each)."""
+"""Command line: ``python -m benchmark {run,bench,cost,leaderboard,list,check-method} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,8 @@ def cmd_bench(p: argparse.ArgumentParser):
     p.add_argument("--skip-done", action="store_true", help="skip runs that already have a completed record in --results-dir")
     p.add_argument("--restart", action="store_true",
                    help="start the bench over: forget the progress of an interrupted bench of the same runs (its checkpoints are not resumed)")
+    add_cost_options(p)
+    p.add_argument("--no-cost-pass", action="store_true", help="skip the interleaved cost pass after the runs (latency columns keep the per-run figures)")
     add_env_options(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -181,12 +183,59 @@ def cmd_bench(p: argparse.ArgumentParser):
                 failed.append((cfg["run"]["name"], f"{type(exc).__name__}: {exc}"))
         progress.finish()
         print(f"suite {meta['name']}: {len(selected)} runs in {time.perf_counter() - t0:.0f}s", flush=True)
-        written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[meta["name"]])
+        if not args.no_cost_pass:
+            bench_cost_pass(meta["name"], args)
+        written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[meta["name"]], cost_dir=args.cost_dir)
         for path in written:
             print(f"leaderboard: {path}")
         for name, err in failed:
             print(f"FAILED {name}: {err}", file=sys.stderr)
         return 1 if failed else 0
+
+    return run
+
+
+def add_cost_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("the interleaved cost pass")
+    g.add_argument("--cost-dir", type=Path, default=None, help="where cost passes are written and read (default: 'cost' beside --results-dir, i.e. results/cost)")
+    g.add_argument("--cost-repeats", type=int, default=5, help="interleaved repeats per model and batch size (default: 5; at least 2)")
+
+
+def bench_cost_pass(suite: str, args: argparse.Namespace) -> None:
+    """The cost pass at the end of a bench; a failure is reported and the leaderboard keeps the per-run latencies."""
+    from .cost_pass import run_cost_pass
+    from .leaderboard.costs import default_cost_dir
+
+    try:
+        run_cost_pass(suite, args.results_dir, args.checkpoint_dir, args.cost_dir or default_cost_dir(args.results_dir), data_dir=args.data_dir,
+                      cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, skip_missing=True, log=lambda m: print(m, flush=True))
+    except Exception as exc:  # noqa: BLE001 - the runs' records stand; only the latency columns lose the interleaved figures
+        print(f"warning: cost pass of suite {suite} failed ({type(exc).__name__}: {exc}); latency columns keep the per-run figures",
+              file=sys.stderr, flush=True)
+
+
+@command("cost")
+def cmd_cost(p: argparse.ArgumentParser):
+    """Measure every final model of a suite's records together, interleaved (median of repeats with min-max, batch 1 and the large
+    batch), write <cost dir>/<suite>.json and rebuild the suite's leaderboard, whose latency columns then use these figures."""
+    p.add_argument("suite", help="suite name (or its .toml file) whose records to measure")
+    p.add_argument("--leaderboard-dir", type=Path, default=Path("results/leaderboards"), help="where the suite's leaderboard is rebuilt")
+    p.add_argument("--no-leaderboard", action="store_true", help="only write the cost pass")
+    add_cost_options(p)
+    add_env_options(p)
+
+    def run(args: argparse.Namespace) -> int:
+        from .cost_pass import run_cost_pass, suite_name
+        from .leaderboard import write_leaderboards
+        from .leaderboard.costs import default_cost_dir
+
+        suite = suite_name(args.suite)
+        run_cost_pass(suite, args.results_dir, args.checkpoint_dir, args.cost_dir or default_cost_dir(args.results_dir), data_dir=args.data_dir,
+                      cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, log=lambda m: print(m, flush=True))
+        if not args.no_leaderboard:
+            for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[suite], cost_dir=args.cost_dir):
+                print(f"leaderboard: {path}")
+        return 0
 
     return run
 
@@ -197,13 +246,14 @@ def cmd_leaderboard(p: argparse.ArgumentParser):
     p.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="records to read (default: results/runs)")
     p.add_argument("--out", type=Path, default=Path("results/leaderboards"), help="output folder (default: results/leaderboards)")
     p.add_argument("--suite", action="append", default=[], help="only these suites (repeatable; default: all)")
+    p.add_argument("--cost-dir", type=Path, default=None, help="interleaved cost passes to read (default: 'cost' beside --results-dir)")
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
         from .leaderboard.write import check_arguments
 
         check_arguments(args.results_dir, args.suite or None)  # a missing folder or a suite without records: exit 2
-        for path in write_leaderboards(args.results_dir, args.out, suites=args.suite or None):
+        for path in write_leaderboards(args.results_dir, args.out, suites=args.suite or None, cost_dir=args.cost_dir):
             print(f"leaderboard: {path}")
         return 0
 
