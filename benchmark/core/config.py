@@ -72,6 +72,9 @@ class RunSection:
     name: str = ""
 
 
+PREDICTIONS_DTYPES = ("float32", "float16")  # eval.predictions_dtype
+
+
 @dataclass
 class EvalSection:
     batch_size: int = 1000
@@ -86,6 +89,8 @@ class EvalSection:
     ood: list[str] = field(default_factory=list)
     latency_repeats: int = 5
     latency_batch: int = 512
+    predictions: bool = True  # store the predictions beside each record (a .predictions.npz sidecar; benchmark.evaluation.predictions)
+    predictions_dtype: str = "float32"  # the sidecar's log-probabilities: float32 (rescoring reproduces the metrics) or float16 (half the size)
 
 
 @dataclass
@@ -148,7 +153,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,
     ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
     ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),
-    ("eval", "test_subset"): at_least(0), ("eval", "test_subset_seed"): at_least(0),
+    ("eval", "test_subset"): at_least(0), ("eval", "test_subset_seed"): at_least(0), ("eval", "predictions_dtype"): one_of(PREDICTIONS_DTYPES),
     ("data", "val_size"): at_least(0), ("data", "train_subset"): at_least(0), ("data", "subset_seed"): at_least(0),
     ("method", "members"): at_least(1),
 }
