@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from .core.io import atomic_write_json
+from .evaluation.predictions import write_predictions
 
 SCHEMA_VERSION = 1
 REQUIRED = ("schema_version", "run_id", "status", "identity", "config", "provenance", "cost", "metrics")
@@ -132,13 +135,29 @@ def record_path(root: Path, suite: str, run_id: str, created: str) -> Path:
     return Path(root) / suite / f"{run_id}__{stamp}.json"
 
 
-def write_record(root: Path, record: dict[str, Any]) -> Path:
-    """Validate and write ``record`` as a new file (never overwrites); returns its path."""
+def write_record(root: Path, record: dict[str, Any], predictions: dict[str, np.ndarray] | None = None, *,
+                 predictions_dtype: str = "float32", predictions_notes: dict[str, Any] | None = None) -> Path:
+    """Validate and write ``record`` as a new file (never overwrites); returns its path.
+
+    With ``predictions`` (arrays named as in :mod:`benchmark.evaluation.predictions`), they are
+    written first, beside the record (``<run_id>__<sha256[:16]>.predictions.npz``), and the record's
+    ``predictions`` entry names that file and its sha256.
+    """
     record.setdefault("schema_version", SCHEMA_VERSION)
     record.setdefault("created", utc_now())
     validate(record, where="<new record>")
     path = record_path(root, record["identity"]["suite"], record["run_id"], record["created"])
+    if predictions:
+        record["predictions"] = write_predictions(path.parent, record["run_id"], predictions, dtype=predictions_dtype, notes=predictions_notes)
     return atomic_write_json(path, record, overwrite=False)
+
+
+def rewrite_record(path: Path | str, record: dict[str, Any]) -> Path:
+    """Replace the record file ``path`` with ``record`` (validated; atomically: a reader sees the old
+    file or the new one). For ``rescore --write`` only: records are otherwise never overwritten."""
+    record = {k: v for k, v in record.items() if k != "_path"}
+    validate(record, where=str(path))
+    return atomic_write_json(Path(path), record, overwrite=True)
 
 
 def validate(record: Any, where: str) -> dict[str, Any]:

@@ -37,7 +37,9 @@ from .core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, Environment, Sto
 from .data.base import Dataset, check_ood_names, check_subset, dataset_spec, load_dataset, subset_facts, take_subset, with_train_subset
 from .data.corrupted.base import corrupted_source
 from .evaluation.cost import measure_cost, peak_memory_mb
-from .evaluation.evaluate import evaluate
+from .corruptions import corruption_set
+from .evaluation.evaluate import evaluate_with_predictions
+from .evaluation.predictions import KeepPolicy
 from .evaluation.ood import evaluate_ood
 from .evaluation.robustness import evaluate_corrupted
 from .methods.base import Method
@@ -428,15 +430,26 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     for variant, net, passes, members in method.eval_variants(model):
         net.eval()
         kwargs = dict(batch_size=ev["batch_size"], precision=precision, channels_last=train_cfg.channels_last, progress=env.progress)
+        keeping = KeepPolicy(ev, members, data.num_classes)
+        arrays: dict[str, Any] = {}
+        # OOD detection's in-distribution side is the whole test set: the clean pass's predictions when it was over all of it
+        reuse_clean = bool(ev["ood"]) and not int(ev["test_subset"])
         t0 = time.perf_counter()
-        metrics: dict[str, Any] = {"clean": evaluate(net, test, desc=f"eval {variant or method.name}", **kwargs)}
+        clean, clean_kept = evaluate_with_predictions(net, test, desc=f"eval {variant or method.name}", **kwargs,
+                                                keep=keeping.keep("clean", len(test)) or ("combined" if reuse_clean else None))
+        metrics: dict[str, Any] = {"clean": clean}
         eval_seconds = time.perf_counter() - t0
+        keeping.store(arrays, "clean", clean_kept)
         if val is not None:
-            metrics["val"] = evaluate(net, val, desc="eval val", **kwargs)
+            metrics["val"], kept = evaluate_with_predictions(net, val, desc="eval val", **kwargs, keep=keeping.keep("val", len(val)))
+            keeping.store(arrays, "val", kept)
         if ev["corruptions"] != "none":
-            metrics["corrupted"] = evaluate_corrupted(net, data, ev, env, **kwargs)
+            images = len(ev["corruption_severities"]) * len(corruption_set(ev["corruption_set"])) * (int(ev["corruption_subset"]) or len(data.test))
+            metrics["corrupted"] = evaluate_corrupted(net, data, ev, env, **kwargs, keep=keeping.keep("corrupted", images, corrupted=True),
+                                                      predictions=arrays if keeping.on else None)
         if ev["ood"]:
-            metrics["ood"] = evaluate_ood(net, data, list(ev["ood"]), env, **kwargs)
+            metrics["ood"] = evaluate_ood(net, data, list(ev["ood"]), env, **kwargs, keep=keeping.keep("ood", len(data.test)),
+                                          predictions=arrays if keeping.on else None, in_predictions=clean_kept if reuse_clean else None)
         example = next(test.eval_batches(1))[0]
         cost = measure_cost(net, example, forward_passes=passes, large_batch=ev["latency_batch"], precision=precision,
                             channels_last=train_cfg.channels_last, repeats=ev["latency_repeats"])
@@ -452,8 +465,8 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
                   "training": {"history": ctx.history, "members": ctx.members,
                                "world_size": env.dist.world_size if env.dist is not None else 1},  # data-parallel ranks that trained it
                   "method_extra": method.extra_record()}
-        path = write_record(env.results_dir, record)
-        clean = metrics["clean"]
+        path = write_record(env.results_dir, record, arrays if keeping.on else None, predictions_dtype=ev["predictions_dtype"],
+                            predictions_notes=keeping.notes())
         env.log(f"{record['run_id']}: acc {clean['accuracy']:.4f}  nll {clean['nll']:.4f}  ece {clean['ece']:.4f}  -> {path}")
         paths.append(path)
     return paths

@@ -19,6 +19,7 @@ and tests.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 DEFAULT_N_BINS = 15
+KEEP_CHOICES = (None, "combined", "members")  # MetricAccumulator(keep=...): which predictions predictions() returns
 _BASIC = ("accuracy", "nll", "ece", "brier")
 
 
@@ -314,10 +316,13 @@ class MetricAccumulator:
     member) log-probabilities of every batch are kept on the host.
     """
 
-    def __init__(self, n_bins: int = DEFAULT_N_BINS, computed: list[MetricSpec] | None = None) -> None:
+    def __init__(self, n_bins: int = DEFAULT_N_BINS, computed: list[MetricSpec] | None = None, keep: str | None = None) -> None:
         _check_n_bins(n_bins)
+        if keep not in KEEP_CHOICES:
+            raise ValueError(f"keep must be one of {list(KEEP_CHOICES)}, got {keep!r}")
         self.n_bins = n_bins
         self.computed = computed_metrics() if computed is None else list(computed)
+        self.keep = keep
         self.reset()
 
     def reset(self) -> None:
@@ -328,6 +333,7 @@ class MetricAccumulator:
         self._sums: dict[str, Tensor] = {}
         self._inner_edges: Tensor | None = None
         self._kept: dict[str, list[Tensor]] = {"log_probs": [], "members": [], "targets": []}
+        self._stored: dict[str, list[Tensor]] = {"log_probs": [], "members": [], "targets": []}  # for predictions()
 
     @property
     def n(self) -> int:
@@ -371,7 +377,6 @@ class MetricAccumulator:
         device = s["correct"].device
         logits = logits.to(device)
         targets = targets.to(device=device, dtype=torch.int64)
-        acc = s["nll_sum"].dtype
 
         # deferred guards: counted on the device, raised in compute()
         finite = torch.isfinite(logits)
@@ -382,20 +387,81 @@ class MetricAccumulator:
         targets = torch.where(in_range, targets, torch.zeros_like(targets))
 
         member_lp = _member_log_probs(logits)  # [M, B, K]
-        all_lp = torch.cat([_combine(member_lp).unsqueeze(0), member_lp])  # row 0 = ensemble
+        self._add(_combine(member_lp), member_lp, targets)
+
+    def update_log_probs(self, log_probs: Tensor, targets: Tensor, members: Tensor | None = None) -> None:
+        """Add one batch of stored predictions (rescoring): the combined ``log_probs`` [B, K] and,
+        when kept, the ``members``' log-probabilities [M, B, K], exactly as :meth:`update` derived
+        them from logits (no renormalisation, so the same floats give the same sums). Without
+        ``members`` only the combined prediction's metrics (and computed metrics that do not need
+        members) are computed: ``members``, ``member_mean`` and ``diversity`` are left out."""
+        _check_probs_2d(log_probs, "log_probs")
+        b, k = log_probs.shape
+        _check_targets_shape(targets, b, f"log_probs of shape {tuple(log_probs.shape)}")
+        if members is not None:
+            _check_logits(members, "members")
+            if members.shape[1:] != log_probs.shape:
+                raise ValueError(f"members of shape {tuple(members.shape)} do not match log_probs of shape {tuple(log_probs.shape)}")
+        m = 0 if members is None else members.shape[0]
+        if self._m is None:
+            self._m, self._k = m, k
+            self._init_sums(m, log_probs.device)
+        elif (m, k) != (self._m, self._k):
+            raise ValueError(f"a batch with M={m} members and K={k} classes does not match earlier batches (M={self._m}, K={self._k})")
+        if b == 0:
+            return
+        s = self._sums
+        device = s["correct"].device
+        log_probs = log_probs.to(device)
+        targets = targets.to(device=device, dtype=torch.int64)
+        s["nonfinite"] += (~torch.isfinite(log_probs)).sum()
+        in_range = (targets >= 0) & (targets < k)
+        s["bad_targets"] += (~in_range).sum()
+        targets = torch.where(in_range, targets, torch.zeros_like(targets))
+        if members is None:
+            members = log_probs.new_zeros((0, b, k))
+        else:
+            s["nonfinite"] += (~torch.isfinite(members)).sum()
+        self._add(log_probs, members.to(device), targets)
+
+    def _add(self, combined: Tensor, member_lp: Tensor, targets: Tensor) -> None:
+        """The sums of one batch: ``combined`` [B, K] and ``member_lp`` [M, B, K] log-probabilities (M may be 0)."""
+        s = self._sums
+        acc = s["nll_sum"].dtype
+        b = combined.shape[0]
+        all_lp = torch.cat([combined.unsqueeze(0), member_lp])  # row 0 = ensemble
         cal = _calibration_sums(all_lp.exp(), targets, self._inner_edges, acc)
         for key, val in cal.items():
             s[key] += val
         s["nll_sum"] += _nll_sum(all_lp, targets, acc)
-        disagree, kl = _diversity_sums(member_lp, acc)
-        s["disagree"] += disagree
-        s["kl_sum"] += kl
+        if member_lp.shape[0]:
+            disagree, kl = _diversity_sums(member_lp, acc)
+            s["disagree"] += disagree
+            s["kl_sum"] += kl
         if self.computed:  # predictions of the whole split, for the metrics computed from them
             self._kept["log_probs"].append(all_lp[0].detach().cpu())
             self._kept["targets"].append(targets.cpu())
-            if any(spec.needs_members for spec in self.computed):
+            if any(spec.needs_members for spec in self.computed) and member_lp.shape[0]:
                 self._kept["members"].append(member_lp.detach().cpu())
+        if self.keep is not None:  # kept on the device; moved to the host once, by predictions()
+            self._stored["log_probs"].append(all_lp[0].detach())
+            self._stored["targets"].append(targets.detach())
+            if self.keep == "members":
+                self._stored["members"].append(member_lp.detach())
         self._n += b
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        """The kept predictions of every batch so far (``keep`` set): ``log_probs`` [N, K] float32,
+        ``targets`` [N] int64 and, with ``keep="members"``, ``members`` [M, N, K] float32."""
+        if self.keep is None:
+            raise ValueError("MetricAccumulator(keep=None) keeps no predictions; pass keep='combined' or keep='members'")
+        if not self._stored["log_probs"]:
+            raise ValueError("MetricAccumulator.predictions() called with n=0 examples; call update() first")
+        out = {"log_probs": torch.cat(self._stored["log_probs"]).float().cpu().numpy(),
+               "targets": torch.cat(self._stored["targets"]).cpu().numpy().astype(np.int64)}
+        if self.keep == "members":
+            out["members"] = torch.cat(self._stored["members"], dim=1).float().cpu().numpy()
+        return out
 
     def compute(self) -> dict[str, Any]:
         """All metrics as plain Python floats/ints/lists (one host transfer)."""
@@ -418,9 +484,11 @@ class MetricAccumulator:
             log_probs, targets = torch.cat(self._kept["log_probs"]), torch.cat(self._kept["targets"])
             member_lp = torch.cat(self._kept["members"], dim=1) if self._kept["members"] else None
             for spec in self.computed:
+                if spec.needs_members and member_lp is None:  # rescored from predictions kept without members
+                    continue
                 args = (log_probs, targets, member_lp) if spec.needs_members else (log_probs, targets)
                 ens[spec.key] = float(spec.compute(*args))  # type: ignore[misc]
-        return {
+        out = {
             **ens,
             "n": n,
             "reliability": {
@@ -430,9 +498,13 @@ class MetricAccumulator:
                 "correct": [int(c) for c in h["bin_correct"][0]],
             },
             "members": members,
-            "member_mean": {key: float(np.mean([mem[key] for mem in members])) for key in _BASIC},
+            "member_mean": {key: float(np.mean([mem[key] for mem in members])) if members else math.nan for key in _BASIC},
             "diversity": {
                 "disagreement": _mean_offdiag(h["disagree"].astype(np.float64)) / n,
                 "kl": _mean_offdiag(h["kl_sum"].astype(np.float64)) / n,
             },
         }
+        if not members:  # rescored from combined predictions alone: no member metrics
+            for key in ("members", "member_mean", "diversity"):
+                del out[key]
+        return out

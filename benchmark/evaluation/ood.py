@@ -15,8 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from ..data.base import DataError, Dataset, Split, ood_images
+from ..methods.base import combine_member_log_probs, member_log_probs
 from .evaluate import predict_logits
-from .metrics import _check_probs_2d, combine_log_probs
+from .metrics import _check_finite_eager, _check_probs_2d
+from .predictions import prefixed
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.runtime import Environment
@@ -79,22 +81,54 @@ def ood_metrics(scores_in: np.ndarray, scores_out: np.ndarray) -> dict[str, floa
     return {"auroc": auroc, "aupr": aupr, "fpr_at_95_tpr": fpr95}
 
 
-def _scores(net: nn.Module, split: Any, batch_size: int, precision: str, channels_last: bool) -> dict[str, np.ndarray]:
+def _predict(net: nn.Module, split: Any, batch_size: int, precision: str, channels_last: bool, keep: str) -> dict[str, np.ndarray]:
+    """The combined (and, with ``keep="members"``, member) log-probabilities of ``split``, float32 on the host."""
     net.eval()
-    parts: dict[str, list[np.ndarray]] = {}
+    parts: dict[str, list[Tensor]] = {"log_probs": [], "members": []}
     for x, _ in split.eval_batches(batch_size):
-        for key, value in ood_scores(combine_log_probs(predict_logits(net, x, precision, channels_last))).items():
-            parts.setdefault(key, []).append(value.float().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+        logits = predict_logits(net, x, precision, channels_last)
+        _check_finite_eager(logits, "logits")
+        member_lp = member_log_probs(logits)
+        parts["log_probs"].append(combine_member_log_probs(member_lp))
+        if keep == "members":
+            parts["members"].append(member_lp)
+    out = {"log_probs": torch.cat(parts["log_probs"]).float().cpu().numpy()}
+    if parts["members"]:
+        out["members"] = torch.cat(parts["members"], dim=1).float().cpu().numpy()
+    return out
+
+
+def scores_of(log_probs: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`ood_scores` of stored combined log-probabilities ``[N, K]`` (as rescoring computes them)."""
+    return {k: v.float().numpy() for k, v in ood_scores(torch.from_numpy(np.ascontiguousarray(log_probs, dtype=np.float32))).items()}
+
+
+def ood_entry(scores_in: dict[str, np.ndarray], scores_out: dict[str, np.ndarray], n_in: int, n_out: int) -> dict[str, Any]:
+    """The record's ``metrics.ood.<name>`` entry: every score's detection metrics, and the set sizes."""
+    out: dict[str, Any] = {score: ood_metrics(scores_in[score], scores_out[score]) for score in scores_in}
+    out.update({"n_in": n_in, "n_out": n_out})
+    return out
 
 
 def evaluate_ood(net: nn.Module, data: Dataset, names: list[str], env: "Environment", *, batch_size: int, precision: str,
-                 channels_last: bool, progress: bool = True) -> dict[str, Any]:
+                 channels_last: bool, progress: bool = True, keep: str | None = None, predictions: dict[str, np.ndarray] | None = None,
+                 in_predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """AUROC, AUPR and FPR at 95% TPR of telling ``data``'s test set from each OOD set, scored by
     maximum probability and by predictive entropy. An absent OOD set is recorded as absent (and
-    reported nowhere), never an error."""
+    reported nowhere), never an error.
+
+    ``in_predictions``: the whole test set's predictions already computed (the clean evaluation's,
+    ``{"log_probs", "members"?}``), used instead of a second pass. With ``predictions`` and ``keep``
+    (``"combined"``/``"members"``), the OOD sets' predictions are added as ``ood/<name>/...`` (and the
+    test set's as ``ood_in/...`` when they were not given) (:mod:`.predictions`)."""
     device = next(net.parameters()).device
-    scores_in = _scores(net, data.test.on_device(data.mean, data.std, device), batch_size, precision, channels_last)
+    store = predictions is not None and keep is not None
+    if in_predictions is None:
+        in_predictions = _predict(net, data.test.on_device(data.mean, data.std, device), batch_size, precision, channels_last,
+                                  keep if store else "combined")
+        if store:
+            predictions.update(prefixed("ood_in", in_predictions))  # type: ignore[union-attr]
+    scores_in = scores_of(in_predictions["log_probs"])
     out: dict[str, Any] = {}
     for name in names:
         try:
@@ -103,7 +137,8 @@ def evaluate_ood(net: nn.Module, data: Dataset, names: list[str], env: "Environm
             out[name] = {"absent": str(exc)}
             continue
         split = Split(images, np.zeros(len(images), dtype=np.int64)).on_device(data.mean, data.std, device)
-        scores_out = _scores(net, split, batch_size, precision, channels_last)
-        out[name] = {score: ood_metrics(scores_in[score], scores_out[score]) for score in scores_in}
-        out[name].update({"n_in": len(data.test), "n_out": len(images)})
+        pred = _predict(net, split, batch_size, precision, channels_last, keep if store else "combined")
+        if store:
+            predictions.update(prefixed(f"ood/{name}", pred))  # type: ignore[union-attr]
+        out[name] = ood_entry(scores_in, scores_of(pred["log_probs"]), len(in_predictions["log_probs"]), len(images))
     return out

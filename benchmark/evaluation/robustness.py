@@ -21,8 +21,9 @@ from torch import nn
 from ..core.progress import progress_bar
 from ..corruptions import CORRUPTION_SETS, corruption_set
 from ..data.base import Dataset
-from ..data.corrupted.base import open_corrupted
-from .evaluate import evaluate
+from ..data.corrupted.base import open_corrupted, subset_indices
+from .evaluate import evaluate_with_predictions
+from .predictions import prefixed
 from .metric_specs import summary_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,12 +31,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def evaluate_corrupted(net: nn.Module, data: Dataset, ev: dict[str, Any], env: "Environment", *, batch_size: int, precision: str,
-                       channels_last: bool, progress: bool = True) -> dict[str, Any]:
+                       channels_last: bool, progress: bool = True, keep: str | None = None,
+                       predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Metrics per corruption and severity, and their means over the corruption set.
 
     Returns {"source", "folder", "corruption_set", "corruptions", "severities", "subset", "seed", "per":
     {corruption: {"<severity>": metrics}}, "summary": {cA, cNLL, cECE, cBrier, disagreement, kl},
-    "images", "seconds", "images_per_second"}.
+    "images", "seconds", "images_per_second"}. With ``keep`` (``"combined"``/``"members"``) each
+    cell's predictions are added to ``predictions`` as ``corrupted/<corruption>/<severity>/{targets,
+    log_probs, members}``, with ``corrupted/indices`` (:mod:`.predictions`).
     """
     if ev["corruption_set"] not in CORRUPTION_SETS:
         raise ValueError(f"unknown corruption_set {ev['corruption_set']!r}; valid choices: {', '.join(sorted(CORRUPTION_SETS))}")
@@ -45,7 +49,14 @@ def evaluate_corrupted(net: nn.Module, data: Dataset, ev: dict[str, Any], env: "
 
     def cell(name: str, s: int) -> tuple[dict[str, Any], int]:
         split, n = corrupted.cell(name, s)
-        return evaluate(net, split, batch_size=batch_size, precision=precision, channels_last=channels_last, progress=False), n
+        metrics, kept = evaluate_with_predictions(net, split, batch_size=batch_size, precision=precision, channels_last=channels_last,
+                                                  progress=False, keep=keep if predictions is not None else None)
+        if predictions is not None and kept:
+            predictions.update(prefixed(f"corrupted/{name}/{s}", kept))
+            indices = subset_indices(len(data.test), int(ev["corruption_subset"]), int(ev["corruption_seed"]))
+            if len(indices) == n:  # the source evaluates the eval.corruption_subset sample of the test set
+                predictions["corrupted/indices"] = indices.astype(np.int64)
+        return metrics, n
 
     per, seen, seconds = evaluate_cells(names, severities, cell, corrupted.desc, progress)
     return corrupted_result(per, ev, source=corrupted.source, folder=corrupted.folder, seed=corrupted.seed, images=seen, seconds=seconds)

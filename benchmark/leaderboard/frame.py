@@ -34,7 +34,7 @@ FRAME_ORDER = ["suite", "dataset", "backbone", "method", "variant", "setting", "
 CELL_METRICS = ("accuracy", "nll", "ece")
 # Config keys that do not shape a result (they never split a row).
 NON_SHAPING = ("run.seed", "run.name", "run.suite", "data.download", "eval.latency_repeats", "eval.latency_batch", "eval.batch_size",
-               "train.nan_check_every", "eval.ood", "train.log")
+               "train.nan_check_every", "eval.ood", "train.log", "eval.predictions", "eval.predictions_dtype")
 
 
 def _number(value: Any, where: str, *, required: bool = True) -> float:
