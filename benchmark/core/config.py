@@ -31,13 +31,20 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
 PRECISIONS = ("fp32", "bf16")
-SCHEDULES = ("cosine", "step", "linear")
+SCHEDULES = ("cosine", "step", "linear", "cyclic_cosine")
 TRAIN_LOGS = ("none", "tensorboard")
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings of one stage. ``lr`` is the learning rate at ``batch_size``."""
+    """Optimisation settings of one stage. ``lr`` is the learning rate at ``batch_size``.
+
+    ``schedule``: after ``warmup_epochs``, ``cosine`` and ``linear`` decay to ``final_lr_fraction``
+    of ``lr`` once; ``step`` multiplies by ``gamma`` at each of ``milestones`` (epochs);
+    ``cyclic_cosine`` restarts a cosine decay (from ``lr`` to ``final_lr_fraction * lr``) at each
+    of ``milestones`` (epochs), so k milestones make k + 1 cycles (Huang et al. 2017's snapshot
+    schedule; no milestones: one cosine cycle).
+    """
 
     epochs: int = 10
     batch_size: int = 128

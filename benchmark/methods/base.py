@@ -213,6 +213,13 @@ class Method:
         scales and offsets, biases), as the reference recipes apply L2."""
         return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
 
+    def end_of_epoch(self, model: nn.Module, epoch: int, cfg: TrainConfig) -> None:
+        """Called by the training loop after every completed epoch of a stage this method trains
+        (``epoch``: epochs done, 1-based; ``cfg``: the stage's settings), before the epoch's
+        checkpoint is written. State that must survive a resume belongs in ``model``'s state dict
+        (the checkpoint saves it). Default: nothing. (The snapshot ensemble copies the weights at
+        the end of each learning-rate cycle.)"""
+
     # -- (c) stages ---------------------------------------------------------------------------
     def run(self, ctx: StageContext) -> nn.Module:
         """Run the training stages and return the network to evaluate. Default: one stage."""

@@ -32,13 +32,30 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
+def cycle_starts(cfg: TrainConfig, steps_per_epoch: int) -> list[int]:
+    """The steps at which the ``cyclic_cosine`` schedule (re)starts a cycle: the end of the warm-up,
+    then every milestone (epochs, rounded to a step) inside the training; sorted, without repeats."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    first = math.ceil(warm) if warm > 0 else 0
+    restarts = {round(m * steps_per_epoch) for m in cfg.milestones}
+    return [first, *sorted(s for s in restarts if first < s < total)]
+
+
 def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier at optimisation ``step``: linear warm-up, then cosine/linear/step decay."""
+    """Learning-rate multiplier at optimisation ``step``: linear warm-up, then cosine/linear/step decay,
+    or (``cyclic_cosine``) a cosine decay restarted at every milestone."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = cfg.warmup_epochs * steps_per_epoch
     if warm > 0 and step < warm:
         return (step + 1) / warm
     floor = cfg.final_lr_fraction
+    if cfg.schedule == "cyclic_cosine":  # Huang et al. 2017: lr0/2 (cos(pi mod(t-1, L) / L) + 1) for equal cycles of L steps
+        starts = cycle_starts(cfg, steps_per_epoch)
+        start = max(s for s in starts if s <= step) if step >= starts[0] else starts[0]
+        end = next((s for s in starts if s > start), total)
+        progress = (step - start) / max(1, end - start)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     if cfg.schedule == "cosine":
         progress = (step - warm) / max(1.0, total - warm)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
@@ -241,6 +258,8 @@ def fit(
     (rank 0 alone writes checkpoints; stops are agreed so all ranks stop at the same step).
     ``curves(tag, value, global_step)`` receives the training curves (e.g. a TensorBoard writer's ``add_scalar``):
     per epoch the loss (summed over members, as the history), the loss per member, the learning rate and the time.
+    After every epoch ``method.end_of_epoch(model, epochs_done, cfg)`` runs before that epoch's checkpoint is
+    written (e.g. the snapshot ensemble copies the weights at a cycle's end into the model's own state).
     """
     cfg.validate()
     device = data.device
@@ -287,6 +306,7 @@ def fit(
                                 desc=f"{desc} {epoch + 1}/{cfg.epochs}", dist=dist, curves=curves, partial=partial)
         partial = None
         history.append(history_entry(stats))
+        method.end_of_epoch(model, epoch + 1, cfg)  # before the checkpoint: what it keeps in the model survives a resume
         if curves is not None:
             for tag, value in (("loss", stats.loss), ("loss_per_member", stats.loss / stats.members), ("lr", stats.lr), ("epoch_seconds", stats.seconds)):
                 curves(f"train/{tag}", value, epoch + 1)
