@@ -14,10 +14,17 @@ that is not itself a run of the sweep only trains and saves its weights, writing
 the dependent array starts ``afterany`` the earlier one (SLURM) or after it (local, debug). A
 last one-task job rebuilds the leaderboards (``write_leaderboards``) after all of them.
 
+A relaunch (or two launches at once) never submits a run twice: launches of one sweep hold its
+launch lock (``<log_dir>/launch.lock``) while they read the manifest, ask the controller and
+submit; runs whose manifest job the controller lists as pending or running (and whose comment
+carries this sweep's launch token) are in flight and skipped; a relaunch whose runs are all done
+rebuilds a leaderboard that is missing or older than the newest record.
+
 ``python -m benchmark sweep-status FILE [--resubmit-failed]`` lists each run as pending, running,
-done or failed, from the records, the submission manifest (``<log_dir>/manifest.json``: run id ->
-job id and log paths), failure notes the tasks leave (``<log_dir>/failures/<run id>.json``) and
-``squeue``.
+done, failed or unknown (controller unreachable), with SLURM's pending reason and a flag on jobs
+that can never start, and the leaderboard's state, from the records, the submission manifest
+(``<log_dir>/manifest.json``: run id -> job id, token and log paths; the leaderboard job), failure
+notes the tasks leave (``<log_dir>/failures/<run id>.json``), ``squeue`` and ``sinfo``.
 
 The sweep file (TOML; unknown keys are errors that list the valid ones)::
 
@@ -47,7 +54,8 @@ The sweep file (TOML; unknown keys are errors that list the valid ones)::
 
 Modules: :mod:`~benchmark.sweep.spec` (the file: :class:`Sweep`, :func:`load_sweep`),
 :mod:`~benchmark.sweep.plan` (the tasks: :func:`expand`, :func:`member_requests`, payloads),
-:mod:`~benchmark.sweep.artifacts` (records, final weights, manifest, failure notes),
+:mod:`~benchmark.sweep.artifacts` (records, final weights, manifest, launch lock, failure notes, leaderboard age),
+:mod:`~benchmark.sweep.scheduler` (squeue / sinfo: states, reasons, never-startable requests),
 :mod:`~benchmark.sweep.jobs` (what runs inside the jobs), :mod:`~benchmark.sweep.submission`
 (:func:`launch`), :mod:`~benchmark.sweep.monitor` (:func:`status`), :mod:`~benchmark.sweep.cli`
 (both commands) and :mod:`~benchmark.sweep.slurm_job` (submitit plumbing: executors,
@@ -56,16 +64,20 @@ preemption-safe calls, bounded waits).
 
 from __future__ import annotations
 
-from .artifacts import (MANIFEST, FolderNotWritableError, ResumePoint, check_writable, completed_runs, failed_runs, failure_path, is_done,
-                        manifest_path, read_manifest, resume_point, write_manifest)
+from .artifacts import (LAUNCH_LOCK, MANIFEST, FolderNotWritableError, LaunchLockedError, ResumePoint, check_writable, completed_runs, failed_runs,
+                        failure_path, is_done, launch_lock, launch_lock_path, leaderboard_freshness, manifest_path, read_manifest, resume_point,
+                        write_manifest)
 from .cli import format_plan, main, status_main
 from .jobs import rebuild_leaderboard, run_task, train_member
-from .monitor import STATES, RunStatus, status
+from .monitor import LEADERBOARD_STATES, STATES, LeaderboardStatus, QueueView, RunStatus, in_flight, leaderboard_status, queue_view, report, status
 from .plan import PlanError, PlanningContext, SweepTask, expand, member_requests
+from .scheduler import ControllerUnreachable, QueuedJob
 from .spec import PATH_KEYS, SLURM_KEYS, SWEEP_KEYS, Sweep, load_sweep
 from .submission import Launch, SubmissionError, launch
 
-__all__ = ["MANIFEST", "PATH_KEYS", "FolderNotWritableError", "ResumePoint", "check_writable", "resume_point", "SLURM_KEYS", "STATES", "SWEEP_KEYS", "Launch", "PlanError", "PlanningContext", "RunStatus",
-           "SubmissionError", "Sweep", "SweepTask", "completed_runs", "expand", "failed_runs", "failure_path", "format_plan", "is_done", "launch",
-           "load_sweep", "main", "manifest_path", "member_requests", "read_manifest", "rebuild_leaderboard", "run_task", "status", "status_main",
-           "train_member", "write_manifest"]
+__all__ = ["LAUNCH_LOCK", "LEADERBOARD_STATES", "MANIFEST", "PATH_KEYS", "ControllerUnreachable", "FolderNotWritableError", "LaunchLockedError",
+           "LeaderboardStatus", "QueueView", "QueuedJob", "ResumePoint", "check_writable", "resume_point", "SLURM_KEYS", "STATES", "SWEEP_KEYS",
+           "Launch", "PlanError", "PlanningContext", "RunStatus", "SubmissionError", "Sweep", "SweepTask", "completed_runs", "expand", "failed_runs",
+           "failure_path", "format_plan", "in_flight", "is_done", "launch", "launch_lock", "launch_lock_path", "leaderboard_freshness",
+           "leaderboard_status", "load_sweep", "main", "manifest_path", "member_requests", "queue_view", "read_manifest", "rebuild_leaderboard",
+           "report", "run_task", "status", "status_main", "train_member", "write_manifest"]

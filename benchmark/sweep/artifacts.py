@@ -1,12 +1,18 @@
 """What a sweep leaves on disk: the harness's records and members' final weights (what is done),
-the submission manifest (``<log_dir>/manifest.json``: run id -> job id and log paths) and the
-failure notes its tasks write (``<log_dir>/failures/<run id>.json``)."""
+the submission manifest (``<log_dir>/manifest.json``: run id -> job id and log paths; the
+leaderboard job), the launch lock beside it (``<log_dir>/launch.lock``), the failure notes its
+tasks write (``<log_dir>/failures/<run id>.json``) and whether its leaderboards are up to date."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,7 @@ from .plan import SweepTask
 from .spec import Sweep
 
 MANIFEST = "manifest.json"
+LAUNCH_LOCK = "launch.lock"
 
 
 def completed_runs(results_dir: Path) -> set[tuple[str, str]]:
@@ -129,3 +136,66 @@ def read_manifest(sweep: Sweep) -> dict[str, Any]:
 def write_manifest(sweep: Sweep, manifest: dict[str, Any]) -> None:
     manifest["updated"] = utc_now()
     atomic_write_json(manifest_path(sweep), manifest)
+
+
+class LaunchLockedError(C.ConfigError):
+    """Another launch of the same sweep (same log folder) holds its launch lock."""
+
+
+def launch_lock_path(sweep: Sweep) -> Path:
+    return Path(sweep.paths["log_dir"]) / LAUNCH_LOCK
+
+
+@contextlib.contextmanager
+def launch_lock(sweep: Sweep) -> Iterator[Path]:
+    """Hold the sweep's launch lock (an exclusive ``flock`` on ``<log_dir>/launch.lock``) while the
+    block reads the manifest, asks the scheduler what is in flight, submits and writes the manifest,
+    so that two launches never submit the same run or overwrite each other's manifest entries.
+    Raises :class:`LaunchLockedError` naming the holder (pid, host, command, start) when another
+    launch holds it. The lock goes with the process (also on ``kill -9``); the file stays."""
+    path = launch_lock_path(sweep)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            who = (f"process {holder.get('pid', '?')} on host {holder.get('host', '?')} ({holder.get('command', '?')}), "
+                   f"since {holder.get('started', '?')}")
+            raise LaunchLockedError(f"another launch of sweep {sweep.name} is submitting ({who}; lock {path}); nothing was submitted: "
+                                    f"wait for it to finish, then run this again (runs it submits are then in flight and skipped)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(),
+                                 "command": " ".join(sys.argv)[:300]}).encode())
+        os.fsync(fd)
+        yield path
+    finally:
+        os.close(fd)
+
+
+def leaderboard_file(sweep: Sweep, suite: str) -> Path:
+    """The table a sweep's leaderboard job writes for ``suite`` (the other formats are written with it)."""
+    return Path(sweep.paths["leaderboard_dir"]) / suite / "leaderboard.md"
+
+
+def leaderboard_freshness(sweep: Sweep, suites: list[str]) -> tuple[str, str]:
+    """Whether the leaderboards of ``suites`` reflect their records: ``("current", "")``,
+    ``("missing", why)`` (a suite with records has none), ``("stale", why)`` (one is older than its
+    suite's newest record) or ``("none", "")`` (no records yet: nothing to build)."""
+    any_records = False
+    for suite in suites:
+        records = [p for p in (Path(sweep.paths["results_dir"]) / suite).glob("*.json")] if suite else []
+        if not records:
+            continue
+        any_records = True
+        newest = max(records, key=lambda p: p.stat().st_mtime)
+        board = leaderboard_file(sweep, suite)
+        if not board.exists():
+            return "missing", f"{board} does not exist"
+        if board.stat().st_mtime < newest.stat().st_mtime:
+            return "stale", f"{board} is older than the record {newest.name}"
+    return ("current", "") if any_records else ("none", "")

@@ -1,5 +1,8 @@
 """The sweep commands: ``python -m benchmark sweep`` (:func:`main`: the plan, then the submission)
-and ``python -m benchmark sweep-status`` (:func:`status_main`: each run's state; resubmission)."""
+and ``python -m benchmark sweep-status`` (:func:`status_main`: each run's state and the leaderboard's,
+with SLURM's pending reasons; resubmission). ``sweep-status`` exits 1 when something needs a hand:
+a failed run, a job that can never start, an unreachable controller, or a leaderboard that no job
+in flight will build."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .artifacts import completed_runs, is_done, manifest_path, resume_point
-from .monitor import STATES, status
+from .artifacts import completed_runs, is_done, manifest_path, read_manifest, resume_point
+from .monitor import STATES, in_flight, queue_view, report, status
 from .plan import SweepTask, expand
 from .slurm_job import CLUSTERS
 from .spec import Sweep, load_sweep
@@ -34,20 +37,33 @@ def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-def format_plan(sweep: Sweep, tasks: list[SweepTask], done: set[str]) -> str:
-    """The plan as printed before a submission: one line per task (stage, kind, skip/submit, run id, name, seed, needs,
-    and ``resume from epoch E`` for a task submitted with a checkpoint of its own to continue from)."""
-    lines = [f"sweep {sweep.name} ({sweep.path}): {len(tasks)} task(s), {len(done)} done and skipped; cluster {sweep.slurm['cluster']}",
+def format_plan(sweep: Sweep, tasks: list[SweepTask], done: set[str], flying: dict[str, str] | None = None) -> str:
+    """The plan as printed before a submission: one line per task (stage, kind, skip/submit/flying, run id, name, seed,
+    needs, ``resume from epoch E`` for a task submitted with a checkpoint of its own to continue from, and the job
+    of a run in flight: ``flying``, run id -> its job and state, is not submitted again)."""
+    flying = flying or {}
+    lines = [f"sweep {sweep.name} ({sweep.path}): {len(tasks)} task(s), {len(done)} done and skipped"
+             + (f", {len(flying)} in flight (queued or running) and skipped" if flying else "") + f"; cluster {sweep.slurm['cluster']}",
              f"  results {sweep.paths['results_dir']}  checkpoints {sweep.paths['checkpoint_dir']}  logs {sweep.paths['log_dir']}",
              f"  {'stage':<5}  {'kind':<6}  {'state':<7}  {'run id':<58}  {'name':<30}  seed  needs"]
     for t in tasks:
-        state = "skip" if t.run_id in done else "submit"
+        state = "skip" if t.run_id in done else "flying" if t.run_id in flying else "submit"
         point = resume_point(sweep.paths["checkpoint_dir"], t.run_id) if state == "submit" else None
         lines.append(f"  {t.stage:<5}  {t.kind:<6}  {state:<7}  {t.run_id:<58}  {t.name:<30}  {t.seed:<4}  {len(t.needs)}"
-                     + (f"  {point.describe()}" if point is not None else ""))
+                     + (f"  {point.describe()}" if point is not None else "") + (f"  {flying[t.run_id]}" if t.run_id in flying else ""))
     params = {k: v for k, v in sweep.slurm.items() if k != "cluster"}
     lines.append(f"  slurm parameters: {json.dumps(params, sort_keys=True)}")
     return "\n".join(lines)
+
+
+def _flying(sweep: Sweep, tasks: list[SweepTask], done: set[str]) -> tuple[dict[str, str], str | None]:
+    """For the plan: run id -> ``job J (state)`` of the runs in flight, and the controller's error (None: reached)."""
+    if sweep.slurm["cluster"] != "slurm":
+        return {}, None
+    manifest = read_manifest(sweep)
+    view = queue_view(manifest)
+    flying = in_flight([t for t in tasks if t.run_id not in done], manifest, view)
+    return {rid: f"job {job.job_id} ({view.describe(manifest['runs'][rid])})" for rid, job in flying.items()}, view.error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,14 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         tasks = expand(sweep)
         completed = completed_runs(Path(sweep.paths["results_dir"]))
         done = {t.run_id for t in tasks if is_done(t, sweep, completed)}
-        print(format_plan(sweep, tasks, done), flush=True)
+        flying, error = _flying(sweep, tasks, done)
+        print(format_plan(sweep, tasks, done, flying), flush=True)
+        if error is not None:
+            print(f"warning: the SLURM controller cannot be reached ({error}): runs in flight are not known", file=sys.stderr, flush=True)
         if args.dry_run:
             return 0
+        # the launch asks the controller again, under the sweep's launch lock: that answer is the one acted on
         result = launch(sweep, tasks, wait_s=args.wait, log=lambda m: print(m, flush=True))
     except SubmissionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(result.submitted)} task(s) submitted, {len(result.skipped)} skipped (done); manifest {manifest_path(sweep)}", flush=True)
+    print(f"{len(result.submitted)} task(s) submitted, {len(result.skipped)} skipped (done), {len(result.in_flight)} in flight (not submitted "
+          f"again); manifest {manifest_path(sweep)}", flush=True)
     if sweep.slurm["cluster"] != "slurm":
         bad = [s for s in status(sweep, tasks) if s.state != "done"]
         for s in bad:
@@ -89,12 +110,20 @@ def status_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sweep = load_sweep(args.file, _slurm_overrides(args))
     tasks = expand(sweep)
-    rows = status(sweep, tasks)
+    rows, board = report(sweep, tasks)
     print(f"{'state':<8} {'run id':<58} {'name':<24} {'seed':<4} {'job':<12} log / note")
     for s in rows:
         print(f"{s.state:<8} {s.task.run_id:<58} {s.task.name:<24} {s.task.seed:<4} {s.job_id or '-':<12} {s.log or '-'}" + (f"  [{s.note}]" if s.note else ""))
+    print(f"leaderboard: {board.state}" + (f"  job {board.job_id}" if board.job_id else "") + (f"  log {board.log}" if board.log else "")
+          + (f"  [{board.note}]" if board.note else ""))
     counts = {state: sum(s.state == state for s in rows) for state in STATES}
-    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    print(", ".join(f"{n} {state}" for state, n in counts.items()) + f"; leaderboard {board.state}")
+    never = [s for s in rows if s.never_starts]
+    if never:
+        print(f"warning: {len(never)} job(s) can never start as requested (jobs {', '.join(s.job_id for s in never)}): see the notes above; "
+              f"cancel them (scancel), change the [slurm] request and relaunch", file=sys.stderr)
+    if counts["unknown"] or board.state == "unknown":
+        print("warning: the SLURM controller cannot be reached: the state of queued jobs is unknown (not 'running')", file=sys.stderr)
     if args.resubmit_failed:
         failed = [s.task for s in rows if s.state == "failed"]
         if not failed:
@@ -106,4 +135,5 @@ def status_main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
-    return 1 if counts["failed"] else 0
+    attention = counts["failed"] or counts["unknown"] or never or board.state in ("missing", "stale", "failed", "unknown")
+    return 1 if attention else 0

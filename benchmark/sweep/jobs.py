@@ -17,7 +17,7 @@ from ..core.runtime import Environment, StopRequested, select_device, stop_on_si
 from ..data.base import load_dataset
 from ..catalogue.plugins import ENV_VAR as PLUGINS_VARIABLE  # PLURES_PLUGINS
 from ..records import utc_now
-from ..runner import RunContext, member_config, run_experiment, run_id_of
+from ..runner import RunContext, RunLockedError, member_config, run_experiment, run_id_of
 from ..training.distributed import DistContext
 from .artifacts import failure_path
 from .slurm_job import STOP_REQUESTED
@@ -54,7 +54,10 @@ def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]
     Sets the launch's ``PLURES_PLUGINS`` first, before any method is built. Inside a SLURM job of
     several tasks (or under torchrun), trains data-parallel (``benchmark.training.distributed``);
     stop requests come from ``slurm_job.STOP_REQUESTED``. A failure leaves a note in
-    ``<log_dir>/failures/`` (the harness also writes a failed record) and raises.
+    ``<log_dir>/failures/`` (the harness also writes a failed record) and raises. The run trains
+    under its run lock (``benchmark.runner.run_lock`` on its checkpoint folder, taken by
+    ``run_experiment``): when another process holds it, the task raises ``RunLockedError`` at once,
+    having trained and written nothing (no note, no record), so two jobs never train into one folder.
     """
     _use_launch_plugins(payload)
     if os.environ.get("SLURM_CPUS_PER_TASK"):  # torch would use every core of the node, not the task's share
@@ -71,6 +74,11 @@ def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]
         else:
             out = {"run_id": payload["run_id"], "records": [str(p) for p in run_experiment(payload["config"], env)]}
     except StopRequested:
+        raise
+    except RunLockedError:
+        # another process trains this run into the same checkpoint folder (its run lock): this task
+        # trained nothing and must not mark that run failed
+        print(f"sweep task {payload['run_id']}: another process holds the run's lock; this task trains nothing", flush=True)
         raise
     except Exception as exc:
         if env.is_main:

@@ -2,7 +2,15 @@
 
 Everything lives under one state directory: munge key and socket, ``slurm.conf`` (all paths
 absolute, loopback only, no cgroups, no accounting), daemon logs and PID files. Ports are picked
-free at start, so several clusters (say, two test sessions) can run side by side on one machine.
+free at the first start, so several clusters (say, two test sessions) can run side by side on one
+machine.
+
+Controller state is kept across restarts of the same directory: :func:`start` (and ``start`` on
+the command line) recovers the jobs and the job-id counter from ``<dir>/ctld`` (``StateSaveLocation``)
+and reuses the previous ports, so a controller that died, or a ``stop`` followed by ``start``, carries
+on where it was (``stop`` cancels the jobs first: they are then listed as cancelled for
+``MinJobAge``, and new jobs get new ids). ``start --fresh`` (``fresh=True``) wipes it instead: the
+jobs are forgotten and job ids start again at 1. Both say which one happened.
 
 Without accounting ``sacct`` fails, so submitit's ``job.state`` stays ``UNKNOWN``: results,
 exceptions and checkpoint/requeue still work (submitit reads the result files), but every wait
@@ -10,7 +18,7 @@ on a job must be bounded (see :func:`benchmark.sweep.slurm_job.wait_all`).
 
 CLI::
 
-    python -m benchmark.tools.slurm_local install|start|stop|status|env [--dir DIR]
+    python -m benchmark.tools.slurm_local install|start|stop|status|env [--dir DIR] [--fresh]
     eval "$(python -m benchmark.tools.slurm_local env)"   # then sinfo, sbatch, submitit work
 
 Needs root (to install the Debian packages and to run slurmd). Otherwise, or when the packages
@@ -82,6 +90,9 @@ class SlurmCluster:
     real_memory_mb: int = 0
     partition: str = PARTITION
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    recovered: bool = False
+    """Whether this start recovered an earlier controller state (jobs, job ids) from ``<dir>/ctld``."""
+    enforce_part_limits: str = "ALL"
 
     def client_env(self) -> dict[str, str]:
         """``os.environ`` plus :attr:`env` (for ``subprocess.run(..., env=...)``)."""
@@ -248,7 +259,7 @@ def install_packages(*, timeout_s: float = 600.0) -> None:
 # --------------------------------------------------------------------------- config
 
 
-def _slurm_conf(state_dir: Path, *, node: str, cpus: int, mem_mb: int, ctld_port: int, slurmd_port: int) -> str:
+def _slurm_conf(state_dir: Path, *, node: str, cpus: int, mem_mb: int, ctld_port: int, slurmd_port: int, enforce_part_limits: str = "ALL") -> str:
     lay = _layout(state_dir)
     sock = lay["munge"] / "munge.socket.2"
     def_mem = max(64, min(1024, mem_mb // max(cpus, 1)))
@@ -284,7 +295,7 @@ def _slurm_conf(state_dir: Path, *, node: str, cpus: int, mem_mb: int, ctld_port
         "KillWait=5",
         "MinJobAge=300",
         "InactiveLimit=0",
-        "EnforcePartLimits=ALL",
+        f"EnforcePartLimits={enforce_part_limits}",
         "SchedulerType=sched/backfill",
         "SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=1",
         "SelectType=select/cons_tres",
@@ -298,7 +309,7 @@ def _slurm_conf(state_dir: Path, *, node: str, cpus: int, mem_mb: int, ctld_port
     return "\n".join(lines)
 
 
-def _prepare(state_dir: Path) -> tuple[dict[str, Path], str, int, int]:
+def _prepare(state_dir: Path, fresh: bool) -> tuple[dict[str, Path], str, int, int]:
     lay = _layout(state_dir)
     sock = lay["munge"] / "munge.socket.2"
     if len(str(sock)) > _MAX_UNIX_SOCKET_PATH:
@@ -312,8 +323,9 @@ def _prepare(state_dir: Path) -> tuple[dict[str, Path], str, int, int]:
                 f"state_dir={str(state_dir)!r}: its parent {str(parent)!r} (mode {mode & 0o777:o}) is not "
                 "searchable by all, which munged requires for its socket; use a directory such as /tmp/..."
             )
-    for key in ("ctld", "spool"):  # fresh controller/node state each start
-        shutil.rmtree(lay[key], ignore_errors=True)
+    if fresh:  # forget the controller's jobs and job ids, and the node's
+        for key in ("ctld", "spool"):
+            shutil.rmtree(lay[key], ignore_errors=True)
     for p in lay.values():
         p.mkdir(parents=True, exist_ok=True)
         os.chmod(p, 0o755)  # munged refuses a socket dir that is not 0755
@@ -342,6 +354,41 @@ def _wait_pid_file(state_dir: Path, daemon: str, deadline: float) -> int:
     raise SlurmStartError(f"{daemon} did not write a live pid to {path}\n{_logs_tail(state_dir)}")
 
 
+STATE_FILE = "job_state"
+"""The controller's saved jobs in ``<dir>/ctld``: there, a start recovers them (and the job-id counter)."""
+
+
+def _saved_state(state_dir: Path) -> bool:
+    return (_layout(state_dir)["ctld"] / STATE_FILE).is_file()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _previous_ports(conf: Path) -> tuple[int, int] | None:
+    """The controller and node ports of an earlier ``slurm.conf``, when both are free again (a
+    recovered controller state names the node by them; running job steps report to them)."""
+    try:
+        text = conf.read_text()
+    except OSError:
+        return None
+    ports = {}
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key in ("SlurmctldPort", "SlurmdPort") and value.strip().isdigit():
+            ports[key] = int(value)
+    if len(ports) != 2 or ports["SlurmctldPort"] == ports["SlurmdPort"] or not all(_port_free(p) for p in ports.values()):
+        return None
+    return ports["SlurmctldPort"], ports["SlurmdPort"]
+
+
 def _node_state(cluster_env: dict[str, str], node: str) -> str:
     try:
         r = _run([_bin("sinfo"), "-h", "-N", "-n", node, "-o", "%T"], env=cluster_env, timeout=10)
@@ -350,35 +397,57 @@ def _node_state(cluster_env: dict[str, str], node: str) -> str:
     return r.stdout.strip() if r.returncode == 0 else f"(sinfo rc={r.returncode}: {r.stderr.strip()})"
 
 
-def start(state_dir: Path, *, timeout_s: float = 30.0) -> SlurmCluster:
+def start(state_dir: Path, *, timeout_s: float = 30.0, fresh: bool = False, enforce_part_limits: str = "ALL") -> SlurmCluster:
     """Install if needed, write the config, start munged, slurmctld, slurmd; wait for the node idle.
 
-    A cluster already running from ``state_dir`` is returned as is. Raises
-    :class:`SlurmUnavailable` (not root / no packages) or :class:`SlurmStartError` (daemons failed;
-    whatever was started is stopped again).
+    A cluster already running from ``state_dir`` (with the same ``enforce_part_limits``) is returned
+    as is. When only its controller died, slurmctld alone is started again (jobs running on the node
+    carry on); when other daemons died, the rest are stopped and all are started again. The controller recovers its saved state (jobs,
+    job-id counter) from an earlier start in ``state_dir`` and the earlier ports are reused
+    (``cluster.recovered`` says whether there was one); ``fresh=True`` wipes that state first.
+    ``enforce_part_limits`` is slurm.conf's ``EnforcePartLimits`` (``ALL``: sbatch refuses a request
+    no node of the partition can hold; ``NO``: such a job is accepted and stays pending).
+
+    Raises :class:`SlurmUnavailable` (not root / no packages) or :class:`SlurmStartError` (daemons
+    failed; whatever was started is stopped again).
     """
     state_dir = Path(state_dir).resolve()
+    if enforce_part_limits not in ("ALL", "ANY", "NO"):
+        raise ValueError(f"enforce_part_limits={enforce_part_limits!r}: expected ALL, ANY or NO")
     if os.geteuid() != 0:
         raise SlurmUnavailable(f"running slurmd needs root (uid={os.geteuid()})")
     install_packages()
     existing = _load(state_dir)
-    if existing is not None and set(_live_pids(state_dir)) == set(_DAEMONS):
+    if existing is not None and set(_live_pids(state_dir)) == set(_DAEMONS) and not fresh and existing.enforce_part_limits == enforce_part_limits:
         if _node_state(existing.client_env(), existing.node_name) in ("idle", "mixed", "allocated"):
             return existing
-    if existing is not None or _live_pids(state_dir):
+    live = _live_pids(state_dir)
+    if existing is not None and not fresh and existing.enforce_part_limits == enforce_part_limits and set(live) == {"munged", "slurmd"}:
+        revived = _revive_controller(existing, timeout_s)  # the node and its running jobs stay
+        if revived is not None:
+            return revived
+        live = _live_pids(state_dir)
+    if existing is not None or live:
         _stop_dir(state_dir)
 
-    lay, node, cpus, mem_mb = _prepare(state_dir)
     conf = state_dir / "slurm.conf"
-    ctld_port = _free_port()
-    slurmd_port = _free_port()
-    while slurmd_port == ctld_port:
+    ports = None if fresh else _previous_ports(conf)
+    lay, node, cpus, mem_mb = _prepare(state_dir, fresh)
+    recovered = _saved_state(state_dir)
+    if ports is None:
+        ctld_port = _free_port()
         slurmd_port = _free_port()
-    atomic_write_text(conf, _slurm_conf(state_dir, node=node, cpus=cpus, mem_mb=mem_mb, ctld_port=ctld_port, slurmd_port=slurmd_port))
+        while slurmd_port == ctld_port:
+            slurmd_port = _free_port()
+    else:
+        ctld_port, slurmd_port = ports
+    atomic_write_text(conf, _slurm_conf(state_dir, node=node, cpus=cpus, mem_mb=mem_mb, ctld_port=ctld_port, slurmd_port=slurmd_port,
+                                        enforce_part_limits=enforce_part_limits))
     os.chmod(conf, 0o644)
     sock = lay["munge"] / "munge.socket.2"
     env = {"SLURM_CONF": str(conf)}
-    cluster = SlurmCluster(state_dir=state_dir, conf_path=conf, env=env, node_name=node, cpus=cpus, real_memory_mb=mem_mb)
+    cluster = SlurmCluster(state_dir=state_dir, conf_path=conf, env=env, node_name=node, cpus=cpus, real_memory_mb=mem_mb, recovered=recovered,
+                           enforce_part_limits=enforce_part_limits)
     denv = {**os.environ, **env}
     out = lay["log"] / "daemons.out"
     deadline = time.monotonic() + timeout_s
@@ -403,7 +472,8 @@ def start(state_dir: Path, *, timeout_s: float = 30.0) -> SlurmCluster:
         check = subprocess.run([_bin("unmunge"), "-S", str(sock)], input=cred.stdout, capture_output=True, text=True, timeout=10)
         if cred.returncode != 0 or check.returncode != 0:
             raise SlurmStartError(f"munge self-test failed on {sock}: {cred.stderr}{check.stderr}\n{_logs_tail(state_dir)}")
-        for daemon, extra in (("slurmctld", ["-c"]), ("slurmd", ["-N", node])):
+        # -c: clear the saved state; without it slurmctld recovers jobs and the job-id counter from StateSaveLocation
+        for daemon, extra in (("slurmctld", ["-c"] if not recovered else []), ("slurmd", ["-N", node])):
             r = _run([_bin(daemon), "-f", str(conf), *extra], env=denv, log=out, timeout=timeout_s)
             if r.returncode != 0:
                 raise SlurmStartError(f"{daemon} exited with rc={r.returncode}\n{_logs_tail(state_dir)}")
@@ -422,6 +492,32 @@ def start(state_dir: Path, *, timeout_s: float = 30.0) -> SlurmCluster:
     cluster.pids = _live_pids(state_dir)
     atomic_write_json(state_dir / "cluster.json", {**dataclasses.asdict(cluster), "state_dir": str(state_dir), "conf_path": str(conf)})
     return cluster
+
+
+def _revive_controller(cluster: SlurmCluster, timeout_s: float) -> SlurmCluster | None:
+    """Start slurmctld alone again (it died; munged and slurmd still run), recovering its saved
+    state, so that jobs running on the node carry on. None when that did not bring the node back."""
+    state_dir = cluster.state_dir
+    if not cluster.conf_path.is_file():
+        return None
+    recovered = _saved_state(state_dir)
+    out = _layout(state_dir)["log"] / "daemons.out"
+    deadline = time.monotonic() + timeout_s
+    _layout(state_dir)["run"].joinpath("slurmctld.pid").unlink(missing_ok=True)
+    r = _run([_bin("slurmctld"), "-f", str(cluster.conf_path), *([] if recovered else ["-c"])], env=cluster.client_env(), log=out, timeout=timeout_s)
+    if r.returncode != 0:
+        return None
+    try:
+        _wait_pid_file(state_dir, "slurmctld", deadline)
+    except SlurmStartError:
+        return None
+    while time.monotonic() < deadline:
+        if _node_state(cluster.client_env(), cluster.node_name) in ("idle", "mixed", "allocated"):
+            cluster = dataclasses.replace(cluster, pids=_live_pids(state_dir), recovered=recovered)
+            atomic_write_json(state_dir / "cluster.json", {**dataclasses.asdict(cluster), "state_dir": str(state_dir), "conf_path": str(cluster.conf_path)})
+            return cluster
+        time.sleep(0.1)
+    return None
 
 
 def _load(state_dir: Path) -> SlurmCluster | None:
@@ -510,6 +606,15 @@ def status(state_dir: Path) -> dict[str, object]:
     return {"state_dir": str(state_dir), "pids": live, "node_state": node_state, "running": set(live) == set(_DAEMONS) and node_state not in ("down",)}
 
 
+def state_message(cluster: SlurmCluster, fresh: bool = False) -> str:
+    """One line: whether the controller carried on from its saved state or started afresh."""
+    ctld = _layout(cluster.state_dir)["ctld"]
+    if cluster.recovered:
+        return f"controller state recovered from {ctld}: earlier jobs are known and job ids continue (start --fresh to reset)"
+    why = "--fresh: earlier jobs forgotten" if fresh else "no saved state"
+    return f"fresh controller state in {ctld} ({why}); job ids start at 1"
+
+
 def env_lines(cluster: SlurmCluster) -> str:
     """Shell ``export`` lines for the cluster's client environment."""
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(cluster.env.items()))
@@ -522,6 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.tools.slurm_local", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["install", "start", "stop", "status", "env"])
     parser.add_argument("--dir", type=Path, default=Path(os.environ.get("PLURES_SLURM_DIR", DEFAULT_STATE_DIR)), help="state directory (default: %(default)s)")
+    parser.add_argument("--fresh", action="store_true", help="start: wipe the controller's saved state (jobs, job ids restart at 1) instead of recovering it")
     args = parser.parse_args(argv)
     try:
         if args.command == "install":
@@ -529,8 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("slurm packages present")
         elif args.command == "start":
             t0 = time.monotonic()
-            cluster = start(args.dir)
+            cluster = start(args.dir, fresh=args.fresh)
             print(f"slurm cluster up in {time.monotonic() - t0:.2f}s: node {cluster.node_name} ({cluster.cpus} CPUs, {cluster.real_memory_mb} MB), pids {cluster.pids}", file=sys.stderr)
+            print(state_message(cluster, args.fresh), file=sys.stderr)
             print(env_lines(cluster), end="")
         elif args.command == "stop":
             pids = stop(args.dir)
