@@ -19,9 +19,10 @@ share about ``m^2 / T`` active channels (the hypergeometric mean): a fraction ab
 each mask. As the reference, ``scale`` must lie in [1, 6]; masks are 0/1 multipliers with no
 rescaling.
 
-**Where the masks go**: a mask layer after each convolution block, i.e. after the stem and after
-every residual block of the backbone (the network's ``stem`` and the blocks of its ``stages``), so
-every block's input and the pooled features the head reads are masked. Each mask layer has its
+**Where the masks go**: a mask layer after each convolution block, i.e. after every residual
+block of the backbone (the blocks of the network's ``stages``), so every block's input but the
+first (the stem's output) and the pooled features the head reads are masked. (The stem is not
+masked: on WRN-28-10 its 16 channels are too few for the generator at most scales.) Each mask layer has its
 own M masks, drawn from a generator seeded by the run's seed (the torch RNG at build time) and
 the layer's index; the masks are buffers, saved with the weights.
 
@@ -208,15 +209,15 @@ def mask_layers(model: nn.Module) -> list[MaskLayer]:
     return [mod for mod in model.modules() if isinstance(mod, MaskLayer)]
 
 
-def _block_outputs(net: nn.Module, task: Task) -> tuple[int, list[int]]:
-    """Output channels of the stem and of every block of ``net.stages`` (one dry forward pass)."""
-    if not isinstance(getattr(net, "stem", None), nn.Module) or not isinstance(getattr(net, "stages", None), nn.Sequential):
-        raise ValueError(f"masksembles places masks after the stem and every block of a backbone's `stages`; backbone "
-                         f"{task.backbone!r} builds a {type(net).__name__} without `stem` and `stages`")
+def _block_outputs(net: nn.Module, task: Task) -> list[int]:
+    """Output channels of every block of ``net.stages`` (one dry forward pass)."""
+    if not isinstance(getattr(net, "stages", None), nn.Sequential):
+        raise ValueError(f"masksembles places masks after every block of a backbone's `stages`; backbone "
+                         f"{task.backbone!r} builds a {type(net).__name__} without `stages`")
     blocks = [b for stage in net.stages for b in (stage if isinstance(stage, nn.Sequential) else [stage])]
     seen: dict[int, int] = {}
     hooks = [mod.register_forward_hook(lambda _m, _i, out, k=k: seen.__setitem__(k, int(out.shape[1])))
-             for k, mod in enumerate([net.stem, *blocks])]
+             for k, mod in enumerate(blocks)]
     was_training = net.training
     try:
         net.eval()
@@ -226,7 +227,7 @@ def _block_outputs(net: nn.Module, task: Task) -> tuple[int, list[int]]:
         net.train(was_training)
         for h in hooks:
             h.remove()
-    return seen[0], [seen[k + 1] for k in range(len(blocks))]
+    return [seen[k] for k in range(len(blocks))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,17 +271,18 @@ class Masksembles(Method):
         return f"M={self.members},scale={self.scale:g}"
 
     def build(self) -> nn.Module:
-        """The backbone with a :class:`MaskLayer` after its stem and after each residual block; the
-        masks' seed is drawn from the torch RNG (seeded by the run), one generator per layer."""
+        """The backbone with a :class:`MaskLayer` after each residual block; the masks' seed is
+        drawn from the torch RNG (seeded by the run), one generator per layer."""
         net = self.task.backbone_net()
-        stem_ch, block_ch = _block_outputs(net, self.task)
+        block_ch = iter(_block_outputs(net, self.task))
         seed = int(torch.randint(0, 2**62, (1,)).item())
-        make = lambda ch, k: MaskLayer(generate_masks(ch, self.members, self.scale, [seed, k]))  # noqa: E731
-        net.stem = nn.Sequential(net.stem, make(stem_ch, 0))
-        k = 1
+        k = 0
         for stage in net.stages:
-            for i in range(len(stage)):
-                stage[i] = nn.Sequential(stage[i], make(block_ch[k - 1], k))
+            blocks = stage if isinstance(stage, nn.Sequential) else None
+            if blocks is None:
+                raise ValueError(f"masksembles expects each stage of backbone {self.task.backbone!r} to be an nn.Sequential of blocks")
+            for i in range(len(blocks)):
+                blocks[i] = nn.Sequential(blocks[i], MaskLayer(generate_masks(next(block_ch), self.members, self.scale, [seed, k])))
                 k += 1
         self._layers = [{"channels": m.channels, "active": m.active, "s": round(m.s, 6),
                          "mean_pairwise_overlap": mean_pairwise_overlap(m.masks) if m.members > 1 else float(m.active)}

@@ -93,12 +93,12 @@ def test_impossible_width_fails_clearly() -> None:
         generate_masks(16, 4, 3.0, 0)
 
 
-def test_mask_layers_after_stem_and_each_block() -> None:
+def test_mask_layers_after_each_block() -> None:
     torch.manual_seed(0)
     model = get_method("masksembles").from_config({}, TASK).build()
     layers = mask_layers(model)
-    assert [m.channels for m in layers] == [16, 16, 32, 64]  # resnet8: stem, then one block per stage
-    assert isinstance(model.net.stem[-1], MaskLayer)
+    assert [m.channels for m in layers] == [16, 32, 64]  # resnet8: one block per stage
+    assert not any(isinstance(m, MaskLayer) for m in model.net.stem.modules())
     assert all(isinstance(stage[0][-1], MaskLayer) for stage in model.net.stages)
     # masks are buffers: saved with the weights and restored
     other = get_method("masksembles").from_config({}, TASK).build()
@@ -157,6 +157,15 @@ def test_record_lists_mask_layers() -> None:
     method = get_method("masksembles").from_config({}, TASK)
     method.build()
     rec = method.extra_record()["mask_layers"]
-    assert [r["channels"] for r in rec] == [16, 16, 32, 64]
+    assert [r["channels"] for r in rec] == [16, 32, 64]
     assert all(0 < r["mean_pairwise_overlap"] < r["active"] for r in rec)
     assert method.variant() == "M=4,scale=2"
+
+
+@pytest.mark.parametrize("backbone, channels", [("wrn16-4", [64] * 2 + [128] * 2 + [256] * 2), ("resnet18", [64] * 2 + [128] * 2 + [256] * 2 + [512] * 2)])
+def test_paper_suite_backbones(backbone: str, channels: list[int]) -> None:
+    torch.manual_seed(0)
+    task = Task(K, backbone, {}, image_size=16)
+    model = get_method("masksembles").from_config({"members": 4, "scale": 4.0}, task).build()
+    assert [m.channels for m in mask_layers(model)] == channels
+    assert model(torch.randn(2, 3, 16, 16)).shape == (4, 2, K)
