@@ -26,7 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -129,13 +129,16 @@ def _source_fingerprint(path: Path) -> dict:
     return {"path": str(path.resolve()), "size": st.st_size if path.is_file() else None, "mtime": int(st.st_mtime), "version": CACHE_VERSION}
 
 
-def cached_splits(cache: Path, source: Path, read: Callable[[], tuple[dict[str, Split], tuple[str, ...]]]) -> tuple[dict[str, Split], tuple[str, ...], bool]:
+def cached_splits(cache: Path, source: Path | Sequence[Path], read: Callable[[], tuple[dict[str, Split], tuple[str, ...]]]) -> tuple[dict[str, Split], tuple[str, ...], bool]:
     """Memory-mapped splits from ``cache``, building them with ``read()`` if absent or stale.
 
+    ``source``: the file or folder the splits are read from, or several (e.g. one archive per
+    split); a change of any of them (path, size, mtime) rebuilds the cache. The files are written
+    atomically, ``meta.json`` last, so a crash while building leaves no cache that looks valid.
     Returns (splits, classes, hit) where ``hit`` tells whether the cache was reused.
     """
     meta_path = cache / "meta.json"
-    fingerprint = _source_fingerprint(source)
+    fingerprint: Any = _source_fingerprint(source) if isinstance(source, (str, os.PathLike)) else [_source_fingerprint(Path(s)) for s in source]
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
@@ -216,11 +219,14 @@ class DatasetSpec:
 @dataclass(frozen=True)
 class OODSpec:
     """An out-of-distribution set that is not a registered dataset (e.g. SVHN's test split):
-    ``load(data_root) -> uint8 [N, H, W, 3]``, raising DataError when absent."""
+    ``load(data_root) -> uint8 [N, H, W, 3]``, raising DataError when absent. With ``uses_cache``
+    it is called as ``load(data_root, cache_folder)``, ``cache_folder`` being ``<cache>/<name>``,
+    for a set decoded once and memory-mapped afterwards (:func:`cached_splits`)."""
 
     name: str
-    load: Callable[[Path], np.ndarray]
+    load: Callable[..., np.ndarray]
     description: str
+    uses_cache: bool = False
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
@@ -262,7 +268,9 @@ def ood_images(name: str, data_dir: str | os.PathLike | None, cache_dir: str | o
     dataset's test split. Raises DataError when absent."""
     load_datasets()
     if name in OOD_SETS:
-        return OOD_SETS.get(name).load(resolve_data_dir(data_dir))
+        spec = OOD_SETS.get(name)
+        root = resolve_data_dir(data_dir)
+        return spec.load(root, resolve_cache_dir(cache_dir, root) / name) if spec.uses_cache else spec.load(root)
     if name not in DATASETS or not DATASETS.get(name).ood:
         raise unknown("OOD dataset", name, ood_names())
     return np.asarray(load_dataset(name, data_dir, cache_dir, download=False, progress=False).test.images)
