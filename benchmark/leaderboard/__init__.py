@@ -4,6 +4,8 @@ Pipeline, one module per step, each importing only the ones before it:
 
 1. :mod:`.columns`: the columns, the metric ones read from the metric declarations
    (:func:`benchmark.evaluation.metric_specs.metric_specs`).
+   :mod:`.costs`: the interleaved cost pass's latencies (``results/cost/<suite>.json``) for the
+   records it measured, the block's latency facts and the ensemble-cheaper-than-its-member check.
 2. :mod:`.frame`: one row per record at full precision (``load_records`` has checked the schema
    and kept the newest record per run id); a record whose content is unusable is reported and
    left out.
