@@ -79,12 +79,48 @@ def test_truncation_not_rounding() -> None:
     assert set(y.unique().tolist()) == {31, 223}
 
 
-def test_identity_levels_survive_float_rounding() -> None:
-    # constant images (every level 0..255) are fixed points of these; float32 error must not drop a level
+def test_identity_levels_survive_the_round_trip() -> None:
+    # k / 255 * 255 is exactly k in float32 and float64, so an unchanged image comes back unchanged.
+    # (Blurs of a constant image need not: the originals themselves drop a level where their float
+    # sums end a rounding error below it, and we truncate exactly as they did.)
     x = torch.arange(256, dtype=torch.uint8).view(256, 1, 1, 1).expand(256, 8, 8, 3).contiguous()
-    for name in ("contrast", "zoom_blur", "gaussian_blur", "defocus_blur"):
-        assert torch.equal(corrupt(x, name, 3, generator=_gen()), x), name
-    assert torch.equal(_ops.to_uint8_hwc(_ops.to_chw(x)), x)
+    for dtype in (torch.float32, torch.float64):
+        assert torch.equal(_ops.to_uint8_hwc(_ops.to_chw(x, dtype)), x)
+    for name in ("pixelate", "contrast"):
+        assert torch.equal(corrupt(x[:1], name, 1, generator=_gen()), x[:1]), name  # level 0 stays 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uint8_conversion_is_the_original_one(dtype) -> None:
+    # the original's conversion: np.uint8(np.clip(x, 0, 1) * 255), no tolerance, in the array's dtype
+    rng = np.random.default_rng(0)
+    levels = np.arange(256, dtype=np.float64)
+    x = np.concatenate([
+        rng.uniform(-0.2, 1.2, 3000),
+        levels / 255, (levels - 1e-9) / 255, (levels + 1e-9) / 255, np.nextafter(levels / 255, -1),
+        (levels / 255 + 0.2), [0.0, 1.0, -0.0, 1.0 + 1e-12, 254.99998 / 255],
+    ]).astype(dtype)
+    x = x[: len(x) // 3 * 3].reshape(1, 3, 1, -1)
+    ours = _ops.to_uint8_hwc(torch.from_numpy(x)).numpy().transpose(0, 3, 1, 2)
+    ref = np.uint8(np.clip(x, 0, 1) * 255)
+    assert ours.dtype == np.uint8 and np.array_equal(ours, ref)
+    assert _ops.to_uint8_hwc(torch.tensor([[[[50.99999999 / 255]]] * 3], dtype=torch.float64).view(1, 3, 1, 1)).max() == 50
+
+
+@pytest.mark.parametrize("profile,severity", [("cifar", 4), ("tinyimagenet", 2), ("tinyimagenet", 5)])
+def test_brightness_largest_channel_truncates_as_the_original(profile: str, severity: int) -> None:
+    # skimage's hsv2rgb returns V' = clip(V + c) itself for each pixel's largest channel, so the
+    # original's value there is np.uint8(clip(max / 255. + c, 0, 1) * 255) in float64 (c = .2 at
+    # cifar s4 and tiny s2: V + c lands on an exact level, where the old 1e-3 tolerance went one above)
+    from benchmark.corruptions.params import PARAMS
+
+    c = PARAMS[profile]["brightness"][severity - 1]
+    x = _images(8, 32, seed=11)
+    y = corrupt(x, "brightness", severity, generator=_gen(), profile=profile).numpy().astype(int)
+    xn = x.numpy()
+    k = xn.argmax(-1)[..., None]
+    expected = np.uint8(np.clip(np.take_along_axis(xn, k, -1) / 255.0 + c, 0, 1) * 255)
+    assert np.array_equal(np.take_along_axis(y, k, -1), expected.astype(int))
 
 
 @pytest.mark.parametrize(
@@ -176,3 +212,27 @@ def test_brightness_keeps_hue() -> None:
     h1 = _ops.rgb_to_hsv(_ops.to_chw(y).double())[:, 0]
     dh = (h0 - h1).abs()
     assert torch.minimum(dh, 1 - dh).median() < 0.02
+
+
+def test_a_set_made_by_older_corruption_code_is_regenerated(tmp_path) -> None:
+    import json
+    import warnings
+
+    from benchmark.corruptions.generate import generate_cifar_c
+
+    images = _images(3).numpy()
+    labels = np.arange(3)
+    out = generate_cifar_c(images, labels, tmp_path / "c", corruptions=("brightness",), progress=False)
+    good = np.load(out / "brightness.npy")
+    meta = json.loads((out / "regenerated.json").read_text())
+    meta["code_version"]["corruptions"] = "1"  # as written before the exact truncation
+    (out / "regenerated.json").write_text(json.dumps(meta))
+    np.save(out / "brightness.npy", good + 1)  # stale bytes
+    with pytest.warns(UserWarning, match="regenerating"):
+        generate_cifar_c(images, labels, out, corruptions=("brightness",), progress=False)
+    assert np.array_equal(np.load(out / "brightness.npy"), good)
+    assert json.loads((out / "regenerated.json").read_text())["code_version"]["corruptions"] != "1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="seed"):  # other inputs still refuse
+            generate_cifar_c(images, labels, out, corruptions=("brightness",), seed=3, progress=False)

@@ -1,6 +1,6 @@
 """The corruption registry: name -> ``fn(x, param, generator, profile)``.
 
-``x`` is float32 [N, 3, H, W] in [0, 1]; ``param`` the severity's constant from
+``x`` is float [N, 3, H, W] in [0, 1] (float64 for ``FLOAT64_CORRUPTIONS``, else float32); ``param`` the severity's constant from
 :mod:`benchmark.corruptions.params`; the result is float [N, 3, H, W], clipped to [0, 1]
 and truncated to uint8 by :func:`benchmark.corruptions.corrupt`.
 """

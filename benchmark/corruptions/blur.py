@@ -65,7 +65,7 @@ def glass_blur(x: torch.Tensor, p: tuple, g: torch.Generator, profile: str) -> t
     arr = _ops.quantize_trunc(_ops.gaussian_blur(x, sigma)).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     for _ in range(iterations):
         arr = _glass_shuffle_d1(arr, g) if delta == 1 else _glass_shuffle_seq(arr, delta, g)
-    y = arr.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    y = arr.permute(0, 3, 1, 2).to(x.dtype) / 255.0
     return _ops.gaussian_blur(y, sigma)
 
 

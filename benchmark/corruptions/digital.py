@@ -33,16 +33,11 @@ def contrast(x: torch.Tensor, c: float, g: torch.Generator, profile: str) -> tor
 
 @CORRUPTION_FNS.register("brightness")
 def brightness(x: torch.Tensor, c: float, g: torch.Generator, profile: str) -> torch.Tensor:
-    """HSV value + c (clipped to 1), hue and saturation kept.
-
-    Equivalent closed form of skimage's rgb2hsv -> hsv2rgb round trip: RGB scales by V'/V
-    (a black pixel becomes grey V').
-    """
-    xd = x.to(torch.float64)
-    v = xd.amax(1, keepdim=True)
-    v_new = (v + c).clamp(max=1.0)
-    scaled = xd * (v_new / torch.where(v > 0, v, torch.ones_like(v)))
-    return torch.where(v > 0, scaled, v_new.expand_as(xd)).to(x.dtype)
+    """HSV value + c (clipped to 1), hue and saturation kept: skimage's rgb2hsv -> hsv2rgb round
+    trip with the same arithmetic (so exact levels truncate as in the original)."""
+    hsv = _ops.rgb_to_hsv(x.to(torch.float64))
+    hsv[:, 2] = (hsv[:, 2] + c).clamp(0, 1)
+    return _ops.hsv_to_rgb(hsv).to(x.dtype)
 
 
 @CORRUPTION_FNS.register("saturate")

@@ -1,17 +1,20 @@
 """Severity constants of Hendrycks' generators, per profile.
 
 ``"cifar"``: make_cifar_c.py (32x32); ``"imagenet"``: make_imagenet_c.py (224x224, after
-Resize(256) + CenterCrop(224)). Index ``[severity - 1]``.
+Resize(256) + CenterCrop(224)); ``"tinyimagenet"``: make_tinyimagenet_c.py (64x64, Tiny-ImageNet-C).
+All three scripts are in hendrycks/robustness, ``ImageNet-C/create_c/``. Index ``[severity - 1]``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-PROFILES = ("cifar", "imagenet")
+PROFILES = ("cifar", "imagenet", "tinyimagenet")
 
 # Image side each profile's constants were tuned for (pixels).
-PROFILE_SIZE = {"cifar": 32, "imagenet": 224}
+PROFILE_SIZE = {"cifar": 32, "imagenet": 224, "tinyimagenet": 64}
+
+_T = 64  # make_tinyimagenet_c.py's elastic constants are fractions of IMSIZE = 64
 
 _I = 244  # make_imagenet_c.py's elastic constants use 244 (sic) throughout
 
@@ -73,7 +76,38 @@ PARAMS: dict[str, dict[str, list]] = {
                               (_I * 0.05, _I * 0.01, _I * 0.02), (_I * 0.07, _I * 0.01, _I * 0.02),
                               (_I * 0.12, _I * 0.01, _I * 0.02)],
     },
+    # make_tinyimagenet_c.py (hendrycks/robustness, ImageNet-C/create_c/), severity 1..5.
+    "tinyimagenet": {
+        "gaussian_noise": [0.04, 0.08, 0.12, 0.15, 0.18],
+        "shot_noise": [250, 100, 50, 30, 15],
+        "impulse_noise": [0.01, 0.02, 0.05, 0.08, 0.14],
+        "speckle_noise": [0.15, 0.2, 0.25, 0.3, 0.35],
+        "gaussian_blur": [0.5, 0.75, 1, 1.25, 1.5],
+        "glass_blur": [(0.1, 1, 1), (0.5, 1, 1), (0.6, 1, 2), (0.7, 2, 1), (0.9, 2, 2)],
+        "defocus_blur": [(0.5, 0.6), (1, 0.1), (1.5, 0.1), (2.5, 0.01), (3, 0.1)],
+        "motion_blur": [(10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)],
+        "zoom_blur": [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
+                      np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)],
+        "fog": [(0.4, 3), (0.7, 3), (1, 2.5), (1.5, 2), (2, 1.75)],
+        "frost": [(1, 0.3), (0.9, 0.4), (0.8, 0.45), (0.75, 0.5), (0.7, 0.55)],
+        "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.8), (0.1, 0.2, 1, 0.5, 10, 4, 0.8),
+                 (0.15, 0.3, 1.75, 0.55, 10, 4, 0.7), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.65),
+                 (0.3, 0.3, 1.25, 0.65, 14, 12, 0.6)],
+        "spatter": [(0.62, 0.1, 0.7, 0.7, 0.6, 0), (0.65, 0.1, 0.8, 0.7, 0.6, 0),
+                    (0.65, 0.3, 1, 0.69, 0.6, 0), (0.65, 0.1, 0.7, 0.68, 0.6, 1),
+                    (0.65, 0.1, 0.5, 0.67, 0.6, 1)],
+        "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],
+        "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)],
+        "jpeg_compression": [65, 58, 50, 40, 25],
+        "pixelate": [0.9, 0.8, 0.7, 0.6, 0.5],
+        # (alpha, sigma, affine jitter) in pixels: IMSIZE (64) times the script's fractions
+        "elastic_transform": [(_T * 0, _T * 0, _T * 0.08), (_T * 0.05, _T * 0.3, _T * 0.06),
+                              (_T * 0.1, _T * 0.08, _T * 0.06), (_T * 0.1, _T * 0.03, _T * 0.03),
+                              (_T * 0.16, _T * 0.03, _T * 0.02)],
+    },
 }
 
-# Plasma-fractal map side used by fog (the original crops a 256 map to 224 for ImageNet).
-FOG_MAPSIZE = {"cifar": 32, "imagenet": 256}
+# Plasma-fractal map side used by fog (the original crops a 256 map to 224 for ImageNet; the
+# Tiny-ImageNet script uses plasma_fractal's default 64).
+FOG_MAPSIZE = {"cifar": 32, "imagenet": 256, "tinyimagenet": 64}
