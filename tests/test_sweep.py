@@ -313,6 +313,205 @@ def test_status_states_from_manifest_notes_and_records(tmp_path: Path) -> None:
     assert states[c.run_id][:2] == ("pending", "not submitted")
 
 
+# --------------------------------------------------------------------------- the scheduler's answers (no SLURM: its output as text)
+
+
+SQUEUE_SAMPLE = """1_1|PD|JobArrayTaskLimit|1|100M|1|debug|N/A|plures-sweep:abc
+1_0|R|None|1|100M|1|debug|N/A|plures-sweep:abc
+5|PD|PartitionConfig|3|1G|1|debug|N/A|(null)
+7|PD|PartitionNodeLimit|1|1G|2|debug|N/A|(null)
+9|PD|Resources|4|64G|1|gpu|gres:gpu:8|mine plures-sweep:xyz
+"""
+
+
+def test_squeue_and_sinfo_output_parsed() -> None:
+    from benchmark.sweep.scheduler import parse_gpus, parse_memory_mb, parse_sinfo, parse_squeue
+
+    jobs = parse_squeue(SQUEUE_SAMPLE)
+    assert list(jobs) == ["1_1", "1_0", "5", "7", "9"]
+    assert jobs["1_1"].pending and not jobs["1_0"].pending and jobs["1_0"].state == "R"
+    assert (jobs["5"].reason, jobs["5"].cpus_per_node, jobs["5"].mem_mb, jobs["5"].comment) == ("PartitionConfig", 3, 1024, "")
+    assert (jobs["9"].gpus_per_node, jobs["9"].mem_mb, jobs["9"].partition) == (8, 65536, "gpu")
+    assert jobs["1_0"].launched_by("abc") and not jobs["1_0"].launched_by("abd") and jobs["9"].launched_by("xyz")
+    assert jobs["5"].launched_by(None)  # a manifest entry from before tokens: any job under its id
+    assert [parse_memory_mb(t) for t in ("500M", "1G", "2T", "4096", "N/A", "")] == [500, 1024, 2 * 1024**2, 4096, None, None]
+    assert [parse_gpus(t) for t in ("N/A", "(null)", "gres:gpu:2", "gres/gpu:a100:4", "gpu:4(S:0-1)", "gpu:a100:2,gpu:v100:1", "gres:gpu")] == [0, 0, 2, 4, 4, 3, 1]
+    sizes = parse_sinfo("vm|debug*|2|18676|(null)\nbig|gpu|64|512000|gpu:8(S:0-1)\nsmall|gpu|8|32000|gpu:2\n")
+    assert sizes["debug"].cpus == 2 and sizes["gpu"].cpus == 64 and sizes["gpu"].gpus == 8 and sizes["gpu"].mem_mb == 512000
+
+
+def test_never_startable_requests_are_told_from_waiting_ones() -> None:
+    from benchmark.sweep.scheduler import NodeSize, describe, never_starts, parse_squeue
+
+    jobs = parse_squeue(SQUEUE_SAMPLE)
+    sizes = {"debug": NodeSize(cpus=2, mem_mb=18676, gpus=0), "gpu": NodeSize(cpus=64, mem_mb=512000, gpus=8)}
+    assert never_starts(jobs["5"], sizes) == "it asks 3 CPUs per node; the largest node of partition debug has 2"
+    assert "more nodes than the partition allows (SLURM: PartitionNodeLimit)" in never_starts(jobs["7"], sizes)
+    assert never_starts(jobs["1_1"], sizes) is None and never_starts(jobs["9"], sizes) is None and never_starts(jobs["1_0"], sizes) is None
+    assert "PartitionConfig" in never_starts(jobs["5"], None)  # sinfo unusable: SLURM's reason still tells
+    small = {"gpu": NodeSize(cpus=64, mem_mb=512000, gpus=4)}
+    assert never_starts(jobs["9"], small) == "it asks 8 GPU(s) per node; the largest node of partition gpu has 4"
+    assert describe(jobs["1_1"], sizes) == "queued: JobArrayTaskLimit (the array's limit on tasks running at once (array_parallelism))"
+    assert describe(jobs["9"], sizes).startswith("queued: Resources (waiting for free CPUs")
+    assert describe(jobs["5"], sizes).startswith("NEVER STARTS as requested: it asks 3 CPUs") and "scancel 5" in describe(jobs["5"], sizes)
+    assert describe(jobs["1_0"], sizes) == "running"
+
+
+def _fake_slurm_bin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, squeue: str, sinfo: str = "vm|debug*|2|18676|(null)") -> Path:
+    """squeue, sinfo, srun and sbatch stand-ins on PATH: squeue runs the shell snippet ``squeue``
+    (its arguments in "$@"), every call is logged, sbatch refuses."""
+    bin_dir = tmp_path / "fakebin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "calls.log"
+    scripts = {"squeue": squeue, "sinfo": f"echo '{sinfo}'", "srun": "exit 0", "sbatch": "echo 'sbatch: error: fake' >&2; exit 1"}
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {calls}\n{body}\n')
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return calls
+
+
+def _slurm_manifest(tmp_path: Path, sweep: Any, entries: dict[str, dict[str, Any]], board: dict[str, Any] | None = None) -> None:
+    runs = {rid: {"cluster": "slurm", "stdout": f"/x/{rid}.out", "submitted": "2020", "result": str(tmp_path / f"{rid}.pkl"), **m}
+            for rid, m in entries.items()}
+    manifest = {"runs": runs, "submissions": [], **({"leaderboard_job": board} if board else {})}
+    Path(sweep.paths["log_dir"]).mkdir(parents=True, exist_ok=True)
+    S.manifest_path(sweep).write_text(json.dumps(manifest))
+
+
+def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Pending reasons and never-startable jobs from squeue's text; a job id squeue lists for another
+    job (no token of ours) is not our run; squeue failing makes the runs unknown, never running."""
+    from benchmark.cli import main
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0, 1, 2, 3]', slurm='cluster = "slurm"')
+    sweep = S.load_sweep(path)
+    a, b, c, d = S.expand(sweep)
+    _slurm_manifest(tmp_path, sweep, {a.run_id: {"job_id": "11_0", "token": "tok"}, b.run_id: {"job_id": "11_1", "token": "tok"},
+                                      c.run_id: {"job_id": "12", "token": "tok"}, d.run_id: {"job_id": "13_0", "token": "tok"}},
+                    board={"cluster": "slurm", "job_id": "14", "token": "tok", "stdout": "/x/b.out"})
+    listing = ("11_0|R|None|1|500M|1|debug|N/A|plures-sweep:tok\n11_1|PD|JobArrayTaskLimit|1|500M|1|debug|N/A|plures-sweep:tok\n"
+               "12|PD|PartitionConfig|3|500M|1|debug|N/A|plures-sweep:tok\n13_0|R|None|1|500M|1|debug|N/A|someone else\n"
+               "14|PD|Dependency|1|500M|1|debug|N/A|plures-sweep:tok\n")
+    calls = _fake_slurm_bin(tmp_path, monkeypatch, f"cat <<'END'\n{listing}END")
+    rows, board = S.report(sweep)
+    got = {r.task.run_id: (r.state, r.never_starts, r.note) for r in rows}
+    assert got[a.run_id] == ("running", False, "running")
+    assert got[b.run_id][:2] == ("pending", False) and "JobArrayTaskLimit" in got[b.run_id][2]
+    assert got[c.run_id][:2] == ("pending", True) and "it asks 3 CPUs per node; the largest node of partition debug has 2" in got[c.run_id][2]
+    assert got[d.run_id][:2] == ("failed", False) and "now gives its id to another job" in got[d.run_id][2]
+    assert (board.state, board.job_id) == ("pending", "14") and board.note.startswith("queued: Dependency")
+    assert calls.read_text().count("squeue ") == 1  # one look at the queue for runs and leaderboard
+    assert main(["sweep-status", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "can never start as requested (jobs 12)" in captured.err and "leaderboard: pending  job 14" in captured.out
+    # the controller cannot be reached: unknown, said so, not "running"
+    _fake_slurm_bin(tmp_path, monkeypatch, "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1")
+    rows, board = S.report(sweep)
+    assert {r.state for r in rows} == {"unknown"} and board.state == "unknown"
+    assert all("cannot be reached (slurm_load_jobs error: Unable to contact slurm controller" in r.note for r in rows)
+    assert main(["sweep-status", str(path)]) == 1
+    out = capsys.readouterr()
+    assert "0 running" in out.out and "4 unknown" in out.out and "controller cannot be reached" in out.err
+    # squeue no longer knows any of the ids: nothing is in flight (left the queue)
+    _fake_slurm_bin(tmp_path, monkeypatch, "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
+    rows, board = S.report(sweep)
+    assert {r.state for r in rows} == {"failed"} and board.state == "none"
+
+
+class _FakeJob:
+    def __init__(self, job_id: str, folder: Path) -> None:
+        self.job_id = job_id
+        self.paths = type("P", (), {"stdout": folder / f"{job_id}.out", "stderr": folder / f"{job_id}.err", "result_pickle": folder / f"{job_id}.pkl"})()
+
+
+def test_relaunch_skips_runs_in_flight_and_depends_on_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launch logic against squeue's text: runs whose job is queued under this sweep's token are
+    not submitted; new arrays of later stages and the leaderboard job wait for them (afterany)."""
+    import benchmark.sweep.submission as sub
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "subnetwork"]\nseeds = [0, 1]', slurm='cluster = "slurm"')
+    sweep = S.load_sweep(path)
+    tasks = S.expand(sweep)
+    det = [t for t in tasks if t.stage == 0]
+    ens = [t for t in tasks if t.stage == 1]
+    assert len(det) == 2 and len(ens) == 2
+    _slurm_manifest(tmp_path, sweep, {det[0].run_id: {"job_id": "40_0", "token": "old"}, det[1].run_id: {"job_id": "40_1", "token": "old"}})
+    _fake_slurm_bin(tmp_path, monkeypatch, "cat <<'END'\n40_0|R|None|1|500M|1|debug|N/A|plures-sweep:old\n40_1|PD|Resources|1|500M|1|debug|N/A|plures-sweep:old\nEND")
+    submitted: list[tuple[str | None, int]] = []
+
+    def fake_submit(executor: Any, calls: list) -> list[_FakeJob]:
+        params = executor._executor.parameters
+        extra = params.get("additional_parameters") or {}
+        assert "plures-sweep:" in extra.get("comment", "")
+        submitted.append((extra.get("dependency"), len(calls)))
+        base = 50 + len(submitted)
+        return [_FakeJob(f"{base}_{i}" if len(calls) > 1 or calls[0][0] is not S.rebuild_leaderboard else str(base), tmp_path) for i in range(len(calls))]
+
+    monkeypatch.setattr(sub, "_submit_array", fake_submit)
+    logs: list[str] = []
+    launched = S.launch(sweep, tasks, log=logs.append)
+    assert [t.run_id for t in launched.in_flight] == [t.run_id for t in det] and launched.submitted == ens
+    assert submitted == [("afterany:40", 2), ("afterany:51:40", 1)]  # the ensembles after the members in flight; the board after both
+    assert sum("in flight, not submitted again" in m for m in logs) == 2
+    manifest = json.loads(S.manifest_path(sweep).read_text())
+    assert manifest["runs"][det[0].run_id]["job_id"] == "40_0"  # untouched
+    assert manifest["leaderboard_job"]["job_id"] == "52" and manifest["leaderboard_job"]["dependency"] == "afterany:51:40"
+    assert manifest["runs"][ens[0].run_id]["token"] == manifest["leaderboard_job"]["token"] != "old"
+
+
+def test_a_launch_holding_the_lock_blocks_another(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Launches of one sweep are serialised: while one holds ``<log_dir>/launch.lock`` another
+    submits nothing and names the holder; once it is released the next launch runs."""
+    from benchmark.cli import main
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]')
+    sweep = S.load_sweep(path)
+    with S.launch_lock(sweep) as lock:
+        assert lock == tmp_path / "logs" / "launch.lock"
+        assert main(["sweep", str(path), "--cluster", "debug"]) == 2
+    err = capsys.readouterr().err
+    assert f"another launch of sweep sweep is submitting (process {os.getpid()} on host" in err and "nothing was submitted" in err
+    assert not S.manifest_path(sweep).exists() and not list((tmp_path / "logs").glob("jobs/*"))
+
+
+def test_leaderboard_freshness_against_the_newest_record(tmp_path: Path) -> None:
+    sweep = S.load_sweep(write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]'))
+    assert S.leaderboard_freshness(sweep, ["tiny-test"]) == ("none", "")
+    rec = tmp_path / "runs" / "tiny-test" / "r__1.json"
+    rec.parent.mkdir(parents=True)
+    rec.write_text("{}")
+    state, why = S.leaderboard_freshness(sweep, ["tiny-test"])
+    assert state == "missing" and "leaderboard.md does not exist" in why
+    board = tmp_path / "boards" / "tiny-test" / "leaderboard.md"
+    board.parent.mkdir(parents=True)
+    board.write_text("x")
+    os.utime(board, (1000, 1000))
+    assert S.leaderboard_freshness(sweep, ["tiny-test"]) == ("stale", f"{board} is older than the record r__1.json")
+    os.utime(board, None)
+    assert S.leaderboard_freshness(sweep, ["tiny-test"]) == ("current", "")
+
+
+@pytest.mark.timeout(120)
+def test_a_sweep_task_never_trains_a_run_whose_lock_is_held(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """A task whose run another process is training (it holds the run lock on the checkpoint folder)
+    trains nothing, writes no record and no failure note: two jobs never train into one folder."""
+    from benchmark.cli import main
+    from benchmark.runner import run_lock
+
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', data=data_dir)
+    sweep = S.load_sweep(path)
+    (task,) = S.expand(sweep)
+    folder = tmp_path / "ckpt" / task.run_id
+    with run_lock(folder, task.run_id):
+        assert main(["sweep", str(path), "--cluster", "debug"]) == 1
+    captured = capsys.readouterr()
+    assert "another process holds the run's lock; this task trains nothing" in captured.out
+    assert sorted(p.name for p in folder.iterdir()) == ["run.lock"]  # no checkpoint, no weights
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.json"))
+    assert not S.failure_path(tmp_path / "logs", task.run_id).exists()
+
+
 # --------------------------------------------------------------------------- real SLURM
 
 
