@@ -242,7 +242,15 @@ def wide_resnet(layers: Layers, depth: int = 28, widen: int = 10) -> nn.Module:
 
 
 def resnet18_cifar(layers: Layers, width: int = 64) -> nn.Module:
-    """ResNet-18 with a CIFAR stem (3x3 convolution, no max-pool)."""
+    """ResNet-18 with a CIFAR stem: one 3x3 convolution at stride 1, no max-pool, then four stages of
+    two basic blocks (widths w, 2w, 4w, 8w; strides 1, 2, 2, 2) and global average pooling.
+
+    The same network serves CIFAR (32x32: feature maps 32, 16, 8, 4) and Tiny-ImageNet (64x64: 64,
+    32, 16, 8, four times the FLOPs). On Tiny-ImageNet this is the stem of TorchUncertainty's
+    ResNet-18 recipe (``experiments/classification/tiny-imagenet/configs/resnet18/standard.yaml``,
+    ``style: cifar``), the common choice of Tiny-ImageNet papers that train from scratch; ImageNet's
+    7x7 stride-2 stem with max-pool would reduce 64x64 images to 16x16 before the first stage.
+    """
     stem = nn.Sequential(layers.stem_conv(layers.in_channels, width, 3, padding=1), layers.norm(width), layers.act())
     widths = [width, 2 * width, 4 * width, 8 * width]
     stages, out_ch = _stages(layers, BasicBlock, width, widths, [2, 2, 2, 2], [1, 2, 2, 2])
@@ -270,5 +278,6 @@ for _depth, _k in ((28, 10), (16, 4), (16, 2), (16, 1), (10, 1), (10, 2)):
     register_backbone(f"wrn{_depth}-{_k}", description=f"WideResNet-{_depth}-{_k}")(
         lambda layers, _d=_depth, _k=_k: wide_resnet(layers, _d, _k)
     )
-register_backbone("resnet18", description="ResNet-18, CIFAR stem", width=64)(resnet18_cifar)
+register_backbone("resnet18", description="ResNet-18, CIFAR stem (3x3 stride 1, no max-pool); also for 64x64 Tiny-ImageNet",
+                  width=64)(resnet18_cifar)
 register_backbone("resnet50", input_size=224, description="ResNet-50, ImageNet", width=64)(resnet50)

@@ -275,3 +275,88 @@ def test_real_ood_set(tmp_path):
         sums = np.asarray(img.convert("RGB"), dtype=np.int64).reshape(32, 2, 32, 2, 3).sum(axis=(1, 3))
     np.testing.assert_array_equal(again[0], (sums + 2) // 4)
     print(f"tinyimagenet32: decoded and cached in {first:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Backbones at 64x64
+
+
+def _conv_flops(cin: int, cout: int, k: int, out_hw: int) -> int:
+    return 2 * cin * cout * k * k * out_hw * out_hw  # a multiply-add counts 2, as torch's FLOP counter
+
+
+def _resnet18_flops(size: int, w: int, classes: int) -> int:
+    """ResNet-18, CIFAR stem, counted by hand: stem, 4 stages of 2 basic blocks, projection shortcuts, head."""
+    total = _conv_flops(3, w, 3, size)
+    cin, hw = w, size
+    for i, width in enumerate((w, 2 * w, 4 * w, 8 * w)):
+        stride = 1 if i == 0 else 2
+        hw //= stride
+        total += _conv_flops(cin, width, 3, hw) + 3 * _conv_flops(width, width, 3, hw)
+        if stride != 1 or cin != width:
+            total += _conv_flops(cin, width, 1, hw)
+        cin = width
+    return total + 2 * cin * classes
+
+
+def _cifar_resnet_flops(size: int, depth: int, w: int, classes: int) -> int:
+    n = (depth - 2) // 6
+    total = _conv_flops(3, w, 3, size)
+    cin, hw = w, size
+    for i, width in enumerate((w, 2 * w, 4 * w)):
+        stride = 1 if i == 0 else 2
+        hw //= stride
+        total += _conv_flops(cin, width, 3, hw) + (2 * n - 1) * _conv_flops(width, width, 3, hw)
+        if stride != 1 or cin != width:
+            total += _conv_flops(cin, width, 1, hw)
+        cin = width
+    return total + 2 * cin * classes
+
+
+@pytest.mark.parametrize("name,options,by_hand", [
+    ("resnet18", {"width": 8}, lambda s: _resnet18_flops(s, 8, 200)),
+    ("resnet20", {"width": 4}, lambda s: _cifar_resnet_flops(s, 20, 4, 200)),
+    ("resnet8", {}, lambda s: _cifar_resnet_flops(s, 8, 16, 200)),
+    ("wrn16-1", {}, None),
+    ("wrn10-2", {}, None),
+])
+def test_backbones_at_64x64_with_flops_of_the_input_size(name, options, by_hand):
+    import torch
+
+    from benchmark.backbones import Layers, build_backbone
+    from benchmark.evaluation.cost import count_parameters, flops_per_example
+
+    torch.manual_seed(0)
+    net = build_backbone(name, Layers(num_outputs=200), **options).eval()
+    flops = {}
+    for size in (32, 64):
+        x = torch.randn(2, 3, size, size)
+        with torch.no_grad():
+            out = net(x)
+        assert out.shape == (2, 200) and torch.isfinite(out).all()
+        flops[size] = flops_per_example(net, x)
+    head = 2 * net.head.in_features * 200
+    # every convolution's output has 4x the pixels at 64x64; the head after global pooling is unchanged
+    assert flops[64] - head == 4 * (flops[32] - head)
+    if by_hand is not None:
+        assert flops[64] == by_hand(64) and flops[32] == by_hand(32)
+    assert count_parameters(net) == sum(p.numel() for p in net.parameters())
+
+
+def test_record_costs_come_from_the_dataset_image_size(tar_root, tmp_path):
+    """A run on (tiny) Tiny-ImageNet records the FLOPs of a 64x64 forward and trains on 64x64 batches."""
+    import json
+
+    from benchmark.runner import Environment, run_experiment
+
+    cfg = {"run": {"method": "deterministic", "dataset": "tinyimagenet", "backbone": "resnet18", "seed": 0},
+           "backbone": {"width": 4},
+           "train": {"epochs": 1, "batch_size": 4, "lr": 0.05, "warmup_epochs": 0, "precision": "fp32", "channels_last": False},
+           "eval": {"batch_size": 8, "latency_batch": 2, "latency_repeats": 1}}
+    env = Environment(data_dir=str(tar_root), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "runs",
+                      checkpoint_dir=tmp_path / "ckpt", progress=False, log=lambda m: None)
+    [path] = run_experiment(cfg, env)
+    rec = json.loads(path.read_text())
+    assert rec["status"] == "completed"
+    assert rec["cost"]["flops_per_example"] == _resnet18_flops(64, 4, 3)
+    assert rec["metrics"]["clean"]["n"] == len(VAL_ANN)
