@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax as sp_log_softmax
 from sklearn.metrics import log_loss
 
@@ -64,6 +65,9 @@ def test_fit_matches_fine_grid(sharpen):
     v_grid, log_t_grid = _grid_nll(lp, y)
     assert cal.temperature_nll(lp, y, t) <= v_grid + 1e-9
     assert math.log(t) == pytest.approx(log_t_grid, abs=2e-3)
+    ref = minimize_scalar(lambda u: cal.temperature_nll(lp, y, math.exp(u)), bounds=(-4, 4), method="bounded",
+                          options={"xatol": 1e-8})
+    assert math.log(t) == pytest.approx(ref.x, abs=1e-3)
     # well specified: the optimum is near the true sharpening factor
     assert t == pytest.approx(sharpen, rel=0.15)
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from scipy.special import logsumexp
 
-from .calibration import DEFAULT_N_BINS, check_log_probs, check_targets, temperature_scale
+from .calibration import DEFAULT_N_BINS, check_log_probs, check_targets, logsumexp, temperature_scale
 
 __all__ = ["DEECurve", "DEE", "dee_curve", "deep_ensemble_equivalent", "dee"]
 

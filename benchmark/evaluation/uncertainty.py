@@ -27,9 +27,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import logsumexp
 
-from .calibration import check_log_probs
+from .calibration import check_log_probs, logsumexp
 
 __all__ = ["entropy", "uncertainty_decomposition", "uncertainty_summary", "ood_scores", "ood_metrics", "ood_detection"]
 
