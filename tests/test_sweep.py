@@ -517,7 +517,10 @@ def test_a_sweep_task_never_trains_a_run_whose_lock_is_held(tmp_path: Path, data
 
 def _slurm_sweep(tmp_path: Path, data_dir: Path, head: str, cluster: Any, extra: str = "", name: str = "sweep", **slurm: Any) -> Path:
     params = {"cluster": "slurm", "time_min": 10, "cpus_per_task": 1, "mem_gb": 0.5, "array_parallelism": 2, "partition": cluster.partition, **slurm}
-    text = "\n".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
+    def toml(v: Any) -> str:  # inline tables for dicts (``additional``)
+        return "{ " + ", ".join(f"{k} = {toml(x)}" for k, x in v.items()) + " }" if isinstance(v, dict) else json.dumps(v)
+
+    text = "\n".join(f"{k} = {toml(v)}" for k, v in params.items())
     return write_sweep(tmp_path, head, slurm=text, extra=extra, data=data_dir, name=name)
 
 
@@ -731,3 +734,138 @@ def test_slurm_killed_task_resubmitted_resumes_from_its_checkpoint(slurm_cluster
         assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["lr"] == b["lr"]
     for key in ("accuracy", "nll", "ece"):
         assert rec["metrics"]["clean"][key] == pytest.approx(ref["metrics"]["clean"][key], abs=1e-6), key
+
+
+def _squeue(*args: str) -> list[str]:
+    r = subprocess.run(["squeue", "-h", "-r", *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return [line.strip() for line in r.stdout.splitlines() if line.strip()]
+
+
+def _until(check: Any, timeout_s: float, what: str, poll_s: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(poll_s)
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(420)
+def test_slurm_relaunch_in_flight_concurrent_launches_and_lost_leaderboard(slurm_cluster: Any, tmp_path: Path, data_dir: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    """Against the real controller: two launches at once submit each run once; a relaunch while the
+    runs are queued submits nothing; a cancelled leaderboard job is reported by sweep-status and
+    rebuilt by a relaunch once the runs are done. The jobs are submitted held (sbatch --hold) so
+    that they stay queued until the test releases them."""
+    import sys
+
+    from benchmark.cli import main
+
+    path = _slurm_sweep(tmp_path, data_dir, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0, 1]', slurm_cluster, name="relaunch",
+                        additional={"hold": True})
+    sweep = S.load_sweep(path)
+    tasks = S.expand(sweep)
+    repo = Path(__file__).resolve().parent.parent
+    launches = [subprocess.Popen([sys.executable, "-m", "benchmark", "sweep", str(path)], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+    outcomes = [(p.wait(timeout=180), p.stdout.read(), p.stderr.read()) for p in launches]
+    assert sorted(rc for rc, _, _ in outcomes) in ([0, 0], [0, 2]), outcomes
+    for rc, out, err in outcomes:  # the other one either waited its turn (then saw the runs in flight) or found the lock held
+        assert rc == 0 and ("2 task(s) submitted" in out or "0 task(s) submitted, 0 skipped (done), 2 in flight" in out) or \
+            rc == 2 and "another launch of sweep relaunch is submitting" in err, (rc, out, err)
+    assert sum("2 task(s) submitted" in out for _, out, _ in outcomes) == 1
+    manifest = json.loads(S.manifest_path(sweep).read_text())
+    jobs = {t.run_id: manifest["runs"][t.run_id]["job_id"] for t in tasks}
+    board = manifest["leaderboard_job"]["job_id"]
+    queued = _squeue("-n", "relaunch,relaunch-leaderboard", "-o", "%i %r")
+    assert sorted(q.split()[0] for q in queued) == sorted([*jobs.values(), board])  # each run once, one leaderboard job
+    assert all(q.endswith("JobHeldUser") for q in queued)
+    # a relaunch while they are queued submits nothing
+    capsys.readouterr()
+    assert main(["sweep", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 task(s) submitted, 0 skipped (done), 2 in flight" in out and out.count("in flight, not submitted again: ") == 2
+    assert f"leaderboard job {board} in flight, not submitted again" in out
+    assert sorted(q.split()[0] for q in _squeue("-n", "relaunch,relaunch-leaderboard", "-o", "%i")) == sorted([*jobs.values(), board])
+    assert json.loads(S.manifest_path(sweep).read_text())["runs"] == manifest["runs"]
+    rows, lb = S.report(sweep, tasks)
+    assert [r.state for r in rows] == ["pending", "pending"] and all("JobHeldUser" in r.note for r in rows) and lb.state == "pending"
+    # the leaderboard job is lost; the runs go ahead and finish
+    subprocess.run(["scancel", board], check=True, timeout=30)
+    subprocess.run(["scontrol", "release", next(iter(jobs.values())).split("_")[0]], check=True, timeout=30)
+    _until(lambda: all(r.state == "done" for r in S.status(sweep, tasks)), 240, "the runs finishing")
+    capsys.readouterr()
+    assert main(["sweep-status", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "2 done" in out and "leaderboard: missing" in out and f"job {board} left the queue without building it" in out
+    assert "relaunch the sweep to rebuild it" in out
+    # the relaunch rebuilds it, submitting no run
+    assert main(["sweep", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 task(s) submitted, 2 skipped (done), 0 in flight" in out and "(rebuilding: " in out
+    rebuilt = json.loads(S.manifest_path(sweep).read_text())["leaderboard_job"]
+    assert rebuilt["job_id"] != board and rebuilt["previous_jobs"] == [board] and rebuilt["dependency"] is None
+    subprocess.run(["scontrol", "release", rebuilt["job_id"]], check=True, timeout=30)  # held as the file asks
+    _until(lambda: S.report(sweep, tasks)[1].state == "done", 120, "the leaderboard job")
+    assert "deterministic" in (tmp_path / "boards" / "tiny-test" / "leaderboard.md").read_text()
+    assert main(["sweep-status", str(path)]) == 0
+    assert "leaderboard: done" in capsys.readouterr().out
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(180)
+def test_slurm_never_startable_request_flagged(private_slurm: Any, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """On a cluster without EnforcePartLimits sbatch accepts a task asking more CPUs than any node
+    has; it would wait for ever: sweep-status flags it, with SLURM's reason and the node's size."""
+    from benchmark.cli import main
+
+    cluster = private_slurm(enforce_part_limits="NO")
+    monkeypatch.setenv("SLURM_CONF", str(cluster.conf_path))
+    path = _slurm_sweep(tmp_path, data_dir, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', cluster, name="toobig",
+                        cpus_per_task=cluster.cpus + 1)
+    sweep = S.load_sweep(path)
+    assert main(["sweep", str(path)]) == 0  # accepted
+    capsys.readouterr()
+    (job,) = _until(lambda: [q for q in _squeue("-n", "toobig", "-o", "%i %r") if "PartitionConfig" in q], 30, "the pending reason")
+    assert main(["sweep-status", str(path)]) == 1
+    captured = capsys.readouterr()
+    expected = f"NEVER STARTS as requested: it asks {cluster.cpus + 1} CPUs per node; the largest node of partition {cluster.partition} has {cluster.cpus}"
+    assert expected in captured.out and "can never start as requested" in captured.err
+    (row,) = S.status(sweep)
+    assert row.state == "pending" and row.never_starts and row.job_id == job.split()[0]
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_slurm_reused_job_id_and_unreachable_controller(slurm_cluster: Any, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """A manifest job id that the controller now gives to another job (as after a reset) is not taken
+    for the run: the plan submits the run, status says the job is gone. A controller that cannot be
+    reached makes the runs unknown (never running) and the launch refuses."""
+    from benchmark.cli import main
+
+    path = _slurm_sweep(tmp_path, data_dir, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', slurm_cluster, name="reused")
+    sweep = S.load_sweep(path)
+    (task,) = S.expand(sweep)
+    other = subprocess.run(["sbatch", "--parsable", "--hold", "-J", "someone-else", "--wrap", "sleep 60"], capture_output=True, text=True,
+                           check=True, timeout=30).stdout.strip()
+    try:
+        _slurm_manifest(tmp_path, sweep, {task.run_id: {"job_id": other, "token": "before-the-reset"}})
+        assert main(["sweep", str(path), "--dry-run"]) == 0
+        out = capsys.readouterr().out
+        assert re.search(rf"\bsubmit\s+{task.run_id}", out) and "in flight" not in out
+        (row,) = S.status(sweep)
+        assert row.state == "failed" and f"job {other} is gone: the controller now gives its id to another job" in row.note
+    finally:
+        subprocess.run(["scancel", other], timeout=30)
+    dead = tmp_path / "dead-slurm.conf"  # the same cluster, with the controller's port closed
+    dead.write_text(re.sub(r"(?m)^SlurmctldPort=\d+$", "SlurmctldPort=1", Path(slurm_cluster.conf_path).read_text()))
+    monkeypatch.setenv("SLURM_CONF", str(dead))
+    (row,) = S.status(sweep)
+    assert row.state == "unknown" and "the SLURM controller cannot be reached" in row.note and "Unable to contact slurm controller" in row.note
+    with pytest.raises(S.SubmissionError, match="controller cannot be reached .*nothing was submitted"):
+        S.launch(sweep, [task], log=lambda m: None)
