@@ -330,3 +330,53 @@ def test_slurm_sigterm_saves_resume_call_for_scheduler_requeue(slurm_cluster: sl
     state = wait_all([job], timeout_s=120)[0]
     assert state["step"] == 60
     assert state["starts"] == [False, True]
+
+
+def _sbatch(cluster: slurm_local.SlurmCluster, *args: str) -> str:
+    r = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, timeout=30, env=cluster.client_env())
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def _queued(cluster: slurm_local.SlurmCluster) -> dict[str, str]:
+    r = subprocess.run(["squeue", "-h", "-o", "%i %t"], capture_output=True, text=True, timeout=30, env=cluster.client_env())
+    assert r.returncode == 0, r.stderr
+    return dict(line.split() for line in r.stdout.splitlines() if line.strip())
+
+
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_controller_state_kept_across_restarts_unless_fresh(private_slurm: Any, capsys: pytest.CaptureFixture) -> None:
+    """A controller that dies (kill -9) is started again alone, from its saved state: its running and
+    queued jobs carry on under their ids. stop + start keeps the job-id counter (no id given twice);
+    start(fresh=True) forgets everything, ids start again at 1, and says so."""
+    cluster = private_slurm()
+    assert not cluster.recovered and "fresh controller state" in slurm_local.state_message(cluster)
+    running = _sbatch(cluster, "--wrap", "sleep 120")
+    held = _sbatch(cluster, "--hold", "--wrap", "sleep 1")
+    state_file = cluster.state_dir / "ctld" / slurm_local.STATE_FILE
+    submitted = time.time()
+    deadline = time.monotonic() + 30  # slurmctld saves its job state a few seconds after a change
+    while not (state_file.exists() and state_file.stat().st_mtime > submitted and _queued(cluster).get(running) == "R"):
+        assert time.monotonic() < deadline, "the controller did not save its state"
+        time.sleep(0.5)
+    time.sleep(1.5)  # the save that follows the job's start
+    slurmd = cluster.pids["slurmd"]
+    os.kill(cluster.pids["slurmctld"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while "slurmctld" in slurm_local.status(cluster.state_dir)["pids"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    revived = private_slurm(cluster.state_dir)
+    assert revived.recovered and revived.pids["slurmd"] == slurmd  # the node was left alone
+    assert "controller state recovered" in slurm_local.state_message(revived)
+    assert _queued(revived) == {running: "R", held: "PD"}  # same ids, the running job still running
+    later = _sbatch(revived, "--hold", "--wrap", "sleep 1")
+    assert int(later) > int(held)
+    slurm_local.stop(revived)
+    again = private_slurm(revived.state_dir)
+    assert again.recovered and int(_sbatch(again, "--hold", "--wrap", "sleep 1")) > int(later)  # ids continue after stop + start
+    slurm_local.stop(again)
+    fresh = private_slurm(again.state_dir, fresh=True)
+    assert not fresh.recovered and "--fresh: earlier jobs forgotten" in slurm_local.state_message(fresh, fresh=True)
+    assert _queued(fresh) == {} and _sbatch(fresh, "--hold", "--wrap", "sleep 1") == "1"
