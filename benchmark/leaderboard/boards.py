@@ -18,6 +18,7 @@ from ..records import load_records
 from .aggregate import aggregate, single
 from .columns import COST_COLUMNS, OOD_PREFIX, Column, metric_columns, ood_column
 from .costs import attach_cost_pass, default_cost_dir, latency_facts
+from .frame import sidecar_problems
 from .mce import mce_basis, records_frame
 from .reported import Reported, paper_recipe, reported_for
 
@@ -260,7 +261,7 @@ def suite_facts(suite: str) -> list[tuple[str, str]]:
 def build_boards(records: list[dict[str, Any]], problems: list[tuple[str, str]], failed: list[dict[str, Any]] | None = None,
                  suites: list[str] | None = None, results_dir: Path | None = None) -> list[SuiteBoard]:
     """One board per suite (every suite with records, or exactly ``suites``)."""
-    problems = list(problems)
+    problems = list(problems) + sidecar_problems(records)  # a missing or mismatching predictions sidecar is named, never used
     frame = records_frame(records, problems)
     names = sorted(set(suites or []) | (set() if suites else set(frame["suite"]) | {r["identity"]["suite"] for r in failed or []}))
     known = set(names) | set(frame["suite"]) | {r["identity"]["suite"] for r in failed or []}

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluation.metric_specs import metric_specs
+from ..evaluation.predictions import sidecar_problem
 from ..records import RecordError
 from .columns import OOD_PREFIX
 from .costs import latency_source, record_latency
@@ -156,6 +157,19 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": config_fingerprint(rec["config"] if isinstance(rec["config"], dict) else {}), "path": rec.get("_path"),
     })
     return row
+
+
+def sidecar_problems(records: list[dict[str, Any]], *, required: bool = False) -> list[tuple[str, str]]:
+    """(file, reason) for each record whose predictions sidecar is missing or does not match its
+    sha256 (:func:`benchmark.evaluation.predictions.sidecar_problem`): such predictions are never
+    used. A record without a ``predictions`` entry (written before predictions were stored) is
+    listed ("no sidecar") only with ``required``, by a feature that needs the predictions."""
+    out = []
+    for rec in records:
+        why = sidecar_problem(rec, required=required)
+        if why:
+            out.append((str(rec.get("_path", rec.get("run_id"))), why + " (the record's metrics are shown; its stored predictions are not used)"))
+    return out
 
 
 def empty_frame() -> pd.DataFrame:
