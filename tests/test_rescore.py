@@ -74,6 +74,10 @@ def test_sidecar_holds_what_the_metrics_need(mc_records) -> None:
     assert list(a["corrupted/indices"]) == list(subset_indices(40, 12, 0))
     # the combined prediction is the log of the members' mean probability
     np.testing.assert_allclose(a["clean/log_probs"], np.log(np.exp(a["clean/members"]).mean(0)), rtol=1e-5, atol=1e-6)
+    # the members' mean entropy, computed independently from the members
+    mem = a["clean/members"].astype(np.float64)
+    np.testing.assert_allclose(a["clean/member_entropy"], -(np.exp(mem) * mem).sum(-1).mean(0), rtol=1e-5, atol=1e-6)
+    assert a["ood/svhn/member_entropy"].shape == (24,) and a["corrupted/fog/1/member_entropy"].shape == (12,)
     # independent of the metric code: accuracy and NLL straight from the arrays
     clean = rec["metrics"]["clean"]
     lp, y = a["clean/log_probs"].astype(np.float64), a["clean/targets"]
@@ -86,6 +90,7 @@ def test_sidecar_holds_what_the_metrics_need(mc_records) -> None:
     big = _by_variant(mc_records, "K=20")
     b = load_predictions(big)
     assert not any(k.endswith("/members") for k in b) and b["clean/log_probs"].shape == (40, 10)
+    assert b["clean/member_entropy"].shape == (40,) and b["ood/svhn/member_entropy"].shape == (24,)  # mutual information without members
     assert "20 members > 16" in big["predictions"]["notes"]["members_dropped"]["clean"]
 
 

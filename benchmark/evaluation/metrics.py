@@ -333,7 +333,7 @@ class MetricAccumulator:
         self._sums: dict[str, Tensor] = {}
         self._inner_edges: Tensor | None = None
         self._kept: dict[str, list[Tensor]] = {"log_probs": [], "members": [], "targets": []}
-        self._stored: dict[str, list[Tensor]] = {"log_probs": [], "members": [], "targets": []}  # for predictions()
+        self._stored: dict[str, list[Tensor]] = {"log_probs": [], "members": [], "targets": [], "member_entropy": []}  # for predictions()
 
     @property
     def n(self) -> int:
@@ -428,7 +428,7 @@ class MetricAccumulator:
         """The sums of one batch: ``combined`` [B, K] and ``member_lp`` [M, B, K] log-probabilities (M may be 0)."""
         s = self._sums
         acc = s["nll_sum"].dtype
-        b = combined.shape[0]
+        b, device = combined.shape[0], combined.device
         all_lp = torch.cat([combined.unsqueeze(0), member_lp])  # row 0 = ensemble
         cal = _calibration_sums(all_lp.exp(), targets, self._inner_edges, acc)
         for key, val in cal.items():
@@ -448,11 +448,15 @@ class MetricAccumulator:
             self._stored["targets"].append(targets.detach())
             if self.keep == "members":
                 self._stored["members"].append(member_lp.detach())
+            if member_lp.shape[0]:  # the members' mean entropy: mutual information = H(combined) - this, also without members
+                plogp = torch.where(member_lp > -math.inf, member_lp.exp() * member_lp, torch.zeros((), dtype=member_lp.dtype, device=device))
+                self._stored["member_entropy"].append(-plogp.sum(dim=-1).mean(dim=0).detach())
         self._n += b
 
     def predictions(self) -> dict[str, np.ndarray]:
         """The kept predictions of every batch so far (``keep`` set): ``log_probs`` [N, K] float32,
-        ``targets`` [N] int64 and, with ``keep="members"``, ``members`` [M, N, K] float32."""
+        ``targets`` [N] int64, ``member_entropy`` [N] (the mean over members of each member's
+        predictive entropy, nats) and, with ``keep="members"``, ``members`` [M, N, K] float32."""
         if self.keep is None:
             raise ValueError("MetricAccumulator(keep=None) keeps no predictions; pass keep='combined' or keep='members'")
         if not self._stored["log_probs"]:
@@ -461,6 +465,8 @@ class MetricAccumulator:
                "targets": torch.cat(self._stored["targets"]).cpu().numpy().astype(np.int64)}
         if self.keep == "members":
             out["members"] = torch.cat(self._stored["members"], dim=1).float().cpu().numpy()
+        if self._stored["member_entropy"]:
+            out["member_entropy"] = torch.cat(self._stored["member_entropy"]).float().cpu().numpy()
         return out
 
     def compute(self) -> dict[str, Any]:

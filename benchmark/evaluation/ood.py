@@ -8,6 +8,7 @@ uncertainty: higher means "more likely OOD".
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -84,15 +85,18 @@ def ood_metrics(scores_in: np.ndarray, scores_out: np.ndarray) -> dict[str, floa
 def _predict(net: nn.Module, split: Any, batch_size: int, precision: str, channels_last: bool, keep: str) -> dict[str, np.ndarray]:
     """The combined (and, with ``keep="members"``, member) log-probabilities of ``split``, float32 on the host."""
     net.eval()
-    parts: dict[str, list[Tensor]] = {"log_probs": [], "members": []}
+    parts: dict[str, list[Tensor]] = {"log_probs": [], "members": [], "member_entropy": []}
     for x, _ in split.eval_batches(batch_size):
         logits = predict_logits(net, x, precision, channels_last)
         _check_finite_eager(logits, "logits")
         member_lp = member_log_probs(logits)
         parts["log_probs"].append(combine_member_log_probs(member_lp))
+        plogp = torch.where(member_lp > -math.inf, member_lp.exp() * member_lp, torch.zeros((), dtype=member_lp.dtype, device=member_lp.device))
+        parts["member_entropy"].append(-plogp.sum(dim=-1).mean(dim=0))
         if keep == "members":
             parts["members"].append(member_lp)
-    out = {"log_probs": torch.cat(parts["log_probs"]).float().cpu().numpy()}
+    out = {"log_probs": torch.cat(parts["log_probs"]).float().cpu().numpy(),
+           "member_entropy": torch.cat(parts["member_entropy"]).float().cpu().numpy()}
     if parts["members"]:
         out["members"] = torch.cat(parts["members"], dim=1).float().cpu().numpy()
     return out

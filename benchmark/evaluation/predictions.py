@@ -14,16 +14,20 @@ them as float32; targets and indices int64):
 ``clean/targets`` [N], ``clean/log_probs`` [N, K], ``clean/members`` [M, N, K]
     the clean test set (or its ``eval.test_subset``): targets, the combined prediction (log of the
     mean member probability) and each member's log-probabilities.
-``val/targets``, ``val/log_probs``, ``val/members``
+``clean/member_entropy`` [N]
+    the mean over members of each member's predictive entropy (nats), kept even where the members
+    are not: the mutual information (epistemic part) is ``entropy(log_probs) - member_entropy``.
+``val/targets``, ``val/log_probs``, ``val/members``, ``val/member_entropy``
     the same for the validation split, when the run has one.
 ``corrupted/indices`` [n]
     the test-set indices of the images of every corrupted cell (the ``eval.corruption_subset``
     sample; all of them without a subset), when the corrupted source uses that sample.
-``corrupted/<corruption>/<severity>/targets`` [n], ``.../log_probs`` [n, K], ``.../members`` [M, n, K]
+``corrupted/<corruption>/<severity>/targets`` [n], ``.../log_probs`` [n, K], ``.../members`` [M, n, K],
+``.../member_entropy`` [n]
     each corrupted cell.
-``ood/<name>/log_probs`` [n, K], ``ood/<name>/members`` [M, n, K]
+``ood/<name>/log_probs`` [n, K], ``ood/<name>/members`` [M, n, K], ``ood/<name>/member_entropy`` [n]
     each OOD set that was evaluated (an absent set has no arrays).
-``ood_in/log_probs`` [N', K], ``ood_in/members``
+``ood_in/log_probs`` [N', K], ``ood_in/members``, ``ood_in/member_entropy``
     the in-distribution side of OOD detection when it is not ``clean/`` (a run with a clean test
     subset: OOD detection uses the whole test set); otherwise ``clean/`` is it.
 
