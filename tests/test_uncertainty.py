@@ -104,3 +104,16 @@ def test_ood_detection_end_to_end():
         unc.ood_detection(lp_in, lp_out[:2])
     with pytest.raises(ValueError, match="non-finite"):
         unc.ood_metrics([np.inf], [0.0])
+
+
+def test_new_metric_modules_import_neither_torch_nor_scipy():
+    """The torch-free leaderboard calls these; scipy is not a declared dependency of the package."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import benchmark.evaluation.calibration, benchmark.evaluation.selective, "
+            "benchmark.evaluation.uncertainty, benchmark.evaluation.dee, benchmark.evaluation.paired; "
+            "bad = [m for m in ('torch', 'scipy') if m in sys.modules]; assert not bad, bad")
+    from pathlib import Path
+
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)

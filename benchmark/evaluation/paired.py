@@ -39,8 +39,11 @@ reweight each example's calibrated loss. Justification: the point estimate then 
 reported calibrated NLL exactly, and refitting would change the resampled differences only to
 second order - at the fitted temperature the derivative of the NLL with respect to T is zero
 (envelope theorem), so a temperature error of order ``N^-1/2`` changes the NLL by order ``1/N``,
-below the ``N^-1/2`` width of the interval - at the cost of 2 x ``n_splits`` x R fits. With a
-validation temperature, holding it fixed is exact: it does not depend on the test examples.
+below the ``N^-1/2`` width of the interval - at the cost of 2 x ``n_splits`` x R fits (measured:
+two models, N = 2,000, K = 10, 300 resamples, temperatures fitted on the test set: standard error
+of the difference 0.02421 fixed vs 0.02416 refitted per resample, largest per-resample change
+2.7e-3). With a validation temperature, holding it fixed is exact: it does not depend on the test
+examples.
 """
 
 from __future__ import annotations
