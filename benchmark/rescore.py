@@ -47,14 +47,16 @@ ATOL = 1e-12
 DEFAULT_RESULTS = Path("results/runs")
 
 
-def rescore_split(old: dict[str, Any], pred: dict[str, np.ndarray], batch_size: int = 1000) -> dict[str, Any]:
+def rescore_split(old: dict[str, Any], pred: dict[str, np.ndarray], batch_size: int = 1000, single_member: bool = False) -> dict[str, Any]:
     """The metrics of one split from its predictions (``log_probs``, ``targets``, ``members``?), over
     ``old`` (the recorded ones, kept where the predictions cannot recompute them: member metrics
-    without members)."""
+    without members). ``single_member``: a one-member model, whose member is ``log_probs``."""
     if "targets" not in pred:
         raise PredictionsError("the stored predictions lack targets")
     acc = MetricAccumulator()
     log_probs, targets, members = pred["log_probs"], pred["targets"], pred.get("members")
+    if members is None and single_member:
+        members = log_probs[None]
     for i in range(0, len(targets), batch_size):
         j = min(i + batch_size, len(targets))
         acc.update_log_probs(torch.from_numpy(np.ascontiguousarray(log_probs[i:j])), torch.from_numpy(np.ascontiguousarray(targets[i:j])),
@@ -67,11 +69,12 @@ def rescore_metrics(record: dict[str, Any], arrays: dict[str, np.ndarray]) -> tu
     ``corrupted/<c>/<s>``, ``corrupted/summary``, ``ood/<name>``)."""
     metrics = copy.deepcopy(record["metrics"])
     batch = int(((record.get("config") or {}).get("eval") or {}).get("batch_size") or 1000)
+    single = bool(((record.get("predictions") or {}).get("notes") or {}).get("single_member"))
     parts: list[str] = []
     for split in ("clean", "val"):
         pred = split_predictions(arrays, split)
         if isinstance(metrics.get(split), dict) and pred:
-            metrics[split] = rescore_split(metrics[split], pred, batch)
+            metrics[split] = rescore_split(metrics[split], pred, batch, single)
             parts.append(split)
     corrupted = metrics.get("corrupted")
     if isinstance(corrupted, dict) and isinstance(corrupted.get("per"), dict):
@@ -80,7 +83,7 @@ def rescore_metrics(record: dict[str, Any], arrays: dict[str, np.ndarray]) -> tu
             for sev, old in cells.items():
                 pred = split_predictions(arrays, f"corrupted/{name}/{sev}")
                 if pred:
-                    cells[sev] = rescore_split(old, pred, batch)
+                    cells[sev] = rescore_split(old, pred, batch, single)
                     parts.append(f"corrupted/{name}/{sev}")
                 else:
                     every = False

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmark.core import config as C
-from benchmark.evaluation.predictions import (CORRUPTED_MEMBER_BYTES, MAX_MEMBERS, PredictionsError, keep_for, load_predictions,
+from benchmark.evaluation.predictions import (CORRUPTED_MEMBER_BYTES, MAX_MEMBERS, KeepPolicy, PredictionsError, keep_for, load_predictions,
                                               sidecar_problem, split_predictions, write_predictions)
 from benchmark.records import load_records, write_record
 
@@ -99,6 +99,15 @@ def test_member_size_policy() -> None:
     how, why = keep_for(4, 75 * 10_000, 10, "float32", corrupted=True)
     assert how == "combined" and "114.4 MiB > 32 MiB" in why
     assert 4 * 75 * 10_000 * 10 * 4 > CORRUPTED_MEMBER_BYTES
+    # the full ImageNet-C (75 cells x 50,000 images x 1,000 classes): no corrupted predictions, noted
+    policy = KeepPolicy({"predictions": True, "predictions_dtype": "float32"}, 1, 1000)
+    assert policy.keep("corrupted", 75 * 50_000, corrupted=True) is None and "14.0 GiB > 1 GiB" in policy.notes()["members_dropped"]["corrupted"]
+    assert policy.keep("clean", 50_000) == "combined" and "clean" not in policy.notes()["members_dropped"]  # one member: it is the combined
+    assert policy.notes()["single_member"]
+    four = KeepPolicy({"predictions": True, "predictions_dtype": "float32"}, 4, 1000)
+    assert four.keep("clean", 50_000) == "combined" and "762.9 MiB > 256 MiB" in four.notes()["members_dropped"]["clean"]
+    assert four.keep("val", 10_000) == "members"
+    assert KeepPolicy({"predictions": False}, 4, 10).keep("clean", 10) is None
 
 
 def test_config_options_are_validated() -> None:

@@ -173,5 +173,6 @@ def test_ood_with_a_clean_test_subset_stores_its_own_in_distribution_side(cifar1
     a = load_predictions(rec)
     assert a["clean/log_probs"].shape == (20, 10) and a["ood_in/log_probs"].shape == (40, 10) and a["clean/log_probs"].dtype == np.float32
     assert rec["metrics"]["ood"]["svhn"]["n_in"] == 40
+    assert "clean/members" not in a and rec["predictions"]["notes"]["single_member"]  # one member: its log-probs are the combined ones
     result = rescore_record(rec, rtol=RTOL)
     assert result["differences"] == [] and "ood/svhn" in result["parts"]

@@ -34,7 +34,10 @@ them as float32; targets and indices int64):
 Members are kept (:func:`keep_for`) when ``M <= MAX_MEMBERS`` and the split's member array stays
 under ``SPLIT_MEMBER_BYTES`` (clean, val, each OOD set) or, for all corrupted cells together, under
 ``CORRUPTED_MEMBER_BYTES``; otherwise only the combined prediction is stored and the record's entry
-says why (``members_dropped``).
+says why (``members_dropped``). A one-member model stores no ``members``: its member's
+log-probabilities are ``log_probs`` exactly (``notes.single_member``). Corrupted cells whose combined log-probabilities together exceed
+``CORRUPTED_BYTES`` (the full ImageNet-C: 75 x 50,000 x 1,000 floats) store no predictions at all
+(noted there too); their metrics are then not rescored.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ SUFFIX = ".predictions.npz"
 MAX_MEMBERS = 16  # members' log-probabilities are stored for M <= 16 ...
 SPLIT_MEMBER_BYTES = 256 * 2**20  # ... when one split's member array is at most 256 MiB (clean, val, each OOD set) ...
 CORRUPTED_MEMBER_BYTES = 32 * 2**20  # ... and all corrupted cells' member arrays together at most 32 MiB
+CORRUPTED_BYTES = 2**30  # all corrupted cells' combined log-probabilities at most 1 GiB (else no corrupted predictions: full ImageNet-C)
 
 
 class PredictionsError(ValueError):
@@ -224,6 +228,12 @@ class KeepPolicy:
         """``"members"``, ``"combined"`` or None (predictions off) for ``split`` of ``images`` examples."""
         if not self.on:
             return None
+        size = images * self.classes * np.dtype(self.dtype).itemsize
+        if corrupted and size > CORRUPTED_BYTES:
+            self.dropped[split] = f"no predictions stored: combined log-probabilities {size / 2**30:.1f} GiB > {CORRUPTED_BYTES / 2**30:.0f} GiB"
+            return None
+        if self.members == 1:  # the one member's log-probabilities are the combined ones, bit for bit
+            return "combined"
         how, why = keep_for(self.members, images, self.classes, self.dtype, corrupted=corrupted)
         if why:
             self.dropped[split] = why
@@ -235,5 +245,5 @@ class KeepPolicy:
 
     def notes(self) -> dict[str, Any]:
         """The record entry's ``notes``: the size policy and where members were dropped."""
-        return {"members_dropped": dict(self.dropped), "max_members": MAX_MEMBERS, "split_member_bytes": SPLIT_MEMBER_BYTES,
-                "corrupted_member_bytes": CORRUPTED_MEMBER_BYTES}
+        return {"members_dropped": dict(self.dropped), "single_member": self.members == 1, "max_members": MAX_MEMBERS, "split_member_bytes": SPLIT_MEMBER_BYTES,
+                "corrupted_member_bytes": CORRUPTED_MEMBER_BYTES, "corrupted_bytes": CORRUPTED_BYTES}
