@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import log_softmax
+from scipy.special import log_softmax, logsumexp
 from scipy.stats import entropy as sp_entropy
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
@@ -117,3 +117,23 @@ def test_new_metric_modules_import_neither_torch_nor_scipy():
     from pathlib import Path
 
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_from_stored_entropy_equals_from_members():
+    lp = _members(m=3, n=120)
+    mean = logsumexp(lp, axis=0) - np.log(3)
+    ale = unc.uncertainty_decomposition(lp)["aleatoric"]
+    full, short = unc.uncertainty_decomposition(lp), unc.decomposition_from_entropy(mean, ale, 3)
+    for key in full:
+        assert np.allclose(full[key], short[key], atol=1e-12)
+    s_full, s_short = unc.ood_scores(lp), unc.ood_scores_from_entropy(mean, ale, 3)
+    assert set(s_full) == set(s_short) and all(np.allclose(s_full[k], s_short[k]) for k in s_full)
+    out = _members(m=3, n=80, seed=1, scale=0.7)
+    a, b = unc.ood_detection(s_short, out), unc.ood_detection(lp, out)
+    assert set(a) == set(b) and all(a[k] == pytest.approx(b[k]) for k in a)
+    one = unc.decomposition_from_entropy(lp[0], unc.entropy(lp[0]), 1)
+    assert (one["epistemic"] == 0).all()
+    # float16-stored log-probabilities pass the normalisation check
+    assert unc.uncertainty_summary(lp.astype(np.float16))["total"] == pytest.approx(unc.uncertainty_summary(lp)["total"], abs=2e-3)
+    with pytest.raises(ValueError, match="member_entropy must have shape"):
+        unc.decomposition_from_entropy(mean, ale[:5], 3)

@@ -12,7 +12,10 @@ and the mean prediction ``p = mean_m p_m`` (members are combined by averaging pr
   choice, >= 0 by Jensen's inequality; rounding can leave values like -1e-16, which are clipped to
   0; exactly 0 for one member.
 
-``0 log 0 = 0`` throughout. Per-example arrays and their means over examples are returned.
+``0 log 0 = 0`` throughout. Per-example arrays and their means over examples are returned. When
+only the combined prediction and the mean member entropy are stored (a sidecar's
+``member_entropy``, members dropped), :func:`decomposition_from_entropy` and
+:func:`ood_scores_from_entropy` give the same quantities.
 
 OOD detection scores (higher = more likely OOD): ``max_prob`` = minus the maximum probability of
 the mean prediction, ``entropy`` = ``total``, ``mutual_information`` = ``epistemic`` (only for
@@ -30,7 +33,16 @@ import numpy as np
 
 from .calibration import check_log_probs, logsumexp
 
-__all__ = ["entropy", "uncertainty_decomposition", "uncertainty_summary", "ood_scores", "ood_metrics", "ood_detection"]
+__all__ = [
+    "entropy",
+    "uncertainty_decomposition",
+    "decomposition_from_entropy",
+    "uncertainty_summary",
+    "ood_scores",
+    "ood_scores_from_entropy",
+    "ood_metrics",
+    "ood_detection",
+]
 
 
 def _as_members(member_log_probs, name: str) -> np.ndarray:
@@ -47,16 +59,31 @@ def entropy(log_probs: np.ndarray) -> np.ndarray:
     return -np.where(p > 0, p * lp, 0.0).sum(axis=-1)
 
 
+def _decompose(mean_lp: np.ndarray, aleatoric: np.ndarray, members: int) -> dict[str, np.ndarray]:
+    total = entropy(mean_lp)
+    epistemic = np.zeros_like(total) if members == 1 else np.maximum(total - aleatoric, 0.0)
+    return {"total": total, "aleatoric": aleatoric, "epistemic": epistemic}
+
+
 def uncertainty_decomposition(member_log_probs) -> dict[str, np.ndarray]:
     """Per-example ``total``, ``aleatoric`` and ``epistemic`` ``[N]`` (nats; module docstring) of
     member log-probabilities ``[M, N, K]`` (a ``[N, K]`` array is one member)."""
     lp = _as_members(member_log_probs, "member_log_probs")
     m = lp.shape[0]
-    mean_lp = logsumexp(lp, axis=0) - math.log(m)
-    total = entropy(mean_lp)
-    aleatoric = entropy(lp).mean(axis=0)
-    epistemic = np.zeros_like(total) if m == 1 else np.maximum(total - aleatoric, 0.0)
-    return {"total": total, "aleatoric": aleatoric, "epistemic": epistemic}
+    return _decompose(logsumexp(lp, axis=0) - math.log(m), entropy(lp).mean(axis=0), m)
+
+
+def decomposition_from_entropy(log_probs, member_entropy, members: int) -> dict[str, np.ndarray]:
+    """:func:`uncertainty_decomposition` from the combined prediction ``log_probs`` ``[N, K]`` (log of
+    the mean member probability), the mean member entropy ``member_entropy`` ``[N]`` (nats) and the
+    number of ``members`` (the epistemic part is exactly 0 for one member)."""
+    lp = check_log_probs(log_probs)
+    ale = _as_scores(member_entropy, "member_entropy")
+    if ale.shape != (lp.shape[0],):
+        raise ValueError(f"member_entropy must have shape [{lp.shape[0]}], got {ale.shape}")
+    if not isinstance(members, (int, np.integer)) or members < 1:
+        raise ValueError(f"members must be a positive int, got {members!r}")
+    return _decompose(lp, ale, int(members))
 
 
 def uncertainty_summary(member_log_probs) -> dict[str, float]:
@@ -64,16 +91,27 @@ def uncertainty_summary(member_log_probs) -> dict[str, float]:
     return {k: float(v.mean()) for k, v in uncertainty_decomposition(member_log_probs).items()}
 
 
+def _scores(mean_lp: np.ndarray, dec: dict[str, np.ndarray], members: int) -> dict[str, np.ndarray]:
+    out = {"max_prob": -np.exp(mean_lp.max(axis=1)), "entropy": dec["total"]}
+    if members >= 2:
+        out["mutual_information"] = dec["epistemic"]
+    return out
+
+
 def ood_scores(member_log_probs) -> dict[str, np.ndarray]:
     """Per-example OOD scores ``[N]`` (higher = more OOD): ``max_prob`` (minus the maximum mean
     probability), ``entropy`` (total) and, for M >= 2, ``mutual_information`` (epistemic)."""
     lp = _as_members(member_log_probs, "member_log_probs")
-    mean_lp = logsumexp(lp, axis=0) - math.log(lp.shape[0])
-    dec = uncertainty_decomposition(lp)
-    out = {"max_prob": -np.exp(mean_lp.max(axis=1)), "entropy": dec["total"]}
-    if lp.shape[0] >= 2:
-        out["mutual_information"] = dec["epistemic"]
-    return out
+    m = lp.shape[0]
+    mean_lp = logsumexp(lp, axis=0) - math.log(m)
+    return _scores(mean_lp, _decompose(mean_lp, entropy(lp).mean(axis=0), m), m)
+
+
+def ood_scores_from_entropy(log_probs, member_entropy, members: int) -> dict[str, np.ndarray]:
+    """:func:`ood_scores` from the combined prediction, the mean member entropy and the member count
+    (as :func:`decomposition_from_entropy`)."""
+    dec = decomposition_from_entropy(log_probs, member_entropy, members)
+    return _scores(check_log_probs(log_probs), dec, int(members))
 
 
 def _as_scores(x, name: str) -> np.ndarray:
@@ -133,13 +171,18 @@ def ood_metrics(scores_in, scores_out) -> dict[str, float]:
 def ood_detection(member_log_probs_in, member_log_probs_out) -> dict[str, dict[str, float]]:
     """:func:`ood_metrics` for each score of :func:`ood_scores`: in-distribution (test) member
     log-probabilities ``[M, N_in, K]`` against OOD ones ``[M, N_out, K]`` (same members, same K;
-    ``[N, K]`` arrays are one member). Returns ``{score: {auroc, aupr_in, aupr_out, fpr_at_95_tpr}}``."""
-    lp_in = _as_members(member_log_probs_in, "member_log_probs_in")
-    lp_out = _as_members(member_log_probs_out, "member_log_probs_out")
-    if lp_in.shape[0] != lp_out.shape[0] or lp_in.shape[2] != lp_out.shape[2]:
+    ``[N, K]`` arrays are one member). Either side may instead be a dict of scores already computed
+    (:func:`ood_scores` or :func:`ood_scores_from_entropy`); only the scores present on both sides
+    are evaluated. Returns ``{score: {auroc, aupr_in, aupr_out, fpr_at_95_tpr}}``."""
+    sides = []
+    for x, name in ((member_log_probs_in, "member_log_probs_in"), (member_log_probs_out, "member_log_probs_out")):
+        sides.append((dict(x), None) if isinstance(x, dict) else (None, _as_members(x, name)))
+    (s_in, lp_in), (s_out, lp_out) = sides
+    if lp_in is not None and lp_out is not None and (lp_in.shape[0] != lp_out.shape[0] or lp_in.shape[2] != lp_out.shape[2]):
         raise ValueError(
             f"in- and out-of-distribution predictions need the same members and classes, got shapes "
             f"{lp_in.shape} and {lp_out.shape}"
         )
-    s_in, s_out = ood_scores(lp_in), ood_scores(lp_out)
-    return {name: ood_metrics(s_in[name], s_out[name]) for name in s_in}
+    s_in = s_in if s_in is not None else ood_scores(lp_in)
+    s_out = s_out if s_out is not None else ood_scores(lp_out)
+    return {name: ood_metrics(s_in[name], s_out[name]) for name in s_in if name in s_out}
