@@ -236,3 +236,38 @@ def test_a_set_made_by_older_corruption_code_is_regenerated(tmp_path) -> None:
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="seed"):  # other inputs still refuse
             generate_cifar_c(images, labels, out, corruptions=("brightness",), seed=3, progress=False)
+
+
+def test_conv_matrix_is_the_padded_correlation() -> None:
+    # independent: np.pad with the matching mode, then a direct correlation
+    rng = np.random.default_rng(1)
+    for n, k, mode, np_mode in ((7, 5, "symmetric", "symmetric"), (9, 31, "reflect101", "reflect"), (6, 3, "edge", "edge"),
+                                (5, 23, "symmetric", "symmetric")):
+        kernel = torch.from_numpy(rng.random(k))
+        v = rng.random(n)
+        padded = np.pad(v, k // 2, mode=np_mode)
+        ref = np.array([np.dot(padded[i : i + k], kernel.numpy()) for i in range(n)])
+        assert np.allclose(_ops.conv_matrix(n, kernel, mode).numpy() @ v, ref, atol=1e-12, rtol=0), (n, k, mode)
+
+
+def test_long_kernels_run_as_matrices_equal_to_the_convolution(monkeypatch) -> None:
+    # the ImageNet elastic field (sigma up to 244 * 0.7 px, truncate 3) is a long kernel on 224 px: products, not conv2d
+    assert _ops.use_conv_matrices(224, 224, 1025, 1025) and _ops.use_conv_matrices(224, 224, 49, 49)
+    assert not _ops.use_conv_matrices(224, 224, 9, 9) and _ops.use_conv_matrices(32, 32, 3, 3)
+    x = torch.from_numpy(np.random.default_rng(2).uniform(-1, 1, (2, 2, 96, 80)))
+    k = _ops.gaussian_kernel1d(40.0, truncate=3.0)  # 241 taps, wider than the image: repeated reflections
+    fast = _ops.conv_separable(x, k, k, "symmetric")
+    monkeypatch.setattr(_ops, "use_conv_matrices", lambda *a: False)
+    slow = _ops.conv_separable(x, k, k, "symmetric")
+    assert torch.allclose(fast, slow, atol=1e-12, rtol=0)
+
+
+def test_imagenet_elastic_equals_the_convolution_path(monkeypatch) -> None:
+    # severity 2 at 224 px: a 119-tap field blur, now two matrix products (was conv2d); uint8 outputs
+    # may differ only where a value sits within float error of a level
+    x = _images(1, 224, seed=12)
+    fast = corrupt(x, "elastic_transform", 2, generator=_gen(3), profile="imagenet")
+    monkeypatch.setattr(_ops, "use_conv_matrices", lambda h, w, kh, kw: max(h, w) <= 64)
+    slow = corrupt(x, "elastic_transform", 2, generator=_gen(3), profile="imagenet")
+    d = (fast.int() - slow.int()).abs()
+    assert d.max() <= 1 and (d > 0).float().mean() < 1e-3
