@@ -274,3 +274,38 @@ def test_evaluated_by_the_one_loop(toy, tiny_run_config, tmp_path: Path) -> None
     assert corrupted["source"] == "regenerated" and corrupted["seed"] == 0
     assert sorted(corrupted["per"]) == sorted(BENCHMARK_CORRUPTIONS)
     assert corrupted["images"] == 15 * 2 * 6 and all(cell[s]["n"] == 6 for cell in corrupted["per"].values() for s in ("1", "5"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The PSNR tool (benchmark/tools/tinyimagenet_c_psnr.py)
+
+
+def test_psnr_tool_on_a_small_val_tarball(tmp_path: Path) -> None:
+    import tarfile
+
+    from benchmark.corruptions.fidelity import psnr
+    from benchmark.tools import tinyimagenet_c_psnr as tool
+
+    labels = np.array([2, 0, 1, 0, 2, 1])  # val_<N> -> class (wnids sorted)
+    images = learnable_images(labels, size=64, seed=5)
+    with tarfile.open(tmp_path / "tiny-imagenet-200-val.tar.gz", "w:gz") as tar:
+        for n, (img, y) in enumerate(zip(images, labels)):
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, "PNG")  # lossless, so the decoded sample equals `images`
+            info = tarfile.TarInfo(f"tiny-imagenet-200-val/val/{WNIDS[y]}/val_{n}.JPEG")
+            info.size = len(buf.getvalue())
+            tar.addfile(info, io.BytesIO(buf.getvalue()))
+    got, got_labels, idx, total, classes = tool.read_val_sample(tmp_path, 4, 1)
+    assert total == 6 and classes == 3 and np.array_equal(idx, subset_indices(6, 4, 1))
+    assert np.array_equal(got, images[idx]) and np.array_equal(got_labels, labels[idx])
+    out = tmp_path / "psnr.md"
+    tool.main(["--data-dir", str(tmp_path), "--n", "4", "--seed", "1", "--corruptions", "contrast,fog", "--out", str(out)])
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| contrast |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # independent: contrast s3 of the sample, truncated, JPEG q85, decoded, PSNR against clean
+    y = corrupt(torch.from_numpy(images[idx]), "contrast", 3, generator=torch.Generator(), profile="tinyimagenet").numpy()
+    dec = np.stack([_decode(tc.jpeg_bytes(im)) for im in y])
+    assert float(cells[3]) == pytest.approx(psnr(images[idx], dec).mean(), abs=0.006)
+    assert cells[6] == "yes"  # contrast's PSNR falls with severity
+    assert "python -m benchmark.tools.tinyimagenet_c_psnr" in text
