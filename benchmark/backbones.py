@@ -275,8 +275,9 @@ for _depth in (8, 14, 20, 32, 56):
         lambda layers, width=16, _d=_depth: cifar_resnet(layers, _d, width)
     )
 for _depth, _k in ((28, 10), (16, 4), (16, 2), (16, 1), (10, 1), (10, 2)):
-    register_backbone(f"wrn{_depth}-{_k}", description=f"WideResNet-{_depth}-{_k}")(
-        lambda layers, _d=_depth, _k=_k: wide_resnet(layers, _d, _k)
+    # ``widen`` (default k) widens the same network, e.g. the equal-cost single model WRN-28-20 in the wrn28-10 block
+    register_backbone(f"wrn{_depth}-{_k}", description=f"WideResNet-{_depth}-{_k} (option widen: k)", widen=_k)(
+        lambda layers, widen=_k, _d=_depth: wide_resnet(layers, _d, widen)
     )
 register_backbone("resnet18", description="ResNet-18, CIFAR stem (3x3 stride 1, no max-pool); also for 64x64 Tiny-ImageNet",
                   width=64)(resnet18_cifar)

@@ -152,9 +152,14 @@ class MethodOptions:
     """Options every method accepts; subclasses add their own fields (with defaults).
 
     ``members``: M, the number of members the network predicts with.
+    ``label``: free text added to the leaderboard variant (and the records' identity) of every
+    row of the run, e.g. ``"width x2, FLOPs matched to deep_ensemble M=4"`` for an equal-cost
+    single model; it names the run (part of its id when set) and changes nothing else. Methods that
+    label their own variants (override ``variant`` or ``eval_variants``) refuse it.
     """
 
     members: int = 1
+    label: str = ""  # added to the leaderboard variant of the run's rows, e.g. "width x2, FLOPs matched to deep_ensemble M=4"
 
 
 class Method:
@@ -169,6 +174,13 @@ class Method:
     def __init__(self, options: Any, task: Task) -> None:
         self.options = options
         self.task = task
+        if self.label() and (type(self).variant is not Method.variant or type(self).eval_variants is not Method.eval_variants):
+            raise ValueError(f"method {self.name!r} labels its own variants and takes no label option (got label={self.label()!r}); "
+                             f"label names rows of methods with the default variants, e.g. deterministic")
+
+    def label(self) -> str:
+        """The ``label`` option (free text added to the variant), "" when unset or absent from ``Options``."""
+        return str(getattr(self.options, "label", "") or "").strip()
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -192,7 +204,7 @@ class Method:
 
     def variant(self) -> str:
         """A short label that tells apart configurations of one method on a leaderboard."""
-        return f"M={self.members}" if self.members != 1 else ""
+        return ", ".join(t for t in (f"M={self.members}" if self.members != 1 else "", self.label()) if t)
 
     # -- (a) the network ---------------------------------------------------------------------
     def build(self) -> nn.Module:
