@@ -181,8 +181,9 @@ def latency_facts(frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[tu
         created = str(p.get("created") or "")
         parts.append(f"latency from the interleaved cost pass of {created[:10]} {created[11:16]} UTC".rstrip()
                      + f" ({len(inter)} of {len(records)} records; {p.get('models_measured')} models measured together in one process, "
-                       f"median of {p.get('repeats')} interleaved repeats with min-max, on {p.get('device')} {p.get('device_name') or ''}".rstrip()
-                     + f", torch {p.get('torch')}, {p.get('threads')} threads; example: {p.get('example')})")
+                       f"median of {p.get('repeats')} interleaved repeats with min-max, on {p.get('device')} "
+                       f"({p.get('cpu_model') if p.get('device') == 'cpu' and p.get('cpu_model') else p.get('device_name')})"
+                     + f", torch {p.get('torch')}, {p.get('threads')} thread{'s' if p.get('threads') != 1 else ''}; example: {p.get('example')})")
     if per_run:
         parts.append("per-run figure (each run measured alone at the end of its evaluation, at different times; not strictly comparable "
                      "across rows) for: " + ", ".join(per_run))
