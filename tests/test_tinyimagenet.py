@@ -344,7 +344,8 @@ def test_backbones_at_64x64_with_flops_of_the_input_size(name, options, by_hand)
 
 
 def test_record_costs_come_from_the_dataset_image_size(tar_root, tmp_path):
-    """A run on (tiny) Tiny-ImageNet records the FLOPs of a 64x64 forward and trains on 64x64 batches."""
+    """A run on (tiny) Tiny-ImageNet records the FLOPs of a 64x64 forward, and is evaluated on
+    regenerated Tiny-ImageNet-C (the spec's source for eval.corruptions = "regenerated")."""
     import json
 
     from benchmark.runner import Environment, run_experiment
@@ -352,7 +353,8 @@ def test_record_costs_come_from_the_dataset_image_size(tar_root, tmp_path):
     cfg = {"run": {"method": "deterministic", "dataset": "tinyimagenet", "backbone": "resnet18", "seed": 0},
            "backbone": {"width": 4},
            "train": {"epochs": 1, "batch_size": 4, "lr": 0.05, "warmup_epochs": 0, "precision": "fp32", "channels_last": False},
-           "eval": {"batch_size": 8, "latency_batch": 2, "latency_repeats": 1}}
+           "eval": {"batch_size": 8, "latency_batch": 2, "latency_repeats": 1, "corruptions": "regenerated",
+                    "corruption_severities": [1], "corruption_subset": 3}}
     env = Environment(data_dir=str(tar_root), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "runs",
                       checkpoint_dir=tmp_path / "ckpt", progress=False, log=lambda m: None)
     [path] = run_experiment(cfg, env)
@@ -360,3 +362,6 @@ def test_record_costs_come_from_the_dataset_image_size(tar_root, tmp_path):
     assert rec["status"] == "completed"
     assert rec["cost"]["flops_per_example"] == _resnet18_flops(64, 4, 3)
     assert rec["metrics"]["clean"]["n"] == len(VAL_ANN)
+    corrupted = rec["metrics"]["corrupted"]
+    assert corrupted["images"] == 15 * 3 and len(corrupted["per"]) == 15
+    assert "tinyimagenet-C" in corrupted["folder"] and corrupted["per"]["fog"]["1"]["n"] == 3

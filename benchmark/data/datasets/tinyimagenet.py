@@ -34,6 +34,9 @@ from ..base import DATA_ENV, DATASETS, OOD_SETS, DataError, DatasetSpec, OODSpec
 
 IMAGE_SIZE = 64
 OOD_SIZE = 32
+# eval.corruptions -> corrupted-set source (benchmark.data.corrupted.tinyimagenet_c): the released
+# Tiny-ImageNet-C folders, or the val images corrupted with the "tinyimagenet" profile
+TINY_C_SOURCES = {"official": "tinyimagenet-c-files", "regenerated": "tinyimagenet-c-regenerated"}
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,7 @@ DATASETS.register("tinyimagenet")(DatasetSpec(
     "tinyimagenet", _load, TINY_MEAN, TINY_STD, "official",
     "Tiny-ImageNet-200, 64x64, 200 classes: trained on the 100,000 train images, tested on the 10,000 val images "
     "(the release's test split is unlabelled)",
-    corrupted=None, official_corrupted_folder="Tiny-ImageNet-C", corruption_profile="tinyimagenet", ood=False))
+    corrupted=TINY_C_SOURCES, official_corrupted_folder="Tiny-ImageNet-C", corruption_profile="tinyimagenet", ood=False))
 
 
 # ---------------------------------------------------------------------------------------------
