@@ -3,7 +3,8 @@
 Departures from Hendrycks' scripts:
 
 - frost: the original blends crops of five frost photographs shipped with the script
-  (resized x0.2 for CIFAR). They are not redistributed here; instead each image gets a
+  (resized x0.2 for CIFAR, x0.3 for Tiny-ImageNet: make_tinyimagenet_c.py draws frost1-5, never
+  frost6). They are not redistributed here; instead each image gets a
   procedural frost texture (:func:`frost_texture`): diamond-square clouds plus thin
   bright "crystal" ridges (contour lines of a rough fractal), tinted per image. The
   per-image colour level, tint and contrast are drawn from ranges matching the photos'
