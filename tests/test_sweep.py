@@ -413,6 +413,9 @@ def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, mo
     assert main(["sweep-status", str(path)]) == 1
     out = capsys.readouterr()
     assert "0 running" in out.out and "4 unknown" in out.out and "controller cannot be reached" in out.err
+    with pytest.raises(S.SubmissionError, match=r"controller cannot be reached \(slurm_load_jobs error.*nothing was submitted"):
+        S.launch(sweep, [a], log=lambda m: None)  # it cannot tell what is in flight: it submits nothing
+    assert json.loads(S.manifest_path(sweep).read_text())["runs"][a.run_id]["job_id"] == "11_0"
     # squeue no longer knows any of the ids: nothing is in flight (left the queue)
     _fake_slurm_bin(tmp_path, monkeypatch, "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
     rows, board = S.report(sweep)
