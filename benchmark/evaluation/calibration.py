@@ -49,7 +49,6 @@ DEFAULT_N_BINS = 15
 #: Search interval of the fitted temperature (inclusive); the search runs over log T.
 T_BOUNDS = (1e-2, 1e2)
 _NORM_TOL = 5e-3  # float16 sidecars: |logsumexp| up to ~5e-4; logits are off by far more
-_INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,45 +198,60 @@ def apply_temperature(log_probs, temperature: float) -> np.ndarray:
     return log_softmax(np.asarray(log_probs, dtype=np.float64) / float(temperature))
 
 
-def fit_temperature(log_probs, targets, bounds: tuple[float, float] = T_BOUNDS, xatol: float = 1e-6) -> float:
+def fit_temperature(log_probs, targets, bounds: tuple[float, float] = T_BOUNDS, rtol: float = 1e-9) -> float:
     """The temperature ``T`` in ``bounds`` minimising the mean NLL of ``softmax(log_probs / T)``.
 
-    The NLL is convex in ``1/T`` (a log-sum-exp of functions linear in ``1/T``), hence unimodal in
-    ``log T``; it is minimised by golden-section search over ``log T`` in ``log(bounds)`` until the
-    bracket is narrower than ``xatol`` (about 33 evaluations for the default bounds), and the two
-    end points are compared with the optimum found (the search never evaluates them), so a minimum
-    on the boundary (e.g. a
-    perfectly separated set, whose NLL keeps falling as ``T -> 0``) returns the bound. Predictions
-    that are constant across classes in every row do not depend on ``T``: 1.0 is returned.
+    With ``beta = 1/T`` and rows shifted to a maximum of 0, ``NLL(beta) = mean_i [log sum_k
+    exp(beta z_ik) - beta z_iy]`` is convex in ``beta``: its derivative ``g(beta) = mean_i
+    (E_p[z_i] - z_iy)`` is non-decreasing (second derivative ``mean_i Var_p[z_i] >= 0``). The
+    minimum is the root of ``g`` in ``[1/high, 1/low]``, found by safeguarded Newton iteration: a
+    bracket ``g(a) < 0 < g(b)`` is kept, a Newton step leaving it is replaced by the geometric
+    midpoint, until the step is below ``rtol * beta`` (typically under 10 passes over the data).
+    When ``g`` has one sign over the whole interval the minimum is on a bound and the bound is
+    returned (e.g. a perfectly separated set, whose NLL keeps falling as ``T -> 0``, returns
+    ``low``). Predictions that are constant across classes in every row do not depend on ``T``:
+    1.0 is returned.
     """
     z = check_log_probs(log_probs, normalised=False)
     y = check_targets(targets, z.shape[0], z.shape[1])
-    lo, hi = bounds
-    if not (0 < lo < hi < math.inf):
+    lo_t, hi_t = bounds
+    if not (0 < lo_t < hi_t < math.inf):
         raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds!r}")
     if float((z.max(axis=1) - z.min(axis=1)).max()) == 0.0:
         return 1.0
     z = z - z.max(axis=1, keepdims=True)  # same softmax; every row's maximum is 0, so no overflow below
     mean_zy = float(np.take_along_axis(z, y[:, None], axis=1).mean())
 
-    def f(log_t: float) -> float:  # temperature_nll(z, y, T) without re-shifting the rows
-        beta = math.exp(-log_t)
-        return float(np.log(np.exp(z * beta).sum(axis=1)).mean()) - beta * mean_zy
+    def grad_hess(beta: float) -> tuple[float, float]:
+        e = np.exp(z * beta)
+        inv = 1.0 / e.sum(axis=1)
+        e *= z
+        ez = e.sum(axis=1) * inv
+        e *= z
+        ez2 = e.sum(axis=1) * inv
+        return float(ez.mean()) - mean_zy, float(np.maximum(ez2 - ez * ez, 0.0).mean())
 
-    a, b = math.log(lo), math.log(hi)
-    c, d = b - _INV_PHI * (b - a), a + _INV_PHI * (b - a)
-    fc, fd = f(c), f(d)
-    while b - a > xatol:  # unimodal: the minimum stays inside [a, b]
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - _INV_PHI * (b - a)
-            fc = f(c)
+    a, b = 1.0 / hi_t, 1.0 / lo_t
+    if grad_hess(a)[0] >= 0:  # NLL increasing in beta throughout: largest T
+        return float(hi_t)
+    if grad_hess(b)[0] <= 0:  # decreasing throughout: smallest T
+        return float(lo_t)
+    beta = 1.0 if a < 1.0 < b else math.sqrt(a * b)
+    for _ in range(200):
+        g, h = grad_hess(beta)
+        if g == 0.0:
+            break
+        if g < 0:
+            a = beta
         else:
-            a, c, fc = c, d, fd
-            d = a + _INV_PHI * (b - a)
-            fd = f(d)
-    candidates = [(fc, c), (fd, d), (f(math.log(lo)), math.log(lo)), (f(math.log(hi)), math.log(hi))]
-    return float(math.exp(min(candidates)[1]))
+            b = beta
+        step = beta - g / h if h > 0 else math.nan
+        new = step if a < step < b else math.sqrt(a * b)
+        done = abs(new - beta) <= rtol * beta or b - a <= rtol * beta
+        beta = new
+        if done:
+            break
+    return float(1.0 / beta)
 
 
 @dataclass(frozen=True)
