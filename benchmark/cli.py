@@ -221,6 +221,8 @@ def cmd_cost(p: argparse.ArgumentParser):
     p.add_argument("suite", help="suite name (or its .toml file) whose records to measure")
     p.add_argument("--leaderboard-dir", type=Path, default=Path("results/leaderboards"), help="where the suite's leaderboard is rebuilt")
     p.add_argument("--no-leaderboard", action="store_true", help="only write the cost pass")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave out (and name) records whose final weights are missing instead of failing; they keep their per-run latency")
     add_cost_options(p)
     add_env_options(p)
 
@@ -231,7 +233,8 @@ def cmd_cost(p: argparse.ArgumentParser):
 
         suite = suite_name(args.suite)
         run_cost_pass(suite, args.results_dir, args.checkpoint_dir, args.cost_dir or default_cost_dir(args.results_dir), data_dir=args.data_dir,
-                      cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, log=lambda m: print(m, flush=True))
+                      cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, skip_missing=args.skip_missing,
+                      log=lambda m: print(m, flush=True))
         if not args.no_leaderboard:
             for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[suite], cost_dir=args.cost_dir):
                 print(f"leaderboard: {path}")

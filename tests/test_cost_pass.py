@@ -179,6 +179,14 @@ def test_missing_checkpoint_names_the_run_and_the_path(benched, tmp_path: Path, 
     err = capsys.readouterr().err
     assert f"run {rec['run_id']}" in err and str(expected) in err and "--checkpoint-dir" in err
     assert not (tmp_path / "cost").exists()  # nothing measured, nothing written
+    # --skip-missing measures the others and names the one left out, which keeps its per-run figure
+    assert cli.main(["cost", "tinycost", *env, "--cost-dir", str(tmp_path / "cost"), "--no-leaderboard", "--skip-missing", "--cost-repeats", "2"]) == 0
+    assert f"left out (they keep their per-run latency): cannot measure 1 model(s): run {rec['run_id']}" in capsys.readouterr().out
+    cost = json.loads((tmp_path / "cost" / "tinycost.json").read_text())
+    assert len(cost["models"]) == MODELS - 1 and cost["left_out"] == [{"run_id": rec["run_id"], "expected": str(expected)}]
+    [board] = load_boards(tmp / "runs", ["tinycost"], warn=False, cost_dir=tmp_path / "cost")
+    latency = dict(board.blocks[0].facts)["Latency"]
+    assert f"({MODELS - 1} of {MODELS} records;" in latency and latency.endswith(f"for: mimo {rec['identity']['variant']}")
 
 
 # ------------------------------------------------------------------------------------------------
