@@ -78,8 +78,8 @@ class Difference:
     the interval ``[low, high]``, ``se`` (standard deviation of the resampled differences),
     ``excludes_zero`` (the interval lies entirely above 1e-12 or below -1e-12: smaller
     values are rounding), ``b_better`` (``True``/``False``
-    when the interval excludes 0: whether B is better, by the metric's direction; ``None``
-    otherwise) and ``higher_is_better``."""
+    when the interval excludes 0: whether B is better, from the interval's side of 0 and the
+    metric's direction; ``None`` otherwise) and ``higher_is_better``."""
 
     metric: str
     a: float
@@ -236,7 +236,7 @@ def paired_bootstrap(pairs: Sequence[tuple], *, val_pairs: Sequence[tuple] | Non
         hib = HIGHER_IS_BETTER[metric]
         out[metric] = Difference(metric, float(point[k]), float(point[5 + k]), d, float(low), float(high),
                                  float(diffs[:, k].std(ddof=1)) if n_resamples > 1 else 0.0, excl,
-                                 ((d > 0) == hib) if excl else None, hib)
+                                 (bool(low > _ZERO) == hib) if excl else None, hib)
     return PairedBootstrap(out, n_resamples, float(level), int(seed), n_seeds, hierarchical, shared,
                            tuple(s.n for s in seeds), "+".join(sorted(procedures)), n_bins,
                            {m: diffs[:, k].copy() for k, m in enumerate(METRICS)})
