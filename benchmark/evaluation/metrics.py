@@ -444,7 +444,7 @@ class MetricAccumulator:
             if any(spec.needs_members for spec in self.computed) and member_lp.shape[0]:
                 self._kept["members"].append(member_lp.detach().cpu())
         if self.keep is not None:  # kept on the device; moved to the host once, by predictions()
-            self._stored["log_probs"].append(all_lp[0].detach())
+            self._stored["log_probs"].append(combined.detach())  # not a view of all_lp: that would keep every member's rows alive
             self._stored["targets"].append(targets.detach())
             if self.keep == "members":
                 self._stored["members"].append(member_lp.detach())
