@@ -386,7 +386,8 @@ def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, mo
 
     path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0, 1, 2, 3]', slurm='cluster = "slurm"')
     sweep = S.load_sweep(path)
-    a, b, c, d = S.expand(sweep)
+    tasks = S.expand(sweep)
+    a, b, c, d = tasks
     _slurm_manifest(tmp_path, sweep, {a.run_id: {"job_id": "11_0", "token": "tok"}, b.run_id: {"job_id": "11_1", "token": "tok"},
                                       c.run_id: {"job_id": "12", "token": "tok"}, d.run_id: {"job_id": "13_0", "token": "tok"}},
                     board={"cluster": "slurm", "job_id": "14", "token": "tok", "stdout": "/x/b.out"})
@@ -394,7 +395,7 @@ def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, mo
                "12|PD|PartitionConfig|3|500M|1|debug|N/A|plures-sweep:tok\n13_0|R|None|1|500M|1|debug|N/A|someone else\n"
                "14|PD|Dependency|1|500M|1|debug|N/A|plures-sweep:tok\n")
     calls = _fake_slurm_bin(tmp_path, monkeypatch, f"cat <<'END'\n{listing}END")
-    rows, board = S.report(sweep)
+    rows, board = S.report(sweep, tasks)
     got = {r.task.run_id: (r.state, r.never_starts, r.note) for r in rows}
     assert got[a.run_id] == ("running", False, "running")
     assert got[b.run_id][:2] == ("pending", False) and "JobArrayTaskLimit" in got[b.run_id][2]
@@ -407,7 +408,7 @@ def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, mo
     assert "can never start as requested (jobs 12)" in captured.err and "leaderboard: pending  job 14" in captured.out
     # the controller cannot be reached: unknown, said so, not "running"
     _fake_slurm_bin(tmp_path, monkeypatch, "echo 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2; exit 1")
-    rows, board = S.report(sweep)
+    rows, board = S.report(sweep, tasks)
     assert {r.state for r in rows} == {"unknown"} and board.state == "unknown"
     assert all("cannot be reached (slurm_load_jobs error: Unable to contact slurm controller" in r.note for r in rows)
     assert main(["sweep-status", str(path)]) == 1
@@ -418,7 +419,7 @@ def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, mo
     assert json.loads(S.manifest_path(sweep).read_text())["runs"][a.run_id]["job_id"] == "11_0"
     # squeue no longer knows any of the ids: nothing is in flight (left the queue)
     _fake_slurm_bin(tmp_path, monkeypatch, "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1")
-    rows, board = S.report(sweep)
+    rows, board = S.report(sweep, tasks)
     assert {r.state for r in rows} == {"failed"} and board.state == "none"
 
 
