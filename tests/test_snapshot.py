@@ -247,3 +247,19 @@ def test_a_run_writes_an_ensemble_record(cifar10_dir, tiny_run_config, tmp_path:
     bad = merge(cfg, {"train": {"schedule": "linear"}})
     with pytest.raises((ValueError, ConfigError), match="cyclic_cosine"):
         run_experiment(bad, env)
+
+
+def test_every_suite_entry_of_the_method_has_its_cycles() -> None:
+    """Each suite's snapshot entries give M cycles of whole epochs (the defaults' step milestones must not leak in)."""
+    from benchmark.core import config as C
+
+    seen = 0
+    for path in sorted(C.SUITES_DIR.glob("*.toml")):
+        for cfg in C.load_suite(str(path))[1]:
+            resolved = C.resolve(cfg)
+            if resolved["run"]["method"] == "snapshot":
+                members = resolved["method"].get("members", 5)
+                ends = cycle_ends(C.train_config(resolved), members)
+                assert len(ends) == members and ends[-1] == resolved["train"]["epochs"], (path.name, ends)
+                seen += 1
+    assert seen
