@@ -380,3 +380,26 @@ def test_controller_state_kept_across_restarts_unless_fresh(private_slurm: Any, 
     fresh = private_slurm(again.state_dir, fresh=True)
     assert not fresh.recovered and "--fresh: earlier jobs forgotten" in slurm_local.state_message(fresh, fresh=True)
     assert _queued(fresh) == {} and _sbatch(fresh, "--hold", "--wrap", "sleep 1") == "1"
+
+
+def test_restart_reuses_free_ports_and_writes_the_partition_limit_policy(tmp_path: Path) -> None:
+    """No SLURM needed: the ports of an earlier slurm.conf are reused only when both are free again;
+    EnforcePartLimits is the one asked for; bad values are refused."""
+    import socket
+
+    conf = tmp_path / "slurm.conf"
+    text = slurm_local._slurm_conf(tmp_path, node="n1", cpus=2, mem_mb=1000, ctld_port=0, slurmd_port=0, enforce_part_limits="NO")
+    assert "EnforcePartLimits=NO" in text.splitlines() and "EnforcePartLimits=ALL" in slurm_local._slurm_conf(
+        tmp_path, node="n1", cpus=2, mem_mb=1000, ctld_port=0, slurmd_port=0).splitlines()
+    a, b = slurm_local._free_port(), slurm_local._free_port()
+    while b == a:
+        b = slurm_local._free_port()
+    conf.write_text(slurm_local._slurm_conf(tmp_path, node="n1", cpus=2, mem_mb=1000, ctld_port=a, slurmd_port=b))
+    assert slurm_local._previous_ports(conf) == (a, b)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", a))
+        busy.listen()
+        assert slurm_local._previous_ports(conf) is None  # taken meanwhile: new ports are picked
+    assert slurm_local._previous_ports(tmp_path / "missing.conf") is None
+    with pytest.raises(ValueError, match="enforce_part_limits='SOME': expected ALL, ANY or NO"):
+        slurm_local.start(tmp_path / "state", enforce_part_limits="SOME")
