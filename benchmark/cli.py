@@ -418,7 +418,7 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "perf": ("benchmark.tools.perf", "Measure step time, inference latency, FLOP/s, data-path share and corrupted-evaluation rate per method."),
     # "module:function" names another entry point than main (benchmark.sweep serves both sweep commands)
     "sweep": ("benchmark.sweep", "Expand a sweep file into runs and submit them as submitit job arrays (SLURM, local, debug)."),
-    "sweep-status": ("benchmark.sweep:status_main", "List a sweep's runs as pending, running, done or failed; --resubmit-failed."),
+    "sweep-status": ("benchmark.sweep:status_main", "Each run of a sweep: pending (with SLURM's reason), running, done, failed or unknown; the leaderboard job; --resubmit-failed."),
     "rescore": ("benchmark.rescore", "Recompute records' metrics from their stored predictions (report differences; --write rewrites them)."),
 }
 
