@@ -36,6 +36,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from .evaluation.metric_specs import apply_prediction_metrics
 from .evaluation.metrics import MetricAccumulator
 from .evaluation.ood import ood_entry, scores_of
 from .evaluation.predictions import PredictionsError, load_predictions, split_predictions
@@ -100,6 +101,9 @@ def rescore_metrics(record: dict[str, Any], arrays: dict[str, np.ndarray]) -> tu
             entry = ood_entry(scores_of(inside["log_probs"]), scores_of(pred["log_probs"]), len(inside["log_probs"]), len(pred["log_probs"]))
             ood[name] = {**old, **entry}
             parts.append(f"ood/{name}")
+    # the prediction-metric groups of metric_specs (temperature-scaled metrics, selective prediction, OOD by every score)
+    members = int(record["identity"].get("members") or 1)
+    parts += [f"group/{g}" for g in apply_prediction_metrics(metrics, arrays, members)]
     return metrics, parts
 
 

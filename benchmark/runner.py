@@ -39,7 +39,8 @@ from .data.corrupted.base import corrupted_source
 from .evaluation.cost import measure_cost, peak_memory_mb
 from .corruptions import corruption_set
 from .evaluation.evaluate import evaluate_with_predictions
-from .evaluation.predictions import KeepPolicy
+from .evaluation.metric_specs import apply_prediction_metrics
+from .evaluation.predictions import KeepPolicy, prefixed
 from .evaluation.ood import evaluate_ood
 from .evaluation.robustness import evaluate_corrupted
 from .methods.base import Method
@@ -435,14 +436,16 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
         # OOD detection's in-distribution side is the whole test set: the clean pass's predictions when it was over all of it
         reuse_clean = bool(ev["ood"]) and not int(ev["test_subset"])
         t0 = time.perf_counter()
+        # the combined prediction is always kept: OOD detection may reuse it, and the prediction metrics need it
         clean, clean_kept = evaluate_with_predictions(net, test, desc=f"eval {variant or method.name}", **kwargs,
-                                                keep=keeping.keep("clean", len(test)) or ("combined" if reuse_clean else None))
+                                                keep=keeping.keep("clean", len(test)) or "combined")
         metrics: dict[str, Any] = {"clean": clean}
         eval_seconds = time.perf_counter() - t0
         keeping.store(arrays, "clean", clean_kept)
+        val_kept: dict[str, Any] = {}
         if val is not None:
-            metrics["val"], kept = evaluate_with_predictions(net, val, desc="eval val", **kwargs, keep=keeping.keep("val", len(val)))
-            keeping.store(arrays, "val", kept)
+            metrics["val"], val_kept = evaluate_with_predictions(net, val, desc="eval val", **kwargs, keep=keeping.keep("val", len(val)) or "combined")
+            keeping.store(arrays, "val", val_kept)
         if ev["corruptions"] != "none":
             images = len(ev["corruption_severities"]) * len(corruption_set(ev["corruption_set"])) * (int(ev["corruption_subset"]) or len(data.test))
             metrics["corrupted"] = evaluate_corrupted(net, data, ev, env, **kwargs, keep=keeping.keep("corrupted", images, corrupted=True),
@@ -450,6 +453,9 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
         if ev["ood"]:
             metrics["ood"] = evaluate_ood(net, data, list(ev["ood"]), env, **kwargs, keep=keeping.keep("ood", len(data.test)),
                                           predictions=arrays if keeping.on else None, in_predictions=clean_kept if reuse_clean else None)
+        # metrics of the whole prediction (temperature from the validation split, OOD by every score): from the
+        # predictions kept for the sidecar, else (eval.predictions = false) from the clean and validation ones
+        apply_prediction_metrics(metrics, arrays if keeping.on else {**prefixed("clean", clean_kept), **prefixed("val", val_kept)}, members)
         example = next(test.eval_batches(1))[0]
         cost = measure_cost(net, example, forward_passes=passes, large_batch=ev["latency_batch"], precision=precision,
                             channels_last=train_cfg.channels_last, repeats=ev["latency_repeats"])

@@ -124,7 +124,7 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
         raise RecordError(f"{where}: metrics.clean must be an object")
     row: dict[str, Any] = {k: ident[k] for k in ROW_IDENTITY}
     for spec in metric_specs():  # the built-ins are in every record; a metric added later may be absent from older ones
-        row[spec.key] = _number(clean.get(spec.key), f"{where}: metrics.clean.{spec.key}", required=spec.compute is None)
+        row[spec.key] = _number(clean.get(spec.key), f"{where}: metrics.clean.{spec.key}", required=spec.builtin)
     if not 0.0 <= row["accuracy"] <= 1.0:
         raise RecordError(f"{where}: metrics.clean.accuracy must be a fraction in [0, 1], found {row['accuracy']!r}")
     row.update(corrupted_summary(rec, where))
