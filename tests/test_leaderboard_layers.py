@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "benchmark" / "leaderboard"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "records"
 # Each module may import only the ones before it; the package __init__ is imported by none.
-ORDER = ("reported", "columns", "costs", "frame", "mce", "aggregate", "boards", "render", "plots", "page", "write", "__main__")
+ORDER = ("reported", "columns", "costs", "frame", "mce", "aggregate", "comparisons", "boards", "render", "plots", "page", "write", "__main__")
 
 
 def fixture_records(suite: str = "fixture-c10") -> list[dict]:
@@ -145,6 +145,7 @@ def test_a_registered_metric_summary_from_cells_and_older_records(top2):
 def test_the_builtin_columns_are_todays():
     assert [(c.key, c.label, c.better, c.kind) for c in lb.metric_columns()] == [
         ("accuracy", "Acc (%)", "max", "pct"), ("nll", "NLL", "min", "f3"), ("ece", "ECE", "min", "f4"), ("brier", "Brier", "min", "f4"),
+        ("cal_nll", "cal. NLL", "min", "f3"), ("temperature", "T", None, "f3"), ("aurc", "AURC", "min", "f4"),
         ("cA", "cA (%)", "max", "pct"), ("cNLL", "cNLL", "min", "f3"), ("cECE", "cECE", "min", "f4"),
         ("mCE", "mCE", "min", "f1"), ("rel_mCE", "rel. mCE", "min", "f1")]
 

@@ -13,6 +13,8 @@ Pipeline, one module per step, each importing only the ones before it:
    deterministic runs; :func:`records_frame` is the complete frame.
 4. :mod:`.aggregate`: mean, sample std (ddof=1) and count over seeds per (suite, dataset,
    backbone, method, variant, setting); ``setting`` tells apart runs of one method whose configs differ.
+   :mod:`.comparisons`: from the records' prediction sidecars (numpy only), each row's DEE against
+   the block's deep ensemble and its paired-bootstrap difference against the deterministic row.
 5. :mod:`.boards`: per suite, one block per (dataset, backbone) with the measured rows ranked by
    NLL, the best value per column marked, "reported" rows from :mod:`.reported` where dataset and
    backbone match (never ranked), and header facts (data, budget, seeds, provenance).

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from .columns import COST_COLUMNS, OOD_PREFIX, hidden_summaries, metric_columns
+from .columns import COST_COLUMNS, MI_OOD_PREFIX, OOD_PREFIX, hidden_summaries, metric_columns
 from .frame import GROUP_KEYS
 
 
@@ -18,7 +18,7 @@ def metric_keys(df: pd.DataFrame) -> list[str]:
     """Numeric columns that get mean/std/count: the metric and cost columns present, then OOD AUROC
     columns, then the summaries no column shows."""
     fixed = [c.key for c in (*metric_columns(), *COST_COLUMNS) if c.key in df.columns]
-    ood = sorted(c for c in df.columns if c.startswith(OOD_PREFIX))
+    ood = sorted(c for c in df.columns if c.startswith((OOD_PREFIX, MI_OOD_PREFIX)))
     return fixed + ood + [k for k in hidden_summaries() if k in df.columns]
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 from ..core.config import SUITES_DIR
 from ..records import load_records
 from .aggregate import aggregate, single
-from .columns import COST_COLUMNS, OOD_PREFIX, Column, metric_columns, ood_column
+from .columns import COST_COLUMNS, DEE_COLUMN, MI_OOD_PREFIX, OOD_PREFIX, Column, metric_columns, ood_column
+from .comparisons import DEFAULT_RESAMPLES, PairedTable, attach_comparisons, clear_cache
 from .costs import attach_cost_pass, default_cost_dir, latency_facts
 from .frame import sidecar_problems
 from .mce import mce_basis, records_frame
@@ -38,6 +39,7 @@ class Block:
     facts: list[tuple[str, str]]
     records: list[dict[str, Any]]  # the records behind the measured rows
     frame: pd.DataFrame  # their per-record rows
+    paired: PairedTable | None = None  # each row's paired difference against the deterministic row (:mod:`.comparisons`)
 
     @property
     def slug(self) -> str:
@@ -104,8 +106,11 @@ def block_columns(table: pd.DataFrame) -> list[Column]:
     """The columns with at least one measured value (others would be empty)."""
     measured = table[table["kind"] == "measured"]
     cols = [c for c in metric_columns() if c.key in measured and measured[c.key].notna().any()]
-    ood = sorted(k for k in measured.columns if k.startswith(OOD_PREFIX) and not k.endswith(("_std", "_n")) and measured[k].notna().any())
-    cols += [ood_column(k) for k in ood]
+    if "dee_display" in measured and measured["dee_display"].notna().any():
+        cols.insert(next((i + 1 for i, c in enumerate(cols) if c.key == "cal_nll"), len(cols)), DEE_COLUMN)
+    for prefix in (OOD_PREFIX, MI_OOD_PREFIX):
+        ood = sorted(k for k in measured.columns if k.startswith(prefix) and not k.endswith(("_std", "_n")) and measured[k].notna().any())
+        cols += [ood_column(k) for k in ood]
     large = single(measured["large_batch"]) if "large_batch" in measured else None
     for c in COST_COLUMNS:
         if c.key in measured and measured[c.key].notna().any():
@@ -113,16 +118,19 @@ def block_columns(table: pd.DataFrame) -> list[Column]:
     return cols
 
 
-def build_block(suite: str, dataset: str, backbone: str, frame: pd.DataFrame, records: list[dict[str, Any]]) -> Block:
-    """The block of one (dataset, backbone) from its per-record rows."""
+def build_block(suite: str, dataset: str, backbone: str, frame: pd.DataFrame, records: list[dict[str, Any]],
+                n_resamples: int = DEFAULT_RESAMPLES) -> Block:
+    """The block of one (dataset, backbone) from its per-record rows; DEE and the paired differences
+    against the deterministic row from the sidecars (``n_resamples`` bootstrap resamples)."""
     agg = aggregate(frame)
     agg = agg.sort_values([RANK_BY, "method", "variant", "setting"], kind="stable", na_position="last").reset_index(drop=True)
     table = pd.concat([agg, pd.DataFrame(reported_rows(dataset, backbone, suite))], ignore_index=True) if reported_for(dataset, backbone) else agg
-    columns = block_columns(table)
-    table = mark_best(table.reset_index(drop=True), columns)
     paths = set(frame["path"])
     recs = [r for r in records if r.get("_path") in paths]
-    return Block(suite, dataset, backbone, table, columns, block_facts(dataset, backbone, frame, recs), recs, frame)
+    table, paired, comparison_facts = attach_comparisons(table.reset_index(drop=True), frame, recs, row_label, n_resamples)
+    columns = block_columns(table)
+    table = mark_best(table, columns)
+    return Block(suite, dataset, backbone, table, columns, block_facts(dataset, backbone, frame, recs) + comparison_facts, recs, frame, paired)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,8 +267,10 @@ def suite_facts(suite: str) -> list[tuple[str, str]]:
 
 
 def build_boards(records: list[dict[str, Any]], problems: list[tuple[str, str]], failed: list[dict[str, Any]] | None = None,
-                 suites: list[str] | None = None, results_dir: Path | None = None) -> list[SuiteBoard]:
-    """One board per suite (every suite with records, or exactly ``suites``)."""
+                 suites: list[str] | None = None, results_dir: Path | None = None, n_resamples: int = DEFAULT_RESAMPLES) -> list[SuiteBoard]:
+    """One board per suite (every suite with records, or exactly ``suites``); ``n_resamples``: of the
+    paired bootstrap against each block's deterministic row."""
+    clear_cache()  # sidecars and comparisons are cached for this build (and its plots) only
     problems = list(problems) + sidecar_problems(records)  # a missing or mismatching predictions sidecar is named, never used
     frame = records_frame(records, problems)
     names = sorted(set(suites or []) | (set() if suites else set(frame["suite"]) | {r["identity"]["suite"] for r in failed or []}))
@@ -268,7 +278,8 @@ def build_boards(records: list[dict[str, Any]], problems: list[tuple[str, str]],
     boards = []
     for suite in names:
         sub = frame[frame["suite"] == suite] if len(frame) else frame
-        blocks = [build_block(suite, d, b, g.reset_index(drop=True), records) for (d, b), g in sub.groupby(["dataset", "backbone"], sort=True)]
+        blocks = [build_block(suite, d, b, g.reset_index(drop=True), records, n_resamples)
+                  for (d, b), g in sub.groupby(["dataset", "backbone"], sort=True)]
         mine = [(_rel(p, results_dir), _reason(p, why)) for p, why in problems if _problem_suite(p, results_dir) in (suite, None)
                 or _problem_suite(p, results_dir) not in known]  # a file outside any known suite's folder is shown everywhere
         fails = [(_rel(r.get("_path", r["run_id"]), results_dir), _failure(r)) for r in failed or [] if r["identity"]["suite"] == suite]
@@ -278,7 +289,8 @@ def build_boards(records: list[dict[str, Any]], problems: list[tuple[str, str]],
     return boards
 
 
-def load_boards(results_dir: Path | str, suites: list[str] | None = None, *, warn: bool = True, cost_dir: Path | str | None = None) -> list[SuiteBoard]:
+def load_boards(results_dir: Path | str, suites: list[str] | None = None, *, warn: bool = True, cost_dir: Path | str | None = None,
+                n_resamples: int = DEFAULT_RESAMPLES) -> list[SuiteBoard]:
     """Read the records under ``results_dir`` and build one board per suite (malformed records left out).
 
     Latency columns take the interleaved cost pass of ``cost_dir`` (default: ``results/cost`` beside
@@ -289,7 +301,7 @@ def load_boards(results_dir: Path | str, suites: list[str] | None = None, *, war
     failed = [r for r in loaded.records if r["status"] != "completed"]
     problems = list(loaded.problems)
     attach_cost_pass(done, default_cost_dir(results_dir) if cost_dir is None else cost_dir, problems)
-    boards = build_boards(done, problems, failed, suites, results_dir)
+    boards = build_boards(done, problems, failed, suites, results_dir, n_resamples)
     if warn:
         for path, reason in sorted({p for b in boards for p in b.problems}):
             print(f"warning: left out {path}: {reason}")

@@ -14,7 +14,8 @@ from typing import Iterable
 
 from ..evaluation.metric_specs import MetricSpec, metric_specs
 
-OOD_PREFIX = "auroc_"  # frame key of an OOD set's AUROC: auroc_<set>
+OOD_PREFIX = "auroc_"  # frame key of an OOD set's AUROC (maximum-probability score): auroc_<set>
+MI_OOD_PREFIX = "mi_auroc_"  # frame key of an OOD set's AUROC scored by mutual information (ensembles): mi_auroc_<set>
 
 
 @dataclass(frozen=True)
@@ -43,10 +44,14 @@ COST_COLUMNS = (
 )
 
 
+# Computed at leaderboard time from the sidecars (:mod:`.comparisons`): the Deep-Ensemble Equivalent.
+DEE_COLUMN = Column("dee", "DEE", None, "f2", spread=False)
+
+
 def metric_columns(specs: Iterable[MetricSpec] | None = None) -> list[Column]:
-    """Clean metric columns, shown corrupted-summary columns, then mCE and rel. mCE."""
+    """Clean metric columns (the shown ones), shown corrupted-summary columns, then mCE and rel. mCE."""
     specs = list(metric_specs() if specs is None else specs)
-    clean = [Column(m.key, m.label, m.better, m.kind) for m in specs]
+    clean = [Column(m.key, m.label, m.better, m.kind) for m in specs if m.shown]
     summaries = [Column(m.summary, m.summary_label, m.better, m.kind) for m in specs if m.summary and m.summary_label]
     return [*clean, *summaries, *MCE_COLUMNS]
 
@@ -57,5 +62,7 @@ def hidden_summaries(specs: Iterable[MetricSpec] | None = None) -> list[str]:
 
 
 def ood_column(key: str) -> Column:
-    """The column of frame key ``auroc_<set>``."""
+    """The column of frame key ``auroc_<set>`` or ``mi_auroc_<set>``."""
+    if key.startswith(MI_OOD_PREFIX):
+        return Column(key, f"MI-AUROC {key[len(MI_OOD_PREFIX):]} (%)", "max", "pct")
     return Column(key, f"AUROC {key[len(OOD_PREFIX):]} (%)", "max", "pct")

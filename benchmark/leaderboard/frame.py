@@ -25,7 +25,7 @@ import pandas as pd
 from ..evaluation.metric_specs import metric_specs
 from ..evaluation.predictions import sidecar_problem
 from ..records import RecordError
-from .columns import OOD_PREFIX
+from .columns import MI_OOD_PREFIX, OOD_PREFIX
 from .costs import latency_source, record_latency
 
 GROUP_KEYS = ("suite", "dataset", "backbone", "method", "variant", "setting")
@@ -133,8 +133,14 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
                 "c_severities": " ".join(map(str, corrupted.get("severities", []))) or None})
     ood = metrics.get("ood") if isinstance(metrics.get("ood"), dict) else {}
     for name, m in sorted(ood.items()):
-        row[OOD_PREFIX + name] = _number(_dig(m, "auroc"), f"{where}: metrics.ood.{name}.auroc", required=False)
-        row[f"ood_score_{name}"] = _dig(m, "score")
+        if isinstance(m, dict) and "auroc" not in m and isinstance(m.get("max_prob"), dict):  # one entry per score: the maximum probability's
+            row[OOD_PREFIX + name] = _number(_dig(m, "max_prob", "auroc"), f"{where}: metrics.ood.{name}.max_prob.auroc", required=False)
+            row[f"ood_score_{name}"] = "max_prob"
+        else:
+            row[OOD_PREFIX + name] = _number(_dig(m, "auroc"), f"{where}: metrics.ood.{name}.auroc", required=False)
+            row[f"ood_score_{name}"] = _dig(m, "score")
+        row[MI_OOD_PREFIX + name] = _number(_dig(m, "mutual_information", "auroc"), f"{where}: metrics.ood.{name}.mutual_information.auroc",
+                                            required=False)
     lat = record_latency(rec)  # the interleaved cost pass's figures when it measured this record, else cost's
     row.update({
         "params": _number(cost.get("params"), f"{where}: cost.params", required=False),

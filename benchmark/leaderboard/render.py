@@ -20,7 +20,8 @@ import pandas as pd
 
 from ..evaluation.metric_specs import metric_specs
 from .boards import Block, SuiteBoard
-from .columns import COST_COLUMNS, MCE_COLUMNS, OOD_PREFIX, Column
+from .columns import COST_COLUMNS, MCE_COLUMNS, MI_OOD_PREFIX, OOD_PREFIX, Column
+from .comparisons import PAIRED_LABELS, PairedTable
 from .frame import GROUP_KEYS
 
 
@@ -48,7 +49,7 @@ def _decimals(v: float, digits: int = 3) -> int:
 
 
 FORMATS: dict[str, Callable[[float], str]] = {
-    "pct": lambda v: f"{100 * v:.2f}", "f1": lambda v: f"{v:.1f}", "f3": lambda v: f"{v:.3f}", "f4": lambda v: f"{v:.4f}",
+    "pct": lambda v: f"{100 * v:.2f}", "f1": lambda v: f"{v:.1f}", "f2": lambda v: f"{v:.2f}", "f3": lambda v: f"{v:.3f}", "f4": lambda v: f"{v:.4f}",
     "int": lambda v: f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}", "si": si, "ms": lambda v: f"{v:.{_decimals(v)}f}", "duration": _duration,
 }
 # Spreads printed with the mean's decimals where the mean uses significant digits.
@@ -58,7 +59,11 @@ SPREAD_FORMATS: dict[str, Callable[[float, float], str]] = {
 
 
 def format_value(row: pd.Series, col: Column) -> str:
-    """``mean ± std`` (std only with 2+ seeds), ``(n=k)`` when fewer seeds than the row has, ``—`` when absent."""
+    """``mean ± std`` (std only with 2+ seeds), ``(n=k)`` when fewer seeds than the row has, ``—`` when absent;
+    a column with a ``<key>_display`` text in the row (DEE: ``< 1``, ``> M``, ``n/a``) shows that text."""
+    shown = row.get(f"{col.key}_display")
+    if isinstance(shown, str):
+        return shown
     v = row.get(col.key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
@@ -102,10 +107,24 @@ def table_cells(block: Block) -> tuple[list[str], list[list[Cell]], int]:
     return header, rows, rank
 
 
-LEGEND = ("Acc, cA, AUROC in %; NLL in nats; ECE top-label, 15 bins; Brier summed over classes; mCE x100 (lower is better); "
+LEGEND = ("Acc, cA, AUROC in %; NLL in nats; ECE top-label, 15 bins; Brier summed over classes; "
+          "cal. NLL: NLL after temperature scaling (T fitted on the validation split, else test-time cross-validation), T its temperature; "
+          "DEE: deep-ensemble members of equal calibrated NLL; AURC: area under the risk-coverage curve (max probability); "
+          "MI-AUROC: OOD detection scored by the ensemble's mutual information; mCE x100 (lower is better); "
           "FLOPs per test example; ms/ex: measured median test time per example at batch 1 and a large batch; "
           "train time: wall time of the run's training (‡: some members reused from other runs, not counted). "
-          "(n=k): only k of the row's seeds have this metric. —: not measured.")
+          "(n=k): only k of the row's seeds have this metric. —: not measured. n/a: needs stored predictions the row's records lack.")
+
+
+def paired_cells(block: Block) -> tuple[str, list[str], list[list[str]]] | None:
+    """(header line, column labels, rows) of the block's paired-difference table, or None."""
+    p: PairedTable | None = block.paired
+    if p is None or not p.rows:
+        return None
+    metrics = list(PAIRED_LABELS)
+    labels = ["Method", *(PAIRED_LABELS[m] for m in metrics)]
+    return (f"Paired differences vs {p.baseline} (row - baseline; 95% interval; * excludes 0): {p.header}", labels,
+            [[name, *(cells[m] for m in metrics)] for name, cells in p.rows])
 
 
 def render_markdown(board: SuiteBoard) -> str:
@@ -121,6 +140,11 @@ def render_markdown(board: SuiteBoard) -> str:
         out.append("| " + " | ".join(esc(h) for h in header) + " |")
         out.append("|" + "|".join("---" if i < (len(header) - len(block.columns)) else "---:" for i in range(len(header))) + "|")
         out += ["| " + " | ".join(f"**{esc(c.text)}**" if c.bold else esc(c.text) for c in r) + " |" for r in rows]
+        paired = paired_cells(block)
+        if paired:
+            line, labels, prow = paired
+            out += ["", f"**{esc(line)}**", "", "| " + " | ".join(labels) + " |", "|---|" + "---:|" * (len(labels) - 1)]
+            out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in prow]
     out += ["", f"_{LEGEND}_"]
     out += _problems_markdown(board)
     return "\n".join(out) + "\n"
@@ -142,7 +166,8 @@ def render_csv(board: SuiteBoard) -> str:
         t = block.table.copy()
         keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list"]
         for c in block.columns:
-            keep += [c.key] + [k for k in (f"{c.key}_std", f"{c.key}_n") if k in t] + [f"best_{c.key}"]
+            keep += [c.key] + [k for k in (f"{c.key}_std", f"{c.key}_n", f"{c.key}_display") if k in t] + [f"best_{c.key}"]
+        keep += [k for k in t.columns if k.startswith("d_") and k not in keep]  # paired differences (scaled as shown) and intervals
         for k in keep:
             if k not in t:
                 t[k] = math.nan
@@ -181,7 +206,7 @@ def column_group(col: Column) -> str:
     """The view group of a metric column: ``acc``, ``rob``, ``ood`` or ``cost``."""
     if col.key in {c.key for c in COST_COLUMNS}:
         return "cost"
-    if col.key.startswith(OOD_PREFIX):
+    if col.key.startswith((OOD_PREFIX, MI_OOD_PREFIX)):
         return "ood"
     if col.key in {c.key for c in MCE_COLUMNS} or col.key in {m.summary for m in metric_specs() if m.summary}:
         return "rob"
@@ -255,7 +280,15 @@ def render_html_tables(board: SuiteBoard) -> str:
         for i, r in enumerate(rows):
             cls = "measured" if i < measured else "reported"
             out.append(f'<tr class="{cls}">' + "".join(_cell_html(c, k) for k, c in zip(classes, r)) + "</tr>")
-        out.append("</tbody></table></div></section>")
+        out.append("</tbody></table></div>")
+        paired = paired_cells(block)
+        if paired:
+            line, labels, prow = paired
+            out.append(f'<h3>{e(line)}</h3><div class="scroll"><table class="leaderboard paired" data-block="{e(block.slug)}"><thead><tr>'
+                       + "".join(f"<th>{e(h)}</th>" for h in labels) + "</tr></thead><tbody>")
+            out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in prow]
+            out.append("</tbody></table></div>")
+        out.append("</section>")
     out.append(f'<p class="legend">{e(LEGEND)}</p>')
     out.append(f'<p class="legend cost-note" id="cost-note">{e(COST_NOTE)}</p>')
     out.append("</div>")
@@ -320,11 +353,12 @@ def problems_html(board: SuiteBoard) -> str:
 
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "‡": r"$\ddagger$"}
+               "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "‡": r"$\ddagger$",
+               "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$"}
 
 
 def tex_escape(s: str) -> str:
-    """``s`` with LaTeX specials escaped (and ±, —, ‡ as math or dashes)."""
+    """``s`` with LaTeX specials escaped (and ±, —, ‡, Δ, <, > as math or dashes)."""
     return "".join(TEX_ESCAPES.get(ch, ch) for ch in s)
 
 
@@ -346,4 +380,12 @@ def render_latex(board: SuiteBoard) -> str:
                 out.append(r"\midrule")
             out.append(" & ".join(f"\\textbf{{{tex_escape(c.text)}}}" if c.bold else tex_escape(c.text) for c in r) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        paired = paired_cells(block)
+        if paired:
+            line, labels, prow = paired
+            out += ["", r"\begin{table}[t]", r"\centering", r"\scriptsize", f"\\caption{{{tex_escape(block.title + '. ' + line)}}}",
+                    f"\\label{{tab:{label}-paired}}", r"\begin{tabular}{l" + "r" * (len(labels) - 1) + "}", r"\toprule",
+                    " & ".join(tex_escape(h) for h in labels) + r" \\", r"\midrule"]
+            out += [" & ".join(tex_escape(c) for c in r) + r" \\" for r in prow]
+            out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(out) + "\n"

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..core.io import atomic_write_text
 from ..records import load_records
 from .boards import SuiteBoard, load_boards
+from .comparisons import DEFAULT_RESAMPLES
 from .page import write_page
 from .plots import write_block_plots
 from .render import render_csv, render_html, render_latex, render_markdown
@@ -46,11 +47,12 @@ def write_tables(board: SuiteBoard, folder: Path) -> list[Path]:
 
 
 def write_leaderboards(results_dir: Path, out_dir: Path, suites: list[str] | None = None, *, plots: bool = True,
-                       cost_dir: Path | None = None) -> list[Path]:
+                       cost_dir: Path | None = None, n_resamples: int = DEFAULT_RESAMPLES) -> list[Path]:
     """Write ``<out>/<suite>/{leaderboard.md,csv,html,tex, index.html, plots/}``; returns the tables and pages.
-    ``cost_dir``: where the interleaved cost passes are (default: ``cost`` beside ``results_dir``)."""
+    ``cost_dir``: where the interleaved cost passes are (default: ``cost`` beside ``results_dir``);
+    ``n_resamples``: of the paired bootstrap (default 1,000)."""
     written = []
-    for board in load_boards(results_dir, suites, cost_dir=cost_dir):
+    for board in load_boards(results_dir, suites, cost_dir=cost_dir, n_resamples=n_resamples):
         folder = Path(out_dir) / board.suite
         written += write_tables(board, folder)
         figures = write_block_plots(board, folder / "plots") if plots else []
@@ -59,10 +61,19 @@ def write_leaderboards(results_dir: Path, out_dir: Path, suites: list[str] | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmark.leaderboard RESULTS_DIR OUT_DIR [SUITE ...]``."""
+    """``python -m benchmark.leaderboard RESULTS_DIR OUT_DIR [SUITE ...] [--resamples=N]`` (paired bootstrap, default 1000)."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    resamples = [a for a in args if a.startswith("--resamples=")]
+    args = [a for a in args if a not in resamples]
+    try:
+        n_resamples = int(resamples[-1].split("=", 1)[1]) if resamples else DEFAULT_RESAMPLES
+        if n_resamples < 1:
+            raise ValueError
+    except ValueError:
+        print(f"error: --resamples must be a positive integer, got {resamples[-1].split('=', 1)[1]!r}", file=sys.stderr)
+        return 2
     if len(args) < 2:
         print(main.__doc__)
         return 2
@@ -71,6 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     except LeaderboardArgumentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for path in write_leaderboards(Path(args[0]), Path(args[1]), args[2:] or None):
+    for path in write_leaderboards(Path(args[0]), Path(args[1]), args[2:] or None, n_resamples=n_resamples):
         print(f"leaderboard: {path}")
     return 0
