@@ -192,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         print("no records to rescore")
     failures = len(problems)
     differing = 0
+    skipped = 0
     for rec in records:
+        if not isinstance(rec.get("predictions"), dict):  # written before predictions were stored, or with eval.predictions = false
+            print(f"skipped {rec['_path']}: no sidecar (no stored predictions in this record)")
+            skipped += 1
+            continue
         try:
             result = rescore_record(rec, write=args.write, rtol=args.rtol)
         except (PredictionsError, RecordError, ValueError) as exc:
@@ -207,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: recorded {old!r} -> rescored {new!r}")
         if len(diffs) > 50:
             print(f"  ... and {len(diffs) - 50} more")
-    print(f"{len(records)} record(s), {differing} with differences, {failures} problem(s)" + (" (rewritten)" if args.write else ""))
+    print(f"{len(records) - skipped} record(s), {differing} with differences, {failures} problem(s), {skipped} without a sidecar"
+          + (" (rewritten)" if args.write else ""))
     return 1 if failures or (differing and not args.write) else 0
 
 
