@@ -29,7 +29,7 @@ from benchmark.rescore import rescore_record
 
 SUITE = """
 name = "tinyunc"
-seeds = [0]
+seeds = [0, 1, 2]
 
 [defaults.run]
 dataset = "cifar10"
@@ -94,12 +94,16 @@ def benched(tmp_path_factory) -> dict:
     finally:
         torch.set_num_threads(threads)
     records = [r for r in load_records(tmp / "runs").records if r["status"] == "completed"]
-    return {"tmp": tmp, "records": records}
+    return {"tmp": tmp, "records": records, "boards": tmp / "boards" / "tinyunc"}
 
 
-def _rec(records: list[dict], method: str) -> dict:
-    [rec] = [r for r in records if r["identity"]["method"] == method]
+def _rec(records: list[dict], method: str, seed: int = 0) -> dict:
+    [rec] = [r for r in records if r["identity"]["method"] == method and r["identity"]["seed"] == seed]
     return rec
+
+
+def _by_seed(records: list[dict], method: str) -> list[dict]:
+    return sorted((r for r in records if r["identity"]["method"] == method), key=lambda r: r["identity"]["seed"])
 
 
 def test_records_gain_the_new_metrics(benched) -> None:
@@ -126,8 +130,13 @@ def test_records_gain_the_new_metrics(benched) -> None:
         members = a.get("clean/members", lp[None].astype(np.float32)).astype(np.float64)
         dec = uncertainty.uncertainty_summary(members)
         assert clean["entropy"] == pytest.approx(dec["total"], rel=1e-9)
-        assert clean["expected_member_entropy"] == pytest.approx(dec["aleatoric"], rel=1e-9)
-        assert clean["mutual_information"] == pytest.approx(dec["epistemic"], rel=1e-9, abs=1e-15)
+        if "clean/members" in a:  # from the members, in float64
+            assert clean["expected_member_entropy"] == pytest.approx(dec["aleatoric"], rel=1e-9)
+            assert clean["mutual_information"] == pytest.approx(dec["epistemic"], rel=1e-9, abs=1e-15)
+        else:  # one member: the stored (float32) member entropy, and no epistemic part
+            assert rec["identity"]["members"] == 1
+            assert clean["expected_member_entropy"] == pytest.approx(dec["aleatoric"], rel=1e-6)
+            assert clean["mutual_information"] == 0.0
         if rec["identity"]["members"] >= 2:  # independently: H(mean p) - mean H(p_m)
             pm = np.exp(members)
             h = lambda q: -(q * np.log(q)).sum(-1)  # noqa: E731
@@ -165,3 +174,106 @@ def test_rescore_reproduces_and_adds_them(benched, tmp_path: Path) -> None:
     for k in ("cal_nll", "temperature", "aurc", "mutual_information"):
         assert new["metrics"]["clean"][k] == pytest.approx(rec["metrics"]["clean"][k], rel=1e-9)
     assert new["metrics"]["ood"]["svhn"]["mutual_information"] == pytest.approx(rec["metrics"]["ood"]["svhn"]["mutual_information"])
+
+
+# ------------------------------------------------------------------------------------------------
+# the leaderboard
+# ------------------------------------------------------------------------------------------------
+
+
+def _csv_rows(folder: Path) -> dict[str, dict]:
+    import pandas as pd
+
+    df = pd.read_csv(folder / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    return {f"{r['method']} {r['variant']}".strip() if isinstance(r["variant"], str) else r["method"]: r for _, r in df.iterrows()}
+
+
+def test_leaderboard_shows_the_new_columns_in_every_format(benched) -> None:
+    folder = benched["boards"]
+    md = (folder / "leaderboard.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| # |"))
+    for label in ("cal. NLL", "DEE", "T", "AURC", "AUROC svhn (%)", "MI-AUROC svhn (%)"):
+        assert f"| {label} |" in header, label
+    assert "paired bootstrap over 40 test examples, 1000 resamples, 3 seed(s)" in md
+    assert "| Method | Δ Acc (pp) | Δ NLL | Δ cal. NLL | Δ Brier | Δ ECE |" in md
+    html = (folder / "leaderboard.html").read_text()
+    assert 'class="leaderboard paired"' in html and "MI-AUROC svhn (%)" in html and ">DEE<" in html
+    tex = (folder / "leaderboard.tex").read_text()
+    assert r"$\Delta$ cal. NLL" in tex and "-paired}" in tex
+    page = (folder / "index.html").read_text()
+    assert 'class="leaderboard paired"' in page and 'id="plot-cifar10__resnet8__paired_differences"' in page
+    assert (folder / "plots" / "cifar10__resnet8__paired_differences.png").is_file()
+    rows = _csv_rows(folder)
+    assert set(rows) == {"deterministic", "deep_ensemble M=3", "mc_dropout K=2"}
+    for name, row in rows.items():
+        assert isinstance(row["dee_display"], str) and row["dee_display"] != "n/a"
+        if name != "deterministic":
+            assert isinstance(row["d_nll_display"], str) and "[" in row["d_nll_display"]
+    # quick3-style blocks: mean ± std over the seeds of each record's value
+    de = _by_seed(benched["records"], "deep_ensemble")
+    vals = [r["metrics"]["clean"]["cal_nll"] for r in de]
+    assert rows["deep_ensemble M=3"]["cal_nll"] == pytest.approx(np.mean(vals), rel=1e-12)
+    assert rows["deep_ensemble M=3"]["cal_nll_std"] == pytest.approx(np.std(vals, ddof=1), rel=1e-9)
+    mi = [r["metrics"]["ood"]["svhn"]["mutual_information"]["auroc"] for r in de]
+    assert rows["deep_ensemble M=3"]["mi_auroc_svhn"] == pytest.approx(np.mean(mi), rel=1e-12)
+
+
+def test_leaderboard_values_equal_direct_calls(benched) -> None:
+    from benchmark.evaluation import dee as dee_mod
+    from benchmark.evaluation.paired import paired_bootstrap
+
+    recs = benched["records"]
+    rows = _csv_rows(benched["boards"])
+    det, de, mc = (_by_seed(recs, m) for m in ("deterministic", "deep_ensemble", "mc_dropout"))
+    load = {r["_path"]: load_predictions(r) for r in recs}
+    # DEE: the deep ensemble's curve per seed (validation temperatures), averaged; the row's mean calibrated NLL
+    curves = [dee_mod.dee_curve(load[r["_path"]]["clean/members"], load[r["_path"]]["clean/targets"], load[r["_path"]]["val/members"],
+                                load[r["_path"]]["val/targets"]) for r in de]
+    assert curves[0].procedure == "validation" and curves[0].sizes == (1, 2, 3)
+    mean_curve = dee_mod.DEECurve(curves[0].sizes, tuple(np.mean([c.nll for c in curves], axis=0)), curves[0].nll_std, curves[0].n_subsets,
+                                  curves[0].exhaustive, "validation", 0, 0, 20)
+    for name, group in (("deterministic", det), ("deep_ensemble M=3", de), ("mc_dropout K=2", mc)):
+        nll = np.mean([calibration.temperature_scale(load[r["_path"]]["clean/log_probs"], load[r["_path"]]["clean/targets"],
+                                                     load[r["_path"]]["val/log_probs"], load[r["_path"]]["val/targets"]).nll for r in group])
+        # the records' own calibrated NLL is the same number
+        assert nll == pytest.approx(np.mean([r["metrics"]["clean"]["cal_nll"] for r in group]), rel=1e-9)
+        expected = dee_mod.deep_ensemble_equivalent(float(nll), mean_curve)
+        assert rows[name]["dee_display"] == expected.display, name
+    # paired differences: pooled over the 3 seeds (seeds resampled too), validation temperatures, 1000 resamples
+    for name, group in (("deep_ensemble M=3", de), ("mc_dropout K=2", mc)):
+        pairs, vals = [], []
+        for b, r in zip(det, group):
+            a_b, a_r = load[b["_path"]], load[r["_path"]]
+            pairs.append((a_b["clean/log_probs"], a_r["clean/log_probs"], a_b["clean/targets"]))
+            vals.append((a_b["val/log_probs"], a_r["val/log_probs"], a_b["val/targets"]))
+        res = paired_bootstrap(pairs, val_pairs=vals, n_resamples=1000, seed=0)
+        assert res.hierarchical and res.n_seeds == 3
+        for m, d in res.differences.items():
+            scale = 100.0 if m == "accuracy" else 1.0
+            row = rows[name]
+            assert row[f"d_{m}"] == pytest.approx(scale * d.diff, rel=1e-9, abs=1e-12), (name, m)
+            assert row[f"d_{m}_low"] == pytest.approx(scale * d.low, rel=1e-9, abs=1e-12), (name, m)
+            assert row[f"d_{m}_high"] == pytest.approx(scale * d.high, rel=1e-9, abs=1e-12), (name, m)
+            assert bool(row[f"d_{m}_excl"]) == d.excludes_zero
+            assert row[f"d_{m}_display"].endswith("*") == d.excludes_zero
+    assert rows["deterministic"]["d_nll_display"] == "baseline"
+
+
+def test_missing_sidecar_gives_na_and_a_problem(benched, tmp_path: Path) -> None:
+    from benchmark.leaderboard import write_leaderboards
+
+    runs = tmp_path / "runs"
+    shutil.copytree(benched["tmp"] / "runs", runs)
+    de = _rec(benched["records"], "deep_ensemble", seed=1)
+    side = runs / "tinyunc" / de["predictions"]["file"]
+    side.unlink()
+    write_leaderboards(runs, tmp_path / "boards", plots=False, n_resamples=200)
+    folder = tmp_path / "boards" / "tinyunc"
+    rows = _csv_rows(folder)
+    assert all(row["dee_display"] == "n/a" for row in rows.values())  # the deep ensemble's curve needs every seed's members
+    assert rows["deep_ensemble M=3"]["d_nll_display"] == "n/a" and math.isnan(rows["deep_ensemble M=3"]["d_nll"])
+    assert "[" in rows["mc_dropout K=2"]["d_nll_display"]  # other rows are unaffected
+    md = (folder / "leaderboard.md").read_text()
+    assert f"predictions sidecar {side.name} is missing" in md  # listed among the problems ...
+    assert "DEE of deterministic: n/a" in md  # ... and the reason beside the block
+    assert "paired bootstrap over 40 test examples, 200 resamples, 3 seed(s)" in md
