@@ -365,3 +365,22 @@ def test_record_costs_come_from_the_dataset_image_size(tar_root, tmp_path):
     corrupted = rec["metrics"]["corrupted"]
     assert corrupted["images"] == 15 * 3 and len(corrupted["per"]) == 15
     assert "tinyimagenet-C" in corrupted["folder"] and corrupted["per"]["fog"]["1"]["n"] == 3
+
+
+@pytest.mark.slow
+def test_real_dataset(tmp_path):
+    """Both real tarballs: 100,000 + 10,000 images, 500 / 50 per class, the release's val order."""
+    root = _real_root()
+    if not (root / tin.TRAIN.filename).is_file() and not (root / tin.TRAIN.folder).is_dir():
+        pytest.skip("the Tiny-ImageNet train tarball is not in $PLURES_DATA_DIR")
+    t0 = time.perf_counter()
+    data = load_dataset("tinyimagenet", root, tmp_path, progress=False)
+    print(f"tinyimagenet: decoded and cached in {time.perf_counter() - t0:.1f} s")
+    assert data.train.images.shape == (100_000, 64, 64, 3) and data.test.images.shape == (10_000, 64, 64, 3)
+    assert (np.bincount(data.train.labels, minlength=200) == 500).all() and (np.bincount(data.test.labels, minlength=200) == 50).all()
+    assert data.classes[0] == "goldfish, Carassius auratus" and data.num_classes == 200
+    # val_0 is annotated n03444034 (go-kart); n03444034 is class 107 in sorted-wnid order
+    assert data.test.labels[0] == 107 and data.classes[107].startswith("go-kart")
+    # the training mean per channel is the one hard-coded in the module (to 4 decimals)
+    mean = data.train.images[::100].mean(axis=(0, 1, 2), dtype=np.float64) / 255  # 1,000 images, no float copy
+    np.testing.assert_allclose(mean, tin.TINY_MEAN, atol=5e-3)
