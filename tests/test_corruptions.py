@@ -267,7 +267,28 @@ def test_imagenet_elastic_equals_the_convolution_path(monkeypatch) -> None:
     # may differ only where a value sits within float error of a level
     x = _images(1, 224, seed=12)
     fast = corrupt(x, "elastic_transform", 2, generator=_gen(3), profile="imagenet")
-    monkeypatch.setattr(_ops, "use_conv_matrices", lambda h, w, kh, kw: max(h, w) <= 64)
+    monkeypatch.setattr(_ops, "use_conv_matrices", lambda h, w, kh, kw, double=False: max(h, w) <= 64)
     slow = corrupt(x, "elastic_transform", 2, generator=_gen(3), profile="imagenet")
     d = (fast.int() - slow.int()).abs()
     assert d.max() <= 1 and (d > 0).float().mean() < 1e-3
+
+
+def test_large_float64_2d_correlation_by_fft_equals_conv2d() -> None:
+    x = torch.from_numpy(np.random.default_rng(3).random((2, 3, 96, 80)))
+    k = _ops.disk_kernel(6, 0.5)
+    fast = _ops.conv2d_same(x, k, "reflect101")
+    ref = _ops.conv2d_same(x.float(), k.float(), "reflect101").double()  # the float32 conv2d path
+    slow = torch.nn.functional.conv2d(_ops.pad2d(x.reshape(6, 1, 96, 80), 8, 8, "reflect101"), k.view(1, 1, 17, 17))
+    assert torch.allclose(fast, slow.reshape(2, 3, 96, 80), atol=1e-12, rtol=0)
+    assert torch.allclose(fast, ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("delta,size", [(2, 20), (3, 17), (4, 24), (2, 6)])
+def test_glass_rows_equal_the_sequential_scan(delta: int, size: int) -> None:
+    arr = _images(3, size=size if size % 8 == 0 else 16, seed=13)[:, :size, :size].contiguous()
+    if arr.shape[1] < size:  # sizes that are not multiples of 8: pad with noise
+        arr = torch.randint(0, 256, (3, size, size, 3), generator=_gen(2), dtype=torch.uint8)
+    fast = blur._glass_shuffle_rows(arr, delta, _gen(9))
+    slow = blur._glass_shuffle_seq(arr, delta, _gen(9))
+    assert torch.equal(fast, slow)
+    assert size <= 2 * delta + 1 or not torch.equal(fast, arr)

@@ -59,7 +59,7 @@ def conv_matrix(n: int, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     return m
 
 
-def use_conv_matrices(h: int, w: int, kh: int, kw: int) -> bool:
+def use_conv_matrices(h: int, w: int, kh: int, kw: int, double: bool = False) -> bool:
     """Whether :func:`conv_separable` runs as two dense [n, n] matrix products (the same padded
     correlation; float sums in another order, equal to ~1e-15) rather than two 1-D ``conv2d`` passes.
 
@@ -69,9 +69,9 @@ def use_conv_matrices(h: int, w: int, kh: int, kw: int) -> bool:
     CPU ``conv2d``. Measured on one thread at 224 px (3 channels): 9 taps 26 ms as a convolution,
     32 ms as matrices; 25 taps 60 vs 31 ms (float64: 140 vs 59); 49 taps 103 vs 28 ms (float64: 612
     vs 77); the ImageNet elastic transform's severity-1 field (a 1025-tap Gaussian, float64) took
-    about 90 s per image as a convolution.
+    about 90 s per image as a convolution. In float64 (``double``) products win from about 7 taps.
     """
-    return max(h, w) <= 64 or kh + kw > max(h, w) / 8
+    return max(h, w) <= 64 or kh + kw > max(h, w) / 8 or (double and kh + kw > 12)
 
 
 def conv_separable(x: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, mode: str) -> torch.Tensor:
@@ -80,7 +80,7 @@ def conv_separable(x: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, mode: 
     Kernels are odd-length 1-D tensors; borders padded with ``mode``.
     """
     n, c, h, w = x.shape
-    if use_conv_matrices(h, w, k_h.numel(), k_w.numel()):
+    if use_conv_matrices(h, w, k_h.numel(), k_w.numel(), x.dtype == torch.float64):
         mh = conv_matrix(h, k_h, mode).to(x.dtype)
         mw = conv_matrix(w, k_w, mode).to(x.dtype)
         return mh @ x @ mw.T
@@ -96,6 +96,15 @@ def conv2d_same(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tenso
     n, c, h, w = x.shape
     kh, kw = kernel.shape
     y = pad2d(x.reshape(n * c, 1, h, w), kh // 2, kw // 2, mode)
+    if x.dtype == torch.float64 and max(h, w) > 64 and kh * kw > 9:
+        # float64 conv2d takes CPU's slow im2col path (a 23x23 disk on 224 px: seconds per image);
+        # correlate through the FFT of the padded image instead, as OpenCV's filter2D does for
+        # large kernels: no wrap-around reaches the kept [h, w] corner
+        ph, pw = y.shape[-2:]
+        kp = torch.zeros(ph, pw, dtype=x.dtype)
+        kp[:kh, :kw] = kernel.to(x.dtype)
+        spec = torch.fft.rfft2(y) * torch.conj(torch.fft.rfft2(kp))
+        return torch.fft.irfft2(spec, s=(ph, pw))[..., :h, :w].reshape(n, c, h, w)
     y = F.conv2d(y, kernel.to(x.dtype).view(1, 1, kh, kw))
     return y.reshape(n, c, h, w)
 

@@ -10,8 +10,8 @@ linear resamplings. Departures from Hendrycks' scripts:
 - glass_blur: the original "swap" ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` acts on numpy
   views, so it really copies ``x[h', w']`` into ``x[h, w]``; that is what the released data
   contain and what is reproduced here. With max shift 1 (every CIFAR severity) each read
-  hits a not-yet-visited pixel, so the pass is one batched gather; larger shifts run the
-  sequential scan (vectorised over the batch).
+  hits a not-yet-visited pixel, so the pass is one batched gather; larger shifts run row by row
+  (:func:`_glass_shuffle_rows`, equal to the sequential scan :func:`_glass_shuffle_seq`).
 """
 
 from __future__ import annotations
@@ -58,13 +58,46 @@ def _glass_shuffle_seq(arr: torch.Tensor, delta: int, g: torch.Generator) -> tor
     return torch.from_numpy(a)
 
 
+def _glass_shuffle_rows(arr: torch.Tensor, delta: int, g: torch.Generator) -> torch.Tensor:
+    """:func:`_glass_shuffle_seq` (same draws, same result) one row at a time instead of one pixel.
+
+    Scanning a row right to left, pixel ``(h, w)`` reads ``(h + dy, w + dx)``: rows below were
+    finished before, rows above and the row's own pixels to the left are still unchanged, and a
+    read to the right within the row (``dy = 0, dx > 0``) takes the value already copied there.
+    So each pixel's value is an unchanged one, found by following those rightward reads to their
+    end (pointer jumping): a gather per row, vectorised over the row and the batch.
+    """
+    n, h, w, _ = arr.shape
+    hs = list(range(h - delta, delta, -1))
+    ws = list(range(w - delta, delta, -1))
+    d = torch.randint(-delta, delta, (len(hs), len(ws), n, 2), generator=g)
+    a = arr.clone()
+    m = len(ws)
+    if not hs or not m:
+        return a
+    cols = torch.tensor(ws)
+    nn = torch.arange(n)[:, None]
+    j = torch.arange(m)[None, :].expand(n, m)  # scan position: j = 0 is the rightmost column ws[0]
+    jumps = max(1, (m - 1).bit_length())
+    for i, hh in enumerate(hs):
+        dx = d[i, :, :, 0].T  # [n, m]
+        dy = d[i, :, :, 1].T
+        src_c = cols[None, :] + dx
+        fixed = a[nn, hh + dy, src_c]  # [n, m, 3]: what each read sees before this row changes
+        ptr = torch.where((dy == 0) & (dx > 0) & (src_c <= ws[0]), j - dx, j)
+        for _ in range(jumps):
+            ptr = ptr.gather(1, ptr)
+        a[:, hh, cols] = fixed.gather(1, ptr[..., None].expand(n, m, 3))
+    return a
+
+
 @CORRUPTION_FNS.register("glass_blur")
 def glass_blur(x: torch.Tensor, p: tuple, g: torch.Generator, profile: str) -> torch.Tensor:
     """Blur (sigma), truncate to uint8, locally shuffle pixels ``iterations`` times, blur again."""
     sigma, delta, iterations = p
     arr = _ops.quantize_trunc(_ops.gaussian_blur(x, sigma)).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     for _ in range(iterations):
-        arr = _glass_shuffle_d1(arr, g) if delta == 1 else _glass_shuffle_seq(arr, delta, g)
+        arr = _glass_shuffle_d1(arr, g) if delta == 1 else _glass_shuffle_rows(arr, delta, g)
     y = arr.permute(0, 3, 1, 2).to(x.dtype) / 255.0
     return _ops.gaussian_blur(y, sigma)
 
