@@ -145,7 +145,12 @@ def test_rescore_write_applies_a_metric_registered_later(mc_records, tmp_path: P
     assert new["metrics"]["clean"]["nll"] == old["metrics"]["clean"]["nll"]
     # rescoring the rewritten record (the metric now gone from the registry) keeps the recorded value: no difference
     assert cli.main(["rescore", str(copy)]) == 0
-    assert "1 record(s), 0 with differences, 0 problem(s)" in capsys.readouterr().out
+    assert "1 record(s), 0 with differences, 0 problem(s), 0 without a sidecar" in capsys.readouterr().out
+    # a record from before predictions were stored is skipped, not a failure
+    old_rec = {**{k: v for k, v in old.items() if k != "predictions"}, "run_id": "old", "created": "2020-01-01T00:00:00.000000Z"}
+    (runs / "old__20200101T000000000000Z.json").write_text(json.dumps(old_rec))
+    assert cli.main(["rescore", str(runs)]) == 0
+    assert "no sidecar" in capsys.readouterr().out
 
 
 def test_rescore_names_a_tampered_or_missing_sidecar(mc_records, tmp_path: Path, capsys) -> None:
