@@ -271,7 +271,7 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
         table[col] = math.nan
     for m in PAIRED_METRICS:
         table[f"d_{m}_excl"] = None
-    notes: list[str] = []
+    notes: list[tuple[str, str]] = []  # (reason, what is n/a)
     n_examples, n_seeds, n_res = set(), set(), set()
     rows = []
     for i, recs in groups:
@@ -279,7 +279,7 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
         d = row_dee(recs, de_recs)
         table.at[i, "dee"], table.at[i, "dee_display"] = d.value, d.display
         if d.reason and de_recs:
-            notes.append(f"DEE of {name}: n/a ({d.reason})")
+            notes.append((d.reason, f"DEE of {name}"))
         p = row_paired(recs, base_recs, n_resamples)
         cells = {}
         for m in PAIRED_METRICS:
@@ -300,7 +300,7 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
             n_seeds.add(p.result.n_seeds)
             n_res.add(p.result.n_resamples)
         if p.reason and base_recs:
-            notes.append(f"paired differences of {name}: n/a ({p.reason})")
+            notes.append((p.reason, f"paired differences of {name}"))
         rows.append((name, cells))
     base_label = label(table.loc[base[0]]) if base else None
     if n_examples:
@@ -318,9 +318,13 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
     if base_recs:
         facts.append(("Paired differences", f"row - {base_label}, {header}; 95% percentile intervals, "
                                             "* = the interval excludes 0 (table below the main one)"))
-    if notes:
-        facts.append(("n/a", "; ".join(notes)))
-    return table, PairedTable(header, base_label, rows if base_recs else [], notes), facts
+    by_reason: dict[str, list[str]] = {}
+    for reason, what in notes:
+        by_reason.setdefault(reason, []).append(what)
+    lines = [f"{', '.join(whats)}: n/a ({reason})" for reason, whats in by_reason.items()]
+    if lines:
+        facts.append(("n/a", "; ".join(lines)))
+    return table, PairedTable(header, base_label, rows if base_recs else [], lines), facts
 
 
 def cached_paired(groups: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, PairedResult]]:
