@@ -225,6 +225,9 @@ def report(res: dict, argv: list[str], load_before: tuple[float, ...], load_afte
     per_core = 1000 / train_large
     epoch_core_h = IMAGENET_TRAIN_IMAGES * train_large / 1000 / 3600
     large_kib = res["large_kib"]
+    stream_ms = [r["cpu_ms_per_img"] for r in res["rows"] if r["path"].startswith("stream, train")]
+    comps = dict(res["components"])
+    comp_sum = comps["decode (open + RGB)"] + comps["RandomResizedCrop(224) + flip"] + comps["to uint8 tensor"]
     cached_ms = next(r["cpu_ms_per_img"] for r in res["rows"] if r["path"].startswith("cached"))
     lines += [
         "",
@@ -240,9 +243,14 @@ def report(res: dict, argv: list[str], load_before: tuple[float, ...], load_afte
         f"- A node with 8 workers (`$PLURES_DATA_WORKERS` defaults to min(8, CPUs)) should stream at most about {8 * per_core:,.0f} "
         f"images/s ({IMAGENET_TRAIN_IMAGES / (8 * per_core) / 60:.0f} min per epoch), 16 workers about {16 * per_core:,.0f} images/s; "
         "ResNet-50 training in mixed precision runs at roughly 2,500-3,000 images/s on one A100 (NVIDIA's "
-        "DeepLearningExamples figures), so plan on the order of 16-32 free cores per GPU (set `$PLURES_DATA_WORKERS` above 8 "
-        "when the node has them), or the GPU waits on the decoder. A slow or network file system adds reading time not "
-        "measured here.",
+        f"DeepLearningExamples figures), which needs at least {2750 / per_core:.0f} decoding cores per such GPU at this rate, "
+        "more with real files and the loader's overheads (next point): give each GPU several more worker cores than that "
+        "(`$PLURES_DATA_WORKERS` may exceed 8 when the node has them), or the GPU waits on the decoder. A slow or network "
+        "file system adds reading time not measured here.",
+        f"- Overheads: the streamed rows of the table cost {min(stream_ms):.1f}-{max(stream_ms):.1f} CPU ms per image end to "
+        f"end, against {comp_sum:.2f} ms for the components alone (decode, crop, tensor) on the same files: collation, "
+        "normalisation, worker start-up and inter-process transfer, and on a loaded machine cache misses and context "
+        "switches. On an idle node expect the end-to-end cost nearer the components' sum; measure there.",
         f"- The cached path (uint8 already decoded at 224: gather, crop, flip, normalise) measured {cached_ms:.2f} CPU ms per "
         "image here: the streamed path's extra cost is the decode and resampling above, which is why only ImageNet is "
         "streamed (its 1.28 M images at 224x224x3 would take ~190 GB as uint8).",
