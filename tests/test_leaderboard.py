@@ -330,7 +330,7 @@ def test_requested_suite_without_records(tmp_path):
 # plots and page
 # ------------------------------------------------------------------------------------------------
 
-PLOT_NAMES = ("severity", "cost", "heatmap", "reliability", "diversity")
+PLOT_NAMES = ("severity", "cost", "heatmap", "reliability", "diversity", "equal_cost")  # drawn for the fixture (paired_differences: no sidecars, skipped)
 
 
 def test_plots_written(built):
