@@ -125,6 +125,7 @@ def cmd_bench(p: argparse.ArgumentParser):
     p.add_argument("--restart", action="store_true",
                    help="start the bench over: forget the progress of an interrupted bench of the same runs (its checkpoints are not resumed)")
     add_cost_options(p)
+    add_resamples_option(p)
     p.add_argument("--no-cost-pass", action="store_true", help="skip the interleaved cost pass after the runs (latency columns keep the per-run figures)")
     add_env_options(p)
 
@@ -185,7 +186,8 @@ def cmd_bench(p: argparse.ArgumentParser):
         print(f"suite {meta['name']}: {len(selected)} runs in {time.perf_counter() - t0:.0f}s", flush=True)
         if not args.no_cost_pass:
             bench_cost_pass(meta["name"], args)
-        written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[meta["name"]], cost_dir=args.cost_dir)
+        written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[meta["name"]], cost_dir=args.cost_dir,
+                                     n_resamples=args.resamples)
         for path in written:
             print(f"leaderboard: {path}")
         for name, err in failed:
@@ -193,6 +195,21 @@ def cmd_bench(p: argparse.ArgumentParser):
         return 1 if failed else 0
 
     return run
+
+
+def add_resamples_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resamples", type=_positive_int, default=1000,
+                   help="resamples of the leaderboard's paired bootstrap (default: 1000)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--resamples must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--resamples must be a positive integer, got {value}")
+    return value
 
 
 def add_cost_options(p: argparse.ArgumentParser) -> None:
@@ -224,6 +241,7 @@ def cmd_cost(p: argparse.ArgumentParser):
     p.add_argument("--skip-missing", action="store_true",
                    help="leave out (and name) records whose final weights are missing instead of failing; they keep their per-run latency")
     add_cost_options(p)
+    add_resamples_option(p)
     add_env_options(p)
 
     def run(args: argparse.Namespace) -> int:
@@ -236,7 +254,8 @@ def cmd_cost(p: argparse.ArgumentParser):
                       cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, skip_missing=args.skip_missing,
                       log=lambda m: print(m, flush=True))
         if not args.no_leaderboard:
-            for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[suite], cost_dir=args.cost_dir):
+            for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[suite], cost_dir=args.cost_dir,
+                                          n_resamples=args.resamples):
                 print(f"leaderboard: {path}")
         return 0
 
@@ -250,13 +269,14 @@ def cmd_leaderboard(p: argparse.ArgumentParser):
     p.add_argument("--out", type=Path, default=Path("results/leaderboards"), help="output folder (default: results/leaderboards)")
     p.add_argument("--suite", action="append", default=[], help="only these suites (repeatable; default: all)")
     p.add_argument("--cost-dir", type=Path, default=None, help="interleaved cost passes to read (default: 'cost' beside --results-dir)")
+    add_resamples_option(p)
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
         from .leaderboard.write import check_arguments
 
         check_arguments(args.results_dir, args.suite or None)  # a missing folder or a suite without records: exit 2
-        for path in write_leaderboards(args.results_dir, args.out, suites=args.suite or None, cost_dir=args.cost_dir):
+        for path in write_leaderboards(args.results_dir, args.out, suites=args.suite or None, cost_dir=args.cost_dir, n_resamples=args.resamples):
             print(f"leaderboard: {path}")
         return 0
 
@@ -341,13 +361,13 @@ def describe(name: str) -> list[str]:
 
 @command("list")
 def cmd_list(p: argparse.ArgumentParser):
-    """List registered methods, backbones, datasets and suites (-v: with options, defaults and facts)."""
+    """List registered methods, backbones, datasets, OOD sets and suites (-v: with options, defaults and facts)."""
     p.add_argument("-v", "--verbose", action="store_true", help="each method's options with defaults and help, each backbone's and dataset's facts")
     p.add_argument("--methods", action="store_true", help="methods only")
 
     def run(args: argparse.Namespace) -> int:
         from .backbones import BACKBONES
-        from .data.base import DATASETS, load_datasets
+        from .data.base import DATASETS, load_datasets, ood_names
 
         load_datasets()
         from .catalogue.methods import method_names
@@ -362,6 +382,7 @@ def cmd_list(p: argparse.ArgumentParser):
         if not args.methods:
             print("backbones:", ", ".join(BACKBONES.names()))
             print("datasets: ", ", ".join(DATASETS.names()))
+            print("ood sets: ", ", ".join(ood_names()), "(eval.ood)")
             print("suites:   ", ", ".join(sorted(q.stem for q in C.SUITES_DIR.glob("*.toml"))))
         return 0
 

@@ -153,7 +153,7 @@ def render_markdown(board: SuiteBoard) -> str:
 def _problems_markdown(board: SuiteBoard) -> list[str]:
     out = []
     if board.problems:
-        out += ["", "## Records left out (malformed)", ""] + [f"- `{p}`: {why}" for p, why in board.problems]
+        out += ["", "## Records left out or with problems", ""] + [f"- `{p}`: {why}" for p, why in board.problems]
     if board.failed:
         out += ["", "## Failed runs (not in the tables)", ""] + [f"- `{p}`: {why}" for p, why in board.failed]
     return out
@@ -340,7 +340,7 @@ def html_document(title: str, body: str) -> str:
 def problems_html(board: SuiteBoard) -> str:
     """The records left out as malformed, and failed runs, as HTML sections (always present)."""
     e = html.escape
-    out = ['<section id="left-out"><h2>Records left out (malformed)</h2>']
+    out = ['<section id="left-out"><h2>Records left out or with problems</h2>']
     if board.problems:
         out.append("<ul>" + "".join(f"<li><code>{e(p)}</code>: {e(why)}</li>" for p, why in board.problems) + "</ul>")
     else:
