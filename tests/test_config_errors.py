@@ -57,7 +57,7 @@ BAD = [
     # the method's options, against its Options dataclass (before any data is read, too)
     ("method.members=abc", "method.members = 'abc' is not valid: expected an integer >= 1"),
     ("method.members=0", "method.members = 0 is not valid: expected an integer >= 1"),
-    ("method.temperature=2", "unknown option(s) ['temperature'] for method 'deterministic'; valid options: members"),
+    ("method.temperature=2", "unknown option(s) ['temperature'] for method 'deterministic'; valid options: label, members"),
 ]
 
 

@@ -125,7 +125,7 @@ def test_suite_entry_settings_and_overrides() -> None:
     cfg = C.suite_entry("quick:mimo")
     assert cfg["run"]["method"] == "mimo" and cfg["run"]["seed"] == 0 and cfg["run"]["name"] == "mimo" and "suite" not in cfg["run"]
     assert cfg["method"] == {"members": 3, "input_repetition": 0.0, "batch_repetition": 1}
-    assert cfg["train"]["batch_size"] == 256 and cfg["train"]["precision"] == "bf16" and cfg["backbone"] == {"width": 16}
+    assert cfg["train"]["batch_size"] == 256 and cfg["train"]["precision"] == "fp32" and cfg["backbone"] == {"width": 16}
     resolved = C.resolve(C.apply_overrides(cfg, ["run.seed=3", "train.epochs=1"]))
     assert resolved["run"]["seed"] == 3 and resolved["train"]["epochs"] == 1 and resolved["run"]["suite"] == "adhoc"
     assert C.suite_entry("quick:batchensemble")["train"]["lr"] == 0.2  # the entry's table over the defaults
