@@ -197,11 +197,11 @@ def test_leaderboard_shows_the_new_columns_in_every_format(benched) -> None:
     assert "paired bootstrap over 40 test examples, 1000 resamples, 3 seed(s)" in md
     assert "| Method | Δ Acc (pp) | Δ NLL | Δ cal. NLL | Δ Brier | Δ ECE |" in md
     html = (folder / "leaderboard.html").read_text()
-    assert 'class="leaderboard paired"' in html and "MI-AUROC svhn (%)" in html and ">DEE<" in html
+    assert 'class="paired"' in html and "MI-AUROC svhn (%)" in html and ">DEE<" in html
     tex = (folder / "leaderboard.tex").read_text()
     assert r"$\Delta$ cal. NLL" in tex and "-paired}" in tex
     page = (folder / "index.html").read_text()
-    assert 'class="leaderboard paired"' in page and 'id="plot-cifar10__resnet8__paired_differences"' in page
+    assert 'class="paired"' in page and 'id="plot-cifar10__resnet8__paired_differences"' in page
     assert (folder / "plots" / "cifar10__resnet8__paired_differences.png").is_file()
     rows = _csv_rows(folder)
     assert set(rows) == {"deterministic", "deep_ensemble M=3", "mc_dropout K=2"}

@@ -99,7 +99,7 @@ def test_rescore_reproduces_every_recorded_metric(mc_records, variant: str) -> N
     rec = _by_variant(mc_records, variant)
     result = rescore_record(rec, rtol=RTOL)
     cells = [f"corrupted/{c}/{s}" for c in rec["metrics"]["corrupted"]["per"] for s in ("1", "5")]
-    assert set(result["parts"]) == {"clean", "val", *cells, "corrupted/summary", "ood/svhn"} and len(cells) == 30
+    assert set(result["parts"]) == {"clean", "val", *cells, "corrupted/summary", "ood/svhn", "group/predictive_uncertainty"} and len(cells) == 30
     assert result["differences"] == []
     assert not result["written"]
 

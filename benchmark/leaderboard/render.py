@@ -284,7 +284,7 @@ def render_html_tables(board: SuiteBoard) -> str:
         paired = paired_cells(block)
         if paired:
             line, labels, prow = paired
-            out.append(f'<h3>{e(line)}</h3><div class="scroll"><table class="leaderboard paired" data-block="{e(block.slug)}"><thead><tr>'
+            out.append(f'<h3>{e(line)}</h3><div class="scroll"><table class="paired" data-block="{e(block.slug)}"><thead><tr>'
                        + "".join(f"<th>{e(h)}</th>" for h in labels) + "</tr></thead><tbody>")
             out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in prow]
             out.append("</tbody></table></div>")
@@ -316,6 +316,10 @@ dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 table.leaderboard { border-collapse: collapse; font-size: .82em; margin: .6em 0; }
 table.leaderboard th, table.leaderboard td { border-bottom: 1px solid #ddd; padding: .25em .4em; text-align: right; }
 table.leaderboard th { background: #f3f3f3; position: sticky; top: 0; white-space: normal; vertical-align: bottom; }
+table.paired { border-collapse: collapse; font-size: .82em; margin: .6em 0; }
+table.paired th, table.paired td { border-bottom: 1px solid #ddd; padding: .25em .4em; text-align: right; }
+table.paired th { background: #f3f3f3; }
+table.paired td:first-child, table.paired th:first-child { text-align: left; }
 table.leaderboard td:nth-child(-n+5), table.leaderboard th:nth-child(-n+5) { text-align: left; }
 table.leaderboard td.id-source { white-space: normal; min-width: 6em; max-width: 14em; }
 .scroll { overflow-x: auto; }
