@@ -58,12 +58,21 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None, data_dir: Path | None
 
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str, chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's bytes (``algorithm``: a :func:`hashlib.new` name), read in chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    return file_digest(path, "md5", chunk)
+
+
+def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
+    return file_digest(path, "sha256", chunk)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import numpy as np
 
 from ...core.registry import Registry, import_package
+from ...corruptions import corruption_set
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.runtime import Environment
@@ -95,3 +96,17 @@ def open_corrupted(data: "Dataset", ev: dict[str, Any], env: "Environment", devi
     else:
         folder = Path(kind)
     return corrupted_source(name).open(data, ev, folder, env, device)
+
+
+def check_cell_folders(folder: Path, ev: dict[str, Any]) -> tuple[tuple[str, ...], list[int]]:
+    """The corruptions and severities ``ev`` asks for, after checking that ``folder`` (a release's
+    ``<corruption>/<severity>/<class>/`` layout) has every one of their severity folders: fail
+    before evaluating anything when a cell is absent."""
+    names = corruption_set(ev["corruption_set"])
+    severities = [int(s) for s in ev["corruption_severities"]]
+    missing = [f"{n}/{s}" for n in names for s in severities if not (folder / n / str(s)).is_dir()]
+    if missing:
+        raise CorruptedDataError(f"missing severity folder(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} in {folder} "
+                                 f"(corruption_set {ev['corruption_set']!r}, severities {severities}); expected "
+                                 f"{folder}/<corruption>/<severity>/<wnid>/*.JPEG")
+    return names, severities

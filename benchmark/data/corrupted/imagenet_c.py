@@ -23,9 +23,9 @@ from torchvision import transforms
 from torchvision.transforms import functional as TF
 
 from ...core.runtime import hash_seed
-from ...corruptions import check_corruption, check_severity, corrupt, corruption_set
+from ...corruptions import check_corruption, check_severity, corrupt
 from ..streaming import IMAGE_SIZE, StreamingImageFolder, eval_transform, open_rgb, to_uint8
-from .base import CORRUPTED_SOURCES, CorruptedDataError, CorruptedSource, subset_indices
+from .base import CORRUPTED_SOURCES, CorruptedDataError, CorruptedSource, check_cell_folders, subset_indices
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.runtime import Environment
@@ -209,13 +209,7 @@ def open_files(data: "Dataset", ev: dict[str, Any], folder: Path | None, env: "E
     if not folder.is_dir():
         raise CorruptedDataError(f"ImageNet-C folder {folder} not found (eval.corruptions = {kind!r}); expected "
                                  f"{folder}/<corruption>/<severity 1-5>/<wnid>/*.JPEG; get it from {IMAGENET_C_SOURCE}")
-    names = corruption_set(ev["corruption_set"])
-    severities = [int(s) for s in ev["corruption_severities"]]
-    missing = [f"{n}/{s}" for n in names for s in severities if not (folder / n / str(s)).is_dir()]
-    if missing:  # fail before evaluating anything when a cell is absent
-        raise CorruptedDataError(f"missing severity folder(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} in {folder} "
-                                 f"(corruption_set {ev['corruption_set']!r}, severities {severities}); expected "
-                                 f"{folder}/<corruption>/<severity>/<wnid>/*.JPEG")
+    names, severities = check_cell_folders(folder, ev)
     clean = _streamed_test(data)
     class_to_idx = {w: i for i, w in enumerate(data.classes)}
 

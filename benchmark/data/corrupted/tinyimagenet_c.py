@@ -48,7 +48,7 @@ from ...core.progress import progress_bar
 from ...corruptions import CORRUPTIONS_VERSION, check_corruption, check_profile, check_severity, corruption_set
 from ...corruptions.generate import array_sha256, corrupt_array
 from ..base import Split, resolve_cache_dir, resolve_data_dir
-from .base import CORRUPTED_SOURCES, CorruptedDataError, CorruptedSource, subset_indices
+from .base import CORRUPTED_SOURCES, CorruptedDataError, CorruptedSource, check_cell_folders, subset_indices
 
 if TYPE_CHECKING:  # pragma: no cover
     from ...core.runtime import Environment
@@ -359,13 +359,7 @@ def open_files(data: "Dataset", ev: dict[str, Any], folder: Path | None, env: "E
     if not folder.is_dir():
         raise CorruptedDataError(f"Tiny-ImageNet-C folder {folder} not found (eval.corruptions = {ev['corruptions']!r}); "
                                  f"expected {folder}/<corruption>/<severity 1-5>/<wnid>/*.JPEG; get it from {TINY_C_SOURCE}")
-    names = corruption_set(ev["corruption_set"])
-    severities = [int(s) for s in ev["corruption_severities"]]
-    missing = [f"{n}/{s}" for n in names for s in severities if not (folder / n / str(s)).is_dir()]
-    if missing:  # fail before evaluating anything when a cell is absent
-        raise CorruptedDataError(f"missing severity folder(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} in {folder} "
-                                 f"(corruption_set {ev['corruption_set']!r}, severities {severities}); expected "
-                                 f"{folder}/<corruption>/<severity>/<wnid>/*.JPEG")
+    names, severities = check_cell_folders(folder, ev)
     source = "regenerated" if (folder / MANIFEST).is_file() else "official"
     return TinyImageNetCSet(data, folder, int(ev["corruption_subset"]), int(ev["corruption_seed"]), device, source)
 

@@ -19,7 +19,6 @@ memory-mapped afterwards (``<cache>/tinyimagenet/``, about 1.2 GB; ``<cache>/tin
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import tarfile
@@ -30,7 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ...core.progress import progress_bar
-from ..base import DATA_ENV, DATASETS, OOD_SETS, DataError, DatasetSpec, OODSpec, Split, cached_splits
+from ..base import DATA_ENV, DATASETS, OOD_SETS, DataError, DatasetSpec, OODSpec, Split, cached_splits, sha256sum
 
 IMAGE_SIZE = 64
 OOD_SIZE = 32
@@ -70,14 +69,6 @@ RELEASE = "Tiny-ImageNet-200 (http://cs231n.stanford.edu/tiny-imagenet-200.zip, 
 # larger than the often quoted (0.2302, 0.2265, 0.2262), which averages per-image standard deviations.
 TINY_MEAN = (0.4802, 0.4481, 0.3975)
 TINY_STD = (0.2764, 0.2689, 0.2816)
-
-
-def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_part(root: Path, part: TinyPart) -> Path:
