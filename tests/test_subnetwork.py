@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines.layers import GroupedConv2d
 from baselines.subnetwork import (CRITERIA, Subnetwork, channel_graph, extract_subnetwork, load_from_parent,
                                   partition_channels, snake_assignment)
 from benchmark.core import config as C
@@ -130,6 +131,35 @@ def test_gradients_stay_inside_each_subnetwork() -> None:
                 if j != i:
                     assert torch.count_nonzero(blocks[j]) == 0, (name, i, j)
             torch.testing.assert_close(full[name].chunk(M, dim=0)[i], blocks[i], rtol=1e-4, atol=1e-6)
+
+
+def test_cpu_training_dense_path_equals_the_grouped_convolution() -> None:
+    """The block-diagonal dense form used for narrow groups while training on the CPU gives the
+    grouped convolution's output and weight gradient; evaluation and no-grad calls stay grouped."""
+    torch.manual_seed(0)
+    conv = GroupedConv2d(8, 12, 3, stride=2, padding=1, bias=True, groups=4)
+    x = torch.randn(3, 8, 9, 9, requires_grad=True)
+    conv.train()
+    assert conv.uses_dense_path(x)
+    dense = conv(x)
+    gw_dense, gx_dense = torch.autograd.grad(dense.square().sum(), (conv.weight, x))
+    ref = F.conv2d(x, conv.weight, conv.bias, stride=2, padding=1, groups=4)
+    gw_ref, gx_ref = torch.autograd.grad(ref.square().sum(), (conv.weight, x))
+    torch.testing.assert_close(dense, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gw_dense, gw_ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gx_dense, gx_ref, rtol=1e-4, atol=1e-5)
+    w = conv.block_diagonal_weight().detach()
+    assert w.shape == (12, 8, 3, 3)
+    for g in range(4):  # group g's outputs read only group g's inputs
+        for h in range(4):
+            block = w[3 * g:3 * (g + 1), 2 * h:2 * (h + 1)]
+            assert (torch.equal(block, conv.weight[3 * g:3 * (g + 1)].detach()) if g == h else torch.count_nonzero(block) == 0)
+    with torch.no_grad():
+        assert not conv.uses_dense_path(x)
+    conv.eval()
+    assert not conv.uses_dense_path(x)
+    wide = GroupedConv2d(32, 32, 3, padding=1, groups=4).train()  # 8 channels per group: oneDNN's grouped kernel
+    assert not wide.uses_dense_path(torch.randn(1, 32, 4, 4))
 
 
 def test_errors_name_the_bad_value() -> None:
