@@ -219,6 +219,22 @@ def test_imagenet_mce_uses_alexnet():
     assert frame.loc[0, "mCE"] == pytest.approx(100.0)
 
 
+def test_val_split_test_sets_are_named_and_count_as_official():
+    """ImageNet and Tiny-ImageNet test on the release's labelled val split: the header says so, and
+    it is the data published results use (no "data" reason against comparability)."""
+    rec = copy.deepcopy(raw_records(C10)[0])
+    rec["identity"].update(dataset="imagenet", backbone="resnet50")
+    rec["data"]["source"] = "official-val"
+    rec["_path"] = "imagenet.json"
+    frame = lb.records_frame([rec])
+    facts = dict(lb.boards.block_facts("imagenet", "resnet50", frame, [rec]))
+    assert "labelled val split as the test set (its test split is unlabelled)" in facts["Data"]
+    assert "data official" not in facts["Comparability"] and "epochs" in facts["Comparability"]
+    rec["data"]["source"] = "jpeg-copy"
+    facts = dict(lb.boards.block_facts("imagenet", "resnet50", lb.records_frame([rec]), [rec]))
+    assert "data jpeg-copy (paper: official)" in facts["Comparability"]
+
+
 # ------------------------------------------------------------------------------------------------
 # malformed records, schema versions
 # ------------------------------------------------------------------------------------------------

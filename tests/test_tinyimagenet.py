@@ -123,7 +123,7 @@ def test_reads_tarballs_into_memory_mapped_cache(tar_root, tmp_path, release):
     cache = tmp_path / "cache"
     data = load_dataset("tinyimagenet", tar_root, cache, progress=False)
     _check_dataset(data, release)
-    assert data.source == "official"
+    assert data.source == "official-val"
     assert (cache / "tinyimagenet" / "train_images.npy").is_file()
     again = load_dataset("tinyimagenet", tar_root, cache, progress=False)
     assert isinstance(again.train.images, np.memmap)

@@ -107,7 +107,7 @@ class Dataset:
     test: Split
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    source: str  # "official", "jpeg-copy", ...
+    source: str  # "official", "official-val" (the release's labelled val split is the test split), "jpeg-copy", ...
     source_path: str
     val: Split | None = None
     # the subsets taken of the full splits (:func:`with_train_subset`): split -> facts (size, of, seed, stratified)

@@ -34,7 +34,7 @@ ALEXNET = PublishedErrors(f"AlexNet ({ALEXNET_SOURCE})", ALEXNET_IMAGENET_C_ERRO
 
 def load_imagenet(root: Path, progress: bool = True) -> tuple[dict[str, Any], tuple[str, ...], str, Path]:
     """``<root>/imagenet/{train,val}/<wnid>/*`` -> ({"train", "test": StreamingImageFolder}, wnids,
-    "official", folder). The validation set is the test split. Raises DataError naming the layout."""
+    "official-val", folder). The validation set is the test split. Raises DataError naming the layout."""
     base = Path(root) / IMAGENET_FOLDER
     layout = (f"{base}/train/<wnid>/*.JPEG and {base}/val/<wnid>/*.JPEG (ILSVRC-2012, the validation images sorted into "
               f"wnid folders, e.g. by valprep.sh)")
@@ -59,7 +59,7 @@ def load_imagenet(root: Path, progress: bool = True) -> tuple[dict[str, Any], tu
         if not len(files):
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {base / split}/<wnid>/; expected {layout}")
         splits[name] = StreamingImageFolder(base / split, files, labels, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    return splits, classes, "official", base
+    return splits, classes, "official-val", base
 
 
 def _load(root: Path, cache: Path, download: bool, progress: bool):
@@ -67,7 +67,7 @@ def _load(root: Path, cache: Path, download: bool, progress: bool):
 
 
 DATASETS.register("imagenet")(DatasetSpec(
-    "imagenet", _load, IMAGENET_MEAN, IMAGENET_STD, "official",
+    "imagenet", _load, IMAGENET_MEAN, IMAGENET_STD, "official-val",
     "ImageNet ILSVRC-2012, <root>/imagenet/{train,val}/<wnid>/*.JPEG, streamed (benchmark.data.streaming)",
     corrupted={"official": "imagenet-c-files", "regenerated": "imagenet-c-regenerated"}, official_corrupted_folder="imagenet-c",
     corruption_profile="imagenet", mce_reference=ALEXNET, ood=False))

@@ -268,11 +268,11 @@ def read_tinyimagenet(root: Path, progress: bool = True) -> tuple[dict[str, Spli
 def _load(root: Path, cache: Path, download: bool, progress: bool):
     sources = [find_part(root, TRAIN), find_part(root, VAL)]
     splits, classes, _ = cached_splits(cache, sources, lambda: read_tinyimagenet(root, progress))
-    return splits, classes, "official", sources[0].parent
+    return splits, classes, "official-val", sources[0].parent
 
 
 DATASETS.register("tinyimagenet")(DatasetSpec(
-    "tinyimagenet", _load, TINY_MEAN, TINY_STD, "official",
+    "tinyimagenet", _load, TINY_MEAN, TINY_STD, "official-val",
     "Tiny-ImageNet-200, 64x64, 200 classes: trained on the 100,000 train images, tested on the 10,000 val images "
     "(the release's test split is unlabelled)",
     corrupted=TINY_C_SOURCES, official_corrupted_folder="Tiny-ImageNet-C", corruption_profile="tinyimagenet", ood=False))
