@@ -14,7 +14,9 @@ batch once at the network input, so every layer downstream sees that layout.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -170,32 +172,30 @@ def _require_divisible(channels: int, groups: int, where: str) -> None:
                          f"choose members dividing every layer width (or a backbone width divisible by members)")
 
 
-class GroupedConv2d(nn.Conv2d):
-    """A convolution with ``groups=G`` (G independent convolutions on contiguous channel blocks).
+class DenseTrainingOnCpu:
+    """Mixin for a grouped ``nn.Conv2d``: the CPU training path of narrow groups.
 
-    **CPU training path.** oneDNN's fp32 backward of a grouped convolution with fewer than
-    :attr:`DENSE_BELOW` input channels per group is erratic on x86 CPUs: on the 2-core AVX2
-    machine a 16-channel, 4-group 3x3 layer's forward and backward took 0.2-0.9 s against 0.13 s
-    for the equivalent dense convolution, and 8x slower still when the cores were shared (the
-    subnetwork ensemble's first fine-tuning epoch of the quick suite took 1,435 s). So while
-    training on the CPU (module in training mode, autograd on), such a layer runs as ONE dense
-    convolution whose weight is block-diagonal: block g is group g's weight, every other block is
-    zero. The result is the grouped convolution's (the zero blocks add exact zeros; only the
-    summation order can differ, ~1e-6), the gradient reaches only the grouped weight (the zero
-    blocks are constants), and nothing connects two groups. Evaluation, FLOP counting and
-    latency use the grouped convolution itself, so the cost a record reports is the method's.
+    oneDNN's fp32 backward of a grouped convolution with fewer than :attr:`DENSE_BELOW` input
+    channels per group is erratic on x86 CPUs: on the 2-core AVX2 machine a 16-channel, 4-group
+    3x3 layer's forward and backward took 0.2-0.9 s against 0.13 s for the equivalent dense
+    convolution, and 8x slower still when the cores were shared (the subnetwork ensemble's first
+    fine-tuning epoch of the quick suite took 1,435 s; a packed step with 4 channels per group
+    measured ~10x the deterministic one). So while training on the CPU (module in training mode,
+    autograd on), such a layer runs as ONE dense convolution whose weight is block-diagonal: block
+    g is group g's weight, every other block is zero. The result is the grouped convolution's (the
+    zero blocks add exact zeros; only the summation order can differ, ~1e-6), the gradient reaches
+    only the grouped weight (the zero blocks are constants), and nothing connects two groups.
+    Evaluation, FLOP counting and latency use the grouped convolution itself, so the cost a record
+    reports is the method's. The dense form does G times the grouped FLOPs, which at these widths
+    still runs faster than the grouped kernel.
     """
 
     DENSE_BELOW = 8  # input channels per group under which CPU training uses the block-diagonal dense form
-
-    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False, *, groups: int) -> None:
-        _require_divisible(in_ch, groups, f"a convolution's input ({in_ch}->{out_ch})")
-        _require_divisible(out_ch, groups, f"a convolution's output ({in_ch}->{out_ch})")
-        super().__init__(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias, groups=groups)
+    enabled = True  # False inside grouped_kernels(): counting a training step's nominal FLOPs
 
     def uses_dense_path(self, x: torch.Tensor) -> bool:
         """Whether this call runs as the block-diagonal dense convolution (see the class docstring)."""
-        return (self.groups > 1 and self.training and torch.is_grad_enabled() and x.device.type == "cpu"
+        return (DenseTrainingOnCpu.enabled and self.groups > 1 and self.training and torch.is_grad_enabled() and x.device.type == "cpu"
                 and self.in_channels // self.groups < self.DENSE_BELOW)
 
     def block_diagonal_weight(self) -> torch.Tensor:
@@ -210,6 +210,27 @@ class GroupedConv2d(nn.Conv2d):
         if self.uses_dense_path(x):
             return F.conv2d(x, self.block_diagonal_weight(), self.bias, self.stride, self.padding, self.dilation, 1)
         return super().forward(x)
+
+
+@contextlib.contextmanager
+def grouped_kernels() -> Iterator[None]:
+    """Inside, every grouped convolution runs its grouped kernel also when training on the CPU (for
+    counting a training step's FLOPs as the method's, not the dense form's G-fold)."""
+    before, DenseTrainingOnCpu.enabled = DenseTrainingOnCpu.enabled, False
+    try:
+        yield
+    finally:
+        DenseTrainingOnCpu.enabled = before
+
+
+class GroupedConv2d(DenseTrainingOnCpu, nn.Conv2d):
+    """A convolution with ``groups=G`` (G independent convolutions on contiguous channel blocks);
+    narrow groups train on the CPU as one block-diagonal dense convolution (:class:`DenseTrainingOnCpu`)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False, *, groups: int) -> None:
+        _require_divisible(in_ch, groups, f"a convolution's input ({in_ch}->{out_ch})")
+        _require_divisible(out_ch, groups, f"a convolution's output ({in_ch}->{out_ch})")
+        super().__init__(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=bias, groups=groups)
 
 
 class GroupedLinear(nn.Module):

@@ -51,7 +51,7 @@ from torch import nn
 from benchmark.backbones import Layers
 from benchmark.methods import Method, MethodOptions, Task, register_method
 
-from .layers import GroupedLinear
+from .layers import DenseTrainingOnCpu, GroupedLinear
 
 DEFAULT_ALPHA = 2.0
 DEFAULT_GAMMA = 2
@@ -88,9 +88,11 @@ def packed_width(channels: int, alpha: float, groups: int) -> int:
     return max(1, math.ceil(round(alpha * channels, 6) / groups)) * groups
 
 
-class PackedConv2d(nn.Conv2d):
+class PackedConv2d(DenseTrainingOnCpu, nn.Conv2d):
     """A convolution of ``groups = M * gamma`` over member-major channel blocks (the first layer:
-    ``groups = 1``, reading the plain image). ``members`` and ``gamma`` are kept for inspection."""
+    ``groups = 1``, reading the plain image). ``members`` and ``gamma`` are kept for inspection.
+    Narrow groups (under 8 input channels, e.g. gamma=2 at small widths) train on the CPU as one
+    block-diagonal dense convolution with the same output and gradient (:class:`DenseTrainingOnCpu`)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, stride: int = 1, padding: int = 0, bias: bool = False,
                  *, members: int, gamma: int, first: bool = False) -> None:

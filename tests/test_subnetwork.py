@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from baselines.layers import GroupedConv2d
+from baselines.layers import GroupedConv2d, grouped_kernels
 from baselines.subnetwork import (CRITERIA, Subnetwork, channel_graph, extract_subnetwork, load_from_parent,
                                   partition_channels, snake_assignment)
 from benchmark.core import config as C
@@ -156,6 +156,9 @@ def test_cpu_training_dense_path_equals_the_grouped_convolution() -> None:
             assert (torch.equal(block, conv.weight[3 * g:3 * (g + 1)].detach()) if g == h else torch.count_nonzero(block) == 0)
     with torch.no_grad():
         assert not conv.uses_dense_path(x)
+    with grouped_kernels():  # counting a training step's FLOPs: the grouped kernel's
+        assert not conv.uses_dense_path(x)
+    assert conv.uses_dense_path(x)
     conv.eval()
     assert not conv.uses_dense_path(x)
     wide = GroupedConv2d(32, 32, 3, padding=1, groups=4).train()  # 8 channels per group: oneDNN's grouped kernel
