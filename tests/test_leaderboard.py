@@ -138,9 +138,23 @@ def test_reported_rows_only_where_dataset_and_backbone_match(boards):
         recs = copy.deepcopy(load_records(FIXTURES / JPEG).records)
         for r in recs:
             r["identity"].update(dataset=dataset, backbone=backbone)
+            r["data"]["num_classes"] = {"imagenet": 1000, "cifar100": 100, "cifar10": 10}[dataset]
         t = lb.build_boards(recs, [], [], None)[0].blocks[0].table
         assert (t["kind"] == "reported").sum() == expected, (dataset, backbone)
         assert set(t.loc[t["kind"] == "reported", "dataset"]) <= {dataset}
+
+
+def test_reported_rows_left_out_for_a_class_subset():
+    """A 100-class ImageNet run (the smoke suite) is not set beside published 1000-class figures;
+    the header says why."""
+    recs = copy.deepcopy(load_records(FIXTURES / JPEG).records)
+    for r in recs:
+        r["identity"].update(dataset="imagenet", backbone="resnet50")
+        r["data"]["num_classes"] = 100
+    block = lb.build_boards(recs, [], [], None)[0].blocks[0]
+    assert (block.table["kind"] == "measured").all()
+    assert dict(block.facts)["Reported rows"] == ("left out: the published figures are on all 1000 classes of imagenet, "
+                                                  "these records on 100 classes")
 
 
 def test_reported_rows_are_never_ranked(boards, built):

@@ -21,7 +21,7 @@ from .comparisons import DEFAULT_RESAMPLES, PairedTable, attach_comparisons, cle
 from .costs import attach_cost_pass, default_cost_dir, latency_facts
 from .frame import sidecar_problems
 from .mce import mce_basis, records_frame
-from .reported import Reported, paper_recipe, reported_for
+from .reported import REPORTED_CLASSES, Reported, paper_recipe, reported_for
 
 RANK_BY = "nll"
 DATA_SOURCES = {"official": "official test set",
@@ -84,18 +84,36 @@ def row_label(row: pd.Series | dict[str, Any]) -> str:
 def mark_best(table: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     """``best_<key>``: the best mean among measured rows (ties all marked; needs >= 2 rows with a value)."""
     measured = table["kind"] == "measured"
+    flags: dict[str, np.ndarray] = {}
     for col in columns:
         flag = np.zeros(len(table), dtype=bool)
         vals = table.loc[measured, col.key].astype(float)
         if col.better and vals.notna().sum() >= 2:
             best = vals.max() if col.better == "max" else vals.min()
             flag = (measured & np.isclose(table[col.key].astype(float), best, rtol=1e-12, atol=0.0)).to_numpy()
-        table[f"best_{col.key}"] = flag
-    return table
+        flags[f"best_{col.key}"] = flag
+    # one concat, not a column insert per flag (pandas warns of a fragmented frame for wide blocks)
+    return pd.concat([table.drop(columns=[k for k in flags if k in table]), pd.DataFrame(flags, index=table.index)], axis=1)
 
 
 def reported_rows(dataset: str, backbone: str, suite: str) -> list[dict[str, Any]]:
     return [reported_row(r, suite) for r in reported_for(dataset, backbone)]
+
+
+def reported_left_out(dataset: str, frame: pd.DataFrame) -> str | None:
+    """Why the published rows of ``dataset`` do not belong in this block (its records have another
+    number of classes than the published figures, e.g. a 100-class subset), else None."""
+    want = REPORTED_CLASSES.get(dataset)
+    have = sorted({int(n) for n in frame.get("num_classes", pd.Series(dtype=object)) if isinstance(n, (int, float)) and not math.isnan(n)})
+    if want is None or not have or have == [want]:
+        return None
+    return (f"left out: the published figures are on all {want} classes of {dataset}, these records on "
+            f"{', '.join(str(n) for n in have)} classes")
+
+
+def block_reported(dataset: str, backbone: str, frame: pd.DataFrame) -> bool:
+    """Whether this block shows the published rows of its dataset and backbone."""
+    return bool(reported_for(dataset, backbone)) and reported_left_out(dataset, frame) is None
 
 
 def reported_row(r: Reported, suite: str) -> dict[str, Any]:
@@ -127,7 +145,7 @@ def build_block(suite: str, dataset: str, backbone: str, frame: pd.DataFrame, re
     against the deterministic row from the sidecars (``n_resamples`` bootstrap resamples)."""
     agg = aggregate(frame)
     agg = agg.sort_values([RANK_BY, "method", "variant", "setting"], kind="stable", na_position="last").reset_index(drop=True)
-    table = pd.concat([agg, pd.DataFrame(reported_rows(dataset, backbone, suite))], ignore_index=True) if reported_for(dataset, backbone) else agg
+    table = pd.concat([agg, pd.DataFrame(reported_rows(dataset, backbone, suite))], ignore_index=True) if block_reported(dataset, backbone, frame) else agg
     paths = set(frame["path"])
     recs = [r for r in records if r.get("_path") in paths]
     table, paired, comparison_facts = attach_comparisons(table.reset_index(drop=True), frame, recs, row_label, n_resamples)
@@ -214,8 +232,10 @@ def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[
     if ood_scores:
         facts.append(("OOD", f"AUROC with OOD as positives, score: {', '.join(ood_scores)}"))
     facts += latency_facts(frame, records)  # where the ms/ex columns come from (interleaved cost pass or per run), and its check
-    if reported_for(dataset, backbone):
+    if block_reported(dataset, backbone, frame):
         facts.append(("Reported rows", "published figures (source in the row), not ranked; their cost columns are the paper's"))
+    elif reported_for(dataset, backbone):
+        facts.append(("Reported rows", reported_left_out(dataset, frame)))
     return facts
 
 

@@ -155,7 +155,7 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
     prov, data, budget = rec.get("provenance") or {}, rec.get("data") or {}, rec.get("budget") or {}
     train_cfg = _dig(rec, "config", "train") or {}
     row.update({
-        "data_source": data.get("source"), "test_size": data.get("test_size"),
+        "data_source": data.get("source"), "test_size": data.get("test_size"), "num_classes": data.get("num_classes"),
         "epochs": budget.get("epochs", train_cfg.get("epochs")), "batch_size": budget.get("batch_size", train_cfg.get("batch_size")),
         "precision": budget.get("precision", train_cfg.get("precision")),
         "git_commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"), "device": prov.get("device"),

@@ -130,6 +130,11 @@ def reported_for(dataset: str, backbone: str) -> list[Reported]:
     return [r for r in REPORTED if r.dataset == dataset and r.backbone == backbone]
 
 
+# The classes the published figures are measured on (a block whose records have other class counts,
+# e.g. a 100-class ImageNet smoke run, gets no reported rows).
+REPORTED_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+
 def paper_recipe(dataset: str, backbone: str) -> dict[str, Any] | None:
     """The published training recipe of this dataset and backbone, if any."""
     return PAPER_RECIPES.get((dataset, backbone))
