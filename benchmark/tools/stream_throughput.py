@@ -183,6 +183,7 @@ def measure(root: Path, images: int, workers: list[int], batch: int, large: int,
 def report(res: dict, argv: list[str], load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
     cpus = os.cpu_count() or 1
     busy = max(load_before[0], load_after[0]) > 0.5 * cpus
+    niceness = os.nice(0)  # this process's priority as it ran (the report shows the command as it was run)
     sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(res["sizes"].items(), key=lambda kv: -kv[1]))
     lines = [
         "# ImageNet input path on the CPU: streamed JPEG files against the in-memory cache",
@@ -190,16 +191,17 @@ def report(res: dict, argv: list[str], load_before: tuple[float, ...], load_afte
         f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by",
         "",
         "```bash",
-        "nice -n 10 python -m benchmark.tools.stream_throughput " + " ".join(argv),
+        (f"nice -n {niceness} " if niceness > 0 else "") + "python -m benchmark.tools.stream_throughput " + " ".join(argv),
         "```",
         "",
         f"- Machine: {platform.platform()}, {platform.processor() or platform.machine()}, {cpus} CPUs; torch {torch.__version__} "
         f"({torch.get_num_threads()} intra-op thread(s) in this process; DataLoader workers use 1), Pillow {PIL.__version__}.",
         f"- Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; after: "
         f"{', '.join(f'{x:.2f}' for x in load_after)}."
-        + (f" **The machine was loaded by concurrent work (load above {cpus / 2:g} on {cpus} CPUs), and this ran at low "
-           "priority: the wall-clock rates below are far below what these cores give when idle. The CPU ms per image "
-           "are the load-independent figures (CPU time actually spent, this process and its workers)**."
+        + (f" **The 1-minute load average was above {cpus / 2:g} on {cpus} CPUs (concurrent work, or work that had just "
+           "ended)" + (f" and this ran at nice {niceness}" if niceness > 0 else "") + ": the wall-clock rates below may be "
+           "below what these cores give when idle. The CPU ms per image are the load-independent figures (CPU time "
+           "actually spent, this process and its workers)**."
            if busy else ""),
         f"- Images: {res['images']} training images of {res['classes']} classes under `{res['folder']}` (a seeded sample), "
         f"{res['mean_file_kib']:.1f} KiB per file on average; sizes of the first 50: {sizes}. Files read once before timing "
