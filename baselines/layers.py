@@ -196,7 +196,7 @@ class DenseTrainingOnCpu:
     def uses_dense_path(self, x: torch.Tensor) -> bool:
         """Whether this call runs as the block-diagonal dense convolution (see the class docstring)."""
         return (DenseTrainingOnCpu.enabled and self.groups > 1 and self.training and torch.is_grad_enabled() and x.device.type == "cpu"
-                and self.in_channels // self.groups < self.DENSE_BELOW)
+                and self.in_channels // self.groups < self.DENSE_BELOW and self.padding_mode == "zeros")
 
     def block_diagonal_weight(self) -> torch.Tensor:
         """The ``[out, in, k, k]`` dense weight equal to this grouped convolution (zero off the diagonal blocks)."""
