@@ -3,7 +3,7 @@
 #
 #   make bench          the default suite end to end (records + leaderboard)      [SUITE=quick]
 #   make test           the test suite (slow real-data tests excluded)
-#   make leaderboard    rebuild leaderboards from the records in results/runs
+#   make leaderboard    rebuild your leaderboards from your records in results/runs [ARGS=--reference: the published ones]
 #   make test-slow      the long real-data tests
 #   make sweep SWEEP=benchmark/sweeps/tiny.toml   submit a sweep (job arrays + leaderboard job)  [ARGS=--dry-run]
 #   make sweep-status SWEEP=...                    each run: pending, running, done, failed  [ARGS=--resubmit-failed]

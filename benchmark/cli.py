@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .core import config as C
+from .core.runtime import DEFAULT_RESULTS, REFERENCE_ROOT, REFERENCE_RUNS
 
 COMMANDS: dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
 
@@ -21,24 +22,45 @@ def command(name: str):
     return deco
 
 
-def add_env_options(p: argparse.ArgumentParser) -> None:
+def add_env_options(p: argparse.ArgumentParser, reference: bool = False) -> None:
     g = p.add_argument_group("where data and results live")
     g.add_argument("--data-dir", help="data root (default: $PLURES_DATA_DIR, else ./data)")
     g.add_argument("--cache-dir", help="decoded-data cache (default: $PLURES_CACHE_DIR, else ./data/cache)")
-    g.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="where records are written (default: results/runs)")
+    g.add_argument("--results-dir", type=Path, default=None,
+                   help=f"where records are written (default: {DEFAULT_RESULTS}; with --reference: {REFERENCE_RUNS})")
     g.add_argument("--checkpoint-dir", type=Path, default=Path("results/checkpoints"), help="checkpoints and final weights (default: results/checkpoints)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    g.add_argument("--resume", action="store_true", help="continue from the last checkpoints instead of starting over")
+    g.add_argument("--restart", action="store_true",
+                   help="train anew even when a completed record or a checkpoint of the run exists (by default a run skips when it is "
+                        "done and resumes from its checkpoint); nothing finished is deleted: the new weights and record replace them "
+                        "when complete")
+    g.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)  # resuming is the default; accepted for old scripts
+    if reference:
+        g.add_argument("--reference", action="store_true",
+                       help=f"the project's published records: read and write {REFERENCE_ROOT} (records, cost passes, leaderboards) "
+                            f"instead of your own {DEFAULT_RESULTS.parent}/{{runs,cost,leaderboards}}; only on purpose")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (they are off anyway when not on a terminal)")
     g.add_argument("--tensorboard-dir", type=Path, default=None,
                    help="with train.log=tensorboard: event files in DIR/<run id>/<stage> (default: <checkpoint dir>/<run id>/tensorboard/<stage>)")
 
 
+def resolve_result_dirs(args: argparse.Namespace) -> None:
+    """Fill ``results_dir`` (and ``leaderboard_dir`` where the command has one) from ``--reference``:
+    the published records under results/reference, else the user's own (the cost passes live beside
+    the records: ``<root>/cost``)."""
+    root = REFERENCE_ROOT if getattr(args, "reference", False) else DEFAULT_RESULTS.parent
+    if getattr(args, "results_dir", None) is None:
+        args.results_dir = root / "runs"
+    if hasattr(args, "leaderboard_dir") and args.leaderboard_dir is None:
+        args.leaderboard_dir = root / "leaderboards"
+
+
 def make_env(args: argparse.Namespace):
     from .core.runtime import Environment
 
+    resolve_result_dirs(args)
     env = Environment(data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
-                      device=args.device, resume=args.resume, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+                      device=args.device, restart=args.restart, progress=not args.no_progress, log=lambda m: print(m, flush=True))
     if getattr(args, "tensorboard_dir", None) is not None:
         env.tensorboard_dir = args.tensorboard_dir  # read by the runner's training stages (train.log = "tensorboard")
     return env
@@ -68,71 +90,39 @@ def cmd_run(p: argparse.ArgumentParser):
     return run
 
 
-class BenchProgress:
-    """What one ``bench`` has done so far, so that running the same bench again after an
-    interruption continues it: ``<checkpoint dir>/.bench/<suite>.json`` holds the selected runs'
-    ids (a different selection or ``--set`` is another bench) and each run's state: ``running``
-    (started, not finished: interrupted, resumed from its checkpoint), ``done`` (completed in this
-    bench: skipped) or ``failed`` (started over). A bench whose runs all finished is complete; the
-    next one starts anew. Records of earlier benches are never taken for this one's."""
+def suite_namespace(name: str, overrides: list[str]) -> str:
+    """Where a bench's records, cost pass and leaderboard go: the suite's name, or with ``--set``
+    overrides ``<name>+<hash of the overrides>`` (a differently configured bench never mixes its
+    records with the suite's own)."""
+    if not overrides:
+        return name
+    import hashlib
+    import json
 
-    def __init__(self, path: Path, run_ids: list[str], restart: bool) -> None:
-        import json
-
-        self.path = path
-        self.key = sorted(set(run_ids))
-        old: dict = {}
-        if not restart and path.is_file():
-            try:
-                old = json.loads(path.read_text())
-            except (OSError, ValueError):
-                old = {}
-        self.continued = bool(old) and old.get("runs_selected") == self.key and not old.get("complete")
-        self.state: dict = old if self.continued else {"runs_selected": self.key, "started": _now(), "complete": False, "runs": {}}
-
-    def status(self, run_id: str) -> str:
-        return self.state["runs"].get(run_id, {}).get("status", "")
-
-    def mark(self, run_id: str, status: str, **extra: object) -> None:
-        self.state["runs"][run_id] = {"status": status, "at": _now(), **extra}
-        self.save()
-
-    def finish(self) -> None:
-        self.state["complete"] = all(self.status(r) == "done" for r in self.key)
-        self.save()
-
-    def save(self) -> None:
-        from .core.io import atomic_write_json
-
-        atomic_write_json(self.path, self.state)
-
-
-def _now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parsed = C.apply_overrides({}, overrides)
+    return f"{name}+{hashlib.sha256(json.dumps(parsed, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 @command("bench")
 def cmd_bench(p: argparse.ArgumentParser):
-    """Run a named suite end to end (every run x seed), then rebuild its leaderboard. Running the same
-    bench again after an interruption continues it (--restart starts over)."""
+    """Run a named suite end to end (every run x seed), then rebuild its leaderboard. Each run decides from disk: a run
+    with a completed record is skipped, one with a checkpoint resumes, the others start (--restart trains them anew).
+    With --set overrides the records go to their own namespace <suite>+<hash>, never beside the suite's own."""
     p.add_argument("suite", nargs="?", default="quick", help="suite name (benchmark/suites/<name>.toml) or path (default: quick)")
     p.add_argument("--only", default="", help="comma-separated run names of the suite to run (default: all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE", help="override for every run (repeatable)")
-    p.add_argument("--leaderboard-dir", type=Path, default=Path("results/leaderboards"), help="where leaderboards go")
-    p.add_argument("--skip-done", action="store_true", help="skip runs that already have a completed record in --results-dir")
-    p.add_argument("--restart", action="store_true",
-                   help="start the bench over: forget the progress of an interrupted bench of the same runs (its checkpoints are not resumed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="override for every run (repeatable); the records go to the namespace <suite>+<hash of the overrides>")
+    p.add_argument("--leaderboard-dir", type=Path, default=None,
+                   help="where leaderboards go (default: results/leaderboards; with --reference: results/reference/leaderboards)")
+    p.add_argument("--skip-done", action="store_true", help=argparse.SUPPRESS)  # skipping finished runs is the default
     add_cost_options(p)
     add_resamples_option(p)
     p.add_argument("--no-cost-pass", action="store_true", help="skip the interleaved cost pass after the runs (latency columns keep the per-run figures)")
-    add_env_options(p)
+    add_env_options(p, reference=True)
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
-        from .records import load_records
-        from .runner import run_experiment, run_id_of
+        from .runner import run_experiment, run_state
 
         meta, runs = C.load_suite(args.suite)
         names = [r["run"]["name"] for r in runs]
@@ -140,54 +130,39 @@ def cmd_bench(p: argparse.ArgumentParser):
         unknown_names = sorted(set(only) - set(names))
         if unknown_names:
             raise C.ConfigError(f"unknown run name(s) {unknown_names} in suite {meta['name']!r}; valid choices: {', '.join(sorted(set(names)))}")
-        selected = [C.apply_overrides(r, args.overrides) for r in runs if not only or r["run"]["name"] in only]
-        ids = [run_id_of(C.resolve(cfg)) for cfg in selected]  # every config checked before anything runs
-        done = {r["training_run_id"] for r in load_records(args.results_dir).records if "training_run_id" in r} if args.skip_done else set()
-        progress = BenchProgress(Path(args.checkpoint_dir) / ".bench" / f"{meta['name']}.json", ids, args.restart)
-        label = {rid: f"{cfg['run']['name']} seed {cfg['run']['seed']}" for rid, cfg in zip(ids, selected)}
-        if progress.continued:
-            skipped = [label[r] for r in ids if progress.status(r) == "done"]
-            resumed = [label[r] for r in ids if progress.status(r) == "running"]
-            print(f"continuing the interrupted bench {meta['name']} of {progress.state['started']} ({progress.path}; --restart starts over):",
-                  flush=True)
-            print(f"  skipped, completed in this bench: {', '.join(skipped) or 'none'}", flush=True)
-            print(f"  resumed from their checkpoints: {', '.join(resumed) or 'none'}", flush=True)
-            print(f"  to run: {len(ids) - len(skipped)} of {len(ids)}", flush=True)
-        elif args.restart:
-            print(f"bench {meta['name']}: starting over (--restart)", flush=True)
-        progress.save()
+        namespace = suite_namespace(meta["name"], args.overrides)
+        selected = [C.merge(C.apply_overrides(r, args.overrides), {"run": {"suite": namespace}}) for r in runs if not only or r["run"]["name"] in only]
+        resolved = [C.resolve(cfg) for cfg in selected]  # every config checked before anything runs
         env = make_env(args)
+        if namespace != meta["name"]:
+            print(f"bench {meta['name']} with {' '.join('--set ' + o for o in args.overrides)}: its records, cost pass and leaderboard "
+                  f"go to the namespace {namespace} (the suite's own records are not touched)", flush=True)
+        states = [run_state(r, env) for r in resolved]
+        label = [f"{cfg['run']['name']} seed {cfg['run']['seed']}" for cfg in selected]
+        counts = {a: sum(st.action == a for st in states) for a in ("skip", "resume", "start")}
+        print(f"bench {namespace}: {len(selected)} runs in {args.results_dir / namespace}: {counts['skip']} done (skipped), "
+              f"{counts['resume']} to resume from a checkpoint, {counts['start']} to start", flush=True)
+        for name, st in zip(label, states):
+            print(f"  {name}: {st.describe()}", flush=True)
         t0 = time.perf_counter()
         failed = []
-        for i, (cfg, rid) in enumerate(zip(selected, ids), 1):
-            if rid in done:
-                print(f"[{i}/{len(selected)}] {rid}: record exists, skipped", flush=True)
-                continue
-            if progress.status(rid) == "done":
-                print(f"[{i}/{len(selected)}] {label[rid]}: completed in this bench, skipped", flush=True)
-                continue
-            resume = args.resume or progress.status(rid) == "running"
-            print(f"[{i}/{len(selected)}] {label[rid]}{' (resuming)' if resume else ''} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
-            progress.mark(rid, "running")
+        for i, (cfg, name) in enumerate(zip(selected, label), 1):
+            print(f"[{i}/{len(selected)}] {name} ({time.perf_counter() - t0:.0f}s elapsed)", flush=True)
             try:
-                env.resume = resume
-                paths = run_experiment(cfg, env)
-                progress.mark(rid, "done", records=[str(q) for q in paths])
+                run_experiment(cfg, env)
             except Exception as exc:  # a failed run is recorded; the suite goes on
                 from .core.runtime import StopRequested
 
                 if isinstance(exc, StopRequested):
-                    print(f"bench {meta['name']} interrupted; run the same command again to continue it (--restart starts over)",
-                          file=sys.stderr, flush=True)
+                    print(f"bench {namespace} interrupted; run the same command again to continue it: finished runs are skipped, "
+                          f"the interrupted one resumes from its checkpoint", file=sys.stderr, flush=True)
                     raise
-                progress.mark(rid, "failed", error=f"{type(exc).__name__}: {exc}")
                 failed.append((cfg["run"]["name"], f"{type(exc).__name__}: {exc}"))
-        progress.finish()
-        print(f"suite {meta['name']}: {len(selected)} runs in {time.perf_counter() - t0:.0f}s", flush=True)
+        print(f"suite {namespace}: {len(selected)} runs in {time.perf_counter() - t0:.0f}s", flush=True)
         if not args.no_cost_pass:
-            bench_cost_pass(meta["name"], args)
-        written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[meta["name"]], cost_dir=args.cost_dir,
-                                     n_resamples=args.resamples)
+            bench_cost_pass(namespace, args)
+        written = write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[namespace], cost_dir=args.cost_dir,
+                                     n_resamples=args.resamples, reference_dir=None if args.reference else REFERENCE_RUNS)
         for path in written:
             print(f"leaderboard: {path}")
         for name, err in failed:
@@ -236,26 +211,28 @@ def cmd_cost(p: argparse.ArgumentParser):
     """Measure every final model of a suite's records together, interleaved (median of repeats with min-max, batch 1 and the large
     batch), write <cost dir>/<suite>.json and rebuild the suite's leaderboard, whose latency columns then use these figures."""
     p.add_argument("suite", help="suite name (or its .toml file) whose records to measure")
-    p.add_argument("--leaderboard-dir", type=Path, default=Path("results/leaderboards"), help="where the suite's leaderboard is rebuilt")
+    p.add_argument("--leaderboard-dir", type=Path, default=None,
+                   help="where the suite's leaderboard is rebuilt (default: results/leaderboards; with --reference: results/reference/leaderboards)")
     p.add_argument("--no-leaderboard", action="store_true", help="only write the cost pass")
     p.add_argument("--skip-missing", action="store_true",
                    help="leave out (and name) records whose final weights are missing instead of failing; they keep their per-run latency")
     add_cost_options(p)
     add_resamples_option(p)
-    add_env_options(p)
+    add_env_options(p, reference=True)
 
     def run(args: argparse.Namespace) -> int:
         from .cost_pass import run_cost_pass, suite_name
         from .leaderboard import write_leaderboards
         from .leaderboard.costs import default_cost_dir
 
+        resolve_result_dirs(args)
         suite = suite_name(args.suite)
         run_cost_pass(suite, args.results_dir, args.checkpoint_dir, args.cost_dir or default_cost_dir(args.results_dir), data_dir=args.data_dir,
                       cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, skip_missing=args.skip_missing,
                       log=lambda m: print(m, flush=True))
         if not args.no_leaderboard:
             for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[suite], cost_dir=args.cost_dir,
-                                          n_resamples=args.resamples):
+                                          n_resamples=args.resamples, reference_dir=None if args.reference else REFERENCE_RUNS):
                 print(f"leaderboard: {path}")
         return 0
 
@@ -264,19 +241,24 @@ def cmd_cost(p: argparse.ArgumentParser):
 
 @command("leaderboard")
 def cmd_leaderboard(p: argparse.ArgumentParser):
-    """Rebuild leaderboards (tables, plots, page) from the run records; a pure function of the records."""
-    p.add_argument("--results-dir", type=Path, default=Path("results/runs"), help="records to read (default: results/runs)")
-    p.add_argument("--out", type=Path, default=Path("results/leaderboards"), help="output folder (default: results/leaderboards)")
+    """Rebuild leaderboards (tables, plots, page) from the run records; a pure function of the records. Your own boards
+    show each row beside the published reference record of the same suite, with the difference."""
+    p.add_argument("--results-dir", type=Path, default=None, help=f"records to read (default: {DEFAULT_RESULTS}; with --reference: {REFERENCE_RUNS})")
+    p.add_argument("--leaderboard-dir", "--out", dest="leaderboard_dir", type=Path, default=None,
+                   help="output folder (default: results/leaderboards; with --reference: results/reference/leaderboards)")
     p.add_argument("--suite", action="append", default=[], help="only these suites (repeatable; default: all)")
     p.add_argument("--cost-dir", type=Path, default=None, help="interleaved cost passes to read (default: 'cost' beside --results-dir)")
+    p.add_argument("--reference", action="store_true", help=f"the project's published records ({REFERENCE_ROOT}) instead of your own")
     add_resamples_option(p)
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
         from .leaderboard.write import check_arguments
 
+        resolve_result_dirs(args)
         check_arguments(args.results_dir, args.suite or None)  # a missing folder or a suite without records: exit 2
-        for path in write_leaderboards(args.results_dir, args.out, suites=args.suite or None, cost_dir=args.cost_dir, n_resamples=args.resamples):
+        for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=args.suite or None, cost_dir=args.cost_dir,
+                                       n_resamples=args.resamples, reference_dir=None if args.reference else REFERENCE_RUNS):
             print(f"leaderboard: {path}")
         return 0
 

@@ -218,6 +218,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def kept_entries(path: Path, records: list[dict[str, Any]], measured: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The entries of the suite's earlier pass at ``path`` for models this pass did not measure (their
+    weights missing, or a bench of some of the suite's runs) whose records still exist unchanged:
+    a pass merges into the file, never drops a model it did not time. Each kept entry names the pass
+    it comes from (``from_pass``: its date and the models measured together with it there)."""
+    from .leaderboard.costs import CostPassFileError, read_cost_pass
+
+    if not path.is_file():
+        return []
+    try:
+        old = read_cost_pass(path)
+    except CostPassFileError:
+        return []  # a malformed file is replaced (the leaderboard reported it as a problem)
+    current = {(r["run_id"], r.get("created")) for r in records}
+    kept = []
+    for e in old["models"]:
+        key = (e["run_id"], e["record_created"])
+        if key in current and key not in measured:
+            source = e.get("from_pass") or {"created": old.get("created"), "models_measured_together": old.get("models_measured_together")}
+            kept.append({**e, "from_pass": source})
+    return kept
+
+
 def run_cost_pass(suite: str, results_dir: Path | str, checkpoint_dir: Path | str, cost_dir: Path | str, *, data_dir: Any = None,
                   cache_dir: Any = None, device: str = "auto", repeats: int = DEFAULT_REPEATS, warmup: int = 1, calls_b1: int = DEFAULT_CALLS_B1,
                   skip_missing: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -249,6 +272,9 @@ def run_cost_pass(suite: str, results_dir: Path | str, checkpoint_dir: Path | st
                         "identity": rec["identity"], "checkpoint": str(m.checkpoint), "precision": m.precision, "channels_last": m.channels_last,
                         "forward_passes": m.forward_passes, **figures[m.key],
                         "per_run": {f: (own.get(f) or {}).get("median") for f in ("ms_per_example_b1", "ms_per_example_large")}})
+    kept = kept_entries(cost_file(cost_dir, suite), suite_records(results_dir, suite), {(e["run_id"], e["record_created"]) for e in entries})
+    if kept:
+        log(f"cost pass: {len(kept)} model(s) not measured this time keep the figures of their earlier pass")
     names = sorted({m.record["config"]["run"]["dataset"] for m in models})
     result = {
         "kind": COST_PASS_KIND, "version": COST_PASS_VERSION, "suite": suite, "created": utc_now(),
@@ -259,7 +285,7 @@ def run_cost_pass(suite: str, results_dir: Path | str, checkpoint_dir: Path | st
         "git_commit": prov.get("git_commit"), "git_dirty": prov.get("git_dirty"), "host_allocator": prov.get("host_allocator"),
         "models_measured_together": [m.key for m in models], "left_out": [{"run_id": r["run_id"], "expected": str(p)} for r, p in missing],
         "seconds": time.perf_counter() - t0, "seconds_loading": loaded - t0, "seconds_measuring": measured - loaded,
-        "models": entries,
+        "models": entries + kept,
     }
     path = atomic_write_json(cost_file(cost_dir, suite), result)
     log(f"cost pass of suite {suite}: {len(models)} models in {result['seconds']:.1f}s (measuring {result['seconds_measuring']:.1f}s) -> {path}")

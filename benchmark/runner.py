@@ -6,10 +6,16 @@ measures its cost and writes one record per evaluated variant. A failure writes 
 ``failed`` with the error; a stop request (Ctrl-C, SIGTERM, preemption) leaves the checkpoints
 resumable and writes nothing.
 
-A bad config value, name or option fails before any data is read and writes nothing. While a run
-trains and evaluates it holds a lock (``run.lock`` in its checkpoint folder): a second process
-with the same run id fails at once, naming the holder. ``--resume`` on a run whose completed
-record exists says so and returns that record instead of evaluating again.
+A run is idempotent in its identity. When it starts, on any path (``run``, ``bench``, a sweep task,
+a scheduler's requeue), it decides from disk (:func:`run_state`): a completed record of its
+identity (its training run id and the evaluation settings that shape the metrics, in its suite's
+folder) means it is done, and that record is returned without training; a stage checkpoint means it
+resumes from it; else it starts. ``Environment.restart`` trains anew instead; nothing finished is
+deleted first (the new final weights and record replace the old ones when they are complete).
+
+A bad config value, name or option, or data that cannot be found, fails before anything is locked
+or written. While a run trains and evaluates it holds a lock (``run.lock`` in its checkpoint
+folder): a second process with the same run id fails at once, naming the holder.
 """
 
 from __future__ import annotations
@@ -46,13 +52,17 @@ from .evaluation.robustness import evaluate_corrupted
 from .methods.base import Method
 from .catalogue.methods import build_method as build_method_for, get_method
 from .records import load_records, provenance, utc_now, write_record
+from .training.checkpoints import ResumePoint, resume_point
 from .training.train import fit, save_checkpoint, to_channels_last
 
-__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "StageContextBase",
-           "build_method", "finished_records", "member_config", "record_run_id", "run_experiment", "run_id_of", "run_lock", "select_device"]
+__all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "RunState", "StageContextBase",
+           "build_method", "completed_records", "member_config", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
+           "select_device"]
 
 LOCK_NAME = "run.lock"
 NON_SHAPING_TRAIN = ("log",)  # train keys that do not change what is trained (not in the run id)
+# eval keys that do not change a record's metrics (a record evaluated with other values still counts as this run's)
+NON_SHAPING_EVAL = ("batch_size", "latency_repeats", "latency_batch", "predictions", "predictions_dtype")
 SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
@@ -133,15 +143,16 @@ class RunContext(StageContextBase):
     def fit(self, model: nn.Module, method: Method, stage: str = "train", **train_changes: Any) -> list[dict[str, Any]]:
         cfg = self.train_config(**train_changes)
         writer = tensorboard_writer(self.tensorboard_folder(stage)) if cfg.log == "tensorboard" and self.env.is_main else None
-        t0 = time.perf_counter()
         try:
             history = fit(model, method, self.train_data, cfg, seed_parts=(self.seed, stage), checkpoint=self.checkpoints / f"{stage}.pt",
-                          resume=self.env.resume, stop=self.env.stop, progress=self.env.progress, log=self.env.log,
+                          resume=not self.env.restart, stop=self.env.stop, progress=self.env.progress, log=self.env.log,
                           desc=f"{self.run_id} {stage}", dist=self.env.dist, curves=writer.add_scalar if writer is not None else None)
         finally:
             if writer is not None:
                 writer.close()
-        self.train_seconds += time.perf_counter() - t0
+        # the epochs' own times (an interrupted epoch's parts included): a resumed run counts the training it
+        # resumed, and a run whose training had finished before this process counts it too
+        self.train_seconds += sum(float(h.get("seconds", 0.0)) for h in history)
         self.history[stage] = history
         return history
 
@@ -301,7 +312,7 @@ def run_lock(folder: Path, run_id: str, wait: Callable[[str], None] | None = Non
             who = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {holder.get('started', '?')}"
             if wait is None:
                 raise RunLockedError(f"run {run_id} is already running ({who}; lock {path}); wait for it to finish, or stop that "
-                                     f"process and continue with --resume") from None
+                                     f"process; running the command again then resumes from its checkpoint") from None
             wait(f"run {run_id} is running in {who}; waiting for it to finish (lock {path})")
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
@@ -313,34 +324,60 @@ def run_lock(folder: Path, run_id: str, wait: Callable[[str], None] | None = Non
         os.close(fd)  # releases the lock
 
 
-def finished_records(results_dir: Path | str, checkpoint_dir: Path | str, resolved: dict[str, Any], run_id: str) -> list[Path]:
-    """The newest completed records (one per evaluated variant) of training run ``run_id`` in its
-    suite's folder, if its final weights are in ``checkpoint_dir`` (records of a training kept in
-    another checkpoint folder do not finish this one); else ``[]``."""
-    if not (Path(checkpoint_dir) / run_id / "final.pt").is_file():
-        return []
+def _eval_identity(ev: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in ev.items() if k not in NON_SHAPING_EVAL}
+
+
+def completed_records(results_dir: Path | str, resolved: dict[str, Any], run_id: str) -> list[Path]:
+    """The newest completed records (one per evaluated variant) of run ``resolved`` (training run
+    ``run_id``) in its suite's folder: same training run and the same evaluation settings (those
+    that shape the metrics; a setting the record predates is not compared). ``[]``: none."""
     folder = Path(results_dir) / resolved["run"]["suite"]
-    test = int(resolved["eval"]["test_subset"]), int(resolved["eval"]["test_subset_seed"])
+    want = _eval_identity(resolved["eval"])
 
-    def same_test(r: dict[str, Any]) -> bool:
-        ev = (r.get("config") or {}).get("eval") or {}
-        return (int(ev.get("test_subset", 0) or 0), int(ev.get("test_subset_seed", 0) or 0)) == test
+    def same_eval(r: dict[str, Any]) -> bool:
+        got = {"test_subset": 0, "test_subset_seed": 0, **_eval_identity((r.get("config") or {}).get("eval") or {})}
+        return all(got[k] == want[k] for k in want.keys() & got.keys())
 
-    return [Path(r["_path"]) for r in load_records(folder).records if r.get("training_run_id") == run_id and same_test(r)]
+    return [Path(r["_path"]) for r in load_records(folder).records if r.get("training_run_id") == run_id and same_eval(r)]
 
 
-def run_experiment(config: dict[str, Any], env: Environment | None = None) -> list[Path]:
-    """Train and evaluate one run; returns the paths of the records written (one per eval variant).
+class RunState:
+    """What a run does when it starts, decided from disk (:func:`run_state`): ``skip`` (its completed
+    ``records`` exist), ``resume`` (from ``point``, its newest stage checkpoint) or ``start``."""
 
-    With ``env.resume``, a run whose completed record exists is not run again: its records are returned.
-    """
-    env = env or Environment()
-    tune_host_allocator()  # idempotent; also for runs started without the CLI (sweep jobs, notebooks)
-    resolved = C.resolve(config)  # every value's type and range: a bad one fails here, nothing written
+    def __init__(self, action: str, run_id: str, records: list[Path] | None = None, point: ResumePoint | None = None,
+                 restart: bool = False) -> None:
+        self.action, self.run_id, self.records, self.point, self.restart = action, run_id, list(records or []), point, restart
+
+    def describe(self) -> str:
+        """One line for a person: what the run does and why."""
+        if self.action == "skip":
+            more = f" (and {len(self.records) - 1} more)" if len(self.records) > 1 else ""
+            return f"done: completed record {self.records[0]}{more}; skipped (--restart trains it again)"
+        if self.action == "resume":
+            return f"{self.point.describe()} ({self.point.path})"
+        return "start anew (--restart)" if self.restart else "start: no record and no checkpoint of this run"
+
+    def __repr__(self) -> str:
+        return f"RunState({self.action!r}, {self.run_id!r})"
+
+
+def run_state(resolved: dict[str, Any], env: Environment) -> RunState:
+    """What run ``resolved`` does when it starts under ``env``: skip, resume or start (:class:`RunState`)."""
     run_id = run_id_of(resolved)
-    device = select_device(env.device)
-    env.log(f"run {run_id} on {device}")
-    # Bad method / backbone / dataset / OOD names and method options fail here, before any data is read.
+    if env.restart:
+        return RunState("start", run_id, restart=True)
+    done = completed_records(env.results_dir, resolved, run_id)
+    if done:
+        return RunState("skip", run_id, records=done)
+    point = resume_point(env.checkpoint_dir, run_id)
+    return RunState("resume", run_id, point=point) if point is not None else RunState("start", run_id)
+
+
+def check_run_inputs(resolved: dict[str, Any]) -> None:
+    """ConfigError (before any data is read) for a bad method, option, backbone, dataset, corrupted
+    source, OOD set or logging choice of run ``resolved``."""
     C.check_options("method", resolved["run"]["method"], resolved["method"], get_method(resolved["run"]["method"]).Options)
     BACKBONES.get(resolved["run"]["backbone"])
     spec = dataset_spec(resolved["run"]["dataset"])
@@ -349,30 +386,56 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     check_ood_names(list(resolved["eval"]["ood"]))
     if resolved["train"]["log"] == "tensorboard":
         check_tensorboard()
+
+
+def run_experiment(config: dict[str, Any], env: Environment | None = None) -> list[Path]:
+    """Train and evaluate one run; returns the paths of its records (one per eval variant).
+
+    The run decides from disk (:func:`run_state`): done (its completed records are returned, nothing
+    is trained or written), resume from its newest checkpoint, or start; ``env.restart`` trains anew.
+    """
+    env = env or Environment()
+    tune_host_allocator()  # idempotent; also for runs started without the CLI (sweep jobs, notebooks)
+    resolved = C.resolve(config)  # every value's type and range: a bad one fails here, nothing written
+    run_id = run_id_of(resolved)
+    device = select_device(env.device)
+    # Bad method / backbone / dataset / OOD names and method options fail here, before any data is read.
+    check_run_inputs(resolved)
+    state = run_state(resolved, env)
+    if env.is_main:
+        env.log(f"run {run_id} on {device}: {state.describe()}")
+    skip = state.action == "skip"
+    if env.dist is not None:  # every rank takes the same branch (training is collective)
+        skip = env.dist.any(skip)
+    if skip:
+        return state.records
+    # The data, its subsets and the batch size are checked before the lock is taken: a failed lookup leaves nothing behind.
+    data = _load_data(resolved, env)
     # Data parallel: the main rank alone locks (the other ranks are the same run).
     lock = run_lock(Path(env.checkpoint_dir) / run_id, run_id) if env.is_main else contextlib.nullcontext()
     with lock:
-        if env.resume and env.is_main:
-            done = finished_records(env.results_dir, env.checkpoint_dir, resolved, run_id)
+        if env.dist is None and not env.restart:  # another process may have finished it while this one read the data
+            done = completed_records(env.results_dir, resolved, run_id)
             if done:
-                env.log(f"run {run_id} is finished: completed record {done[0]}" + (f" (and {len(done) - 1} more)" if len(done) > 1 else "")
-                        + "; nothing to resume (without --resume it is trained and evaluated again, into a new record)")
+                env.log(f"run {run_id} finished in another process meanwhile: completed record {done[0]}; skipped")
                 return done
-        if not env.resume and env.is_main:  # trained anew: until it finishes, older final weights must not count as this run's
-            (Path(env.checkpoint_dir) / run_id / "final.pt").unlink(missing_ok=True)
-        return _train_and_record(resolved, run_id, device, env)
+        return _train_and_record(resolved, run_id, data, device, env)
 
 
-def _train_and_record(resolved: dict[str, Any], run_id: str, device: torch.device, env: Environment) -> list[Path]:
-    """Load the data, run the method's stages, evaluate and write the records (a failure: a failed record)."""
+def _load_data(resolved: dict[str, Any], env: Environment) -> Dataset:
+    """The run's dataset with its training subset; ConfigError for a subset or batch larger than the data."""
     data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
                         val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
-    # subsets (config errors when not smaller than their split: raised before the try that records failures)
     data = with_train_subset(data, int(resolved["data"]["train_subset"]), int(resolved["data"]["subset_seed"]))
     check_subset("eval.test_subset", int(resolved["eval"]["test_subset"]), len(data.test), f"the test split of {data.name}")
     batch, train_size = resolved["train"]["batch_size"], len(data.train)
-    if batch > train_size:  # known once the data is read; still a config error, before the try that records failures
+    if batch > train_size:
         raise C.ConfigError(f"train.batch_size = {batch} is not valid: it exceeds the {train_size} training images of {data.name}")
+    return data
+
+
+def _train_and_record(resolved: dict[str, Any], run_id: str, data: Dataset, device: torch.device, env: Environment) -> list[Path]:
+    """Run the method's stages, evaluate and write the records (a failure: a failed record)."""
     method = build_method(resolved, data)
     base = {"run_id": record_run_id(run_id, resolved), "config": resolved, "data": _data_facts(data, resolved)}
     started = utc_now()
@@ -388,7 +451,7 @@ def _train_and_record(resolved: dict[str, Any], run_id: str, device: torch.devic
         save_final(model, ctx.checkpoints / "final.pt")
         return _evaluate_and_record(model, method, ctx, data, resolved, base, started, env)
     except StopRequested as exc:
-        env.log(f"{exc}; resume with --resume (checkpoints in {Path(env.checkpoint_dir) / run_id})")
+        env.log(f"{exc}; running it again resumes from the checkpoints in {Path(env.checkpoint_dir) / run_id}")
         raise
     except Exception as exc:
         if not env.is_main:

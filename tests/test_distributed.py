@@ -153,7 +153,7 @@ def _stopping_worker(rank: int, world: int, port: int, cfg: dict, root: str, sto
     try:
         env = Environment(data_dir=f"{root}/data", cache_dir=f"{root}/cache-{rank}", results_dir=Path(root) / "runs",
                           checkpoint_dir=Path(root) / "ckpt", device="cpu", progress=False, log=lambda m: None, dist=dist,
-                          stop=StopAfter(stop_at) if rank == 0 and stop_at >= 0 else StopFlag(), resume=stop_at < 0)
+                          stop=StopAfter(stop_at) if rank == 0 and stop_at >= 0 else StopFlag())
         try:
             run_experiment(cfg, env)
         except StopRequested:

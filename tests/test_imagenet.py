@@ -199,7 +199,7 @@ def test_resumed_run_equals_uninterrupted(tree: Path, tmp_path: Path, stop_after
     [straight] = run_experiment(cfg, _env(tmp_path / "a", tree))
     with pytest.raises(StopRequested):  # mid-epoch 2 (3 steps per epoch)
         run_experiment(cfg, dataclasses.replace(_env(tmp_path / "b", tree), stop=stop_after(4)))
-    [resumed] = run_experiment(cfg, dataclasses.replace(_env(tmp_path / "b", tree), resume=True))
+    [resumed] = run_experiment(cfg, _env(tmp_path / "b", tree))
     run_id = json.loads(straight.read_text())["run_id"]
     sa, sb = (torch.load(tmp_path / d / "ckpt" / run_id / "final.pt") for d in ("a", "b"))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

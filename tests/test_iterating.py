@@ -279,25 +279,83 @@ def test_interrupted_bench_continues(cifar10_dir, tmp_path: Path, capsys, monkey
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0].startswith("continuing the interrupted bench tinybench")
-    assert lines[1] == "  skipped, completed in this bench: deterministic seed 0"
-    assert lines[2] == "  resumed from their checkpoints: mimo seed 0"
-    assert "[1/3] deterministic seed 0: completed in this bench, skipped" in out
+    # the plan is read from disk: what is done, what resumes from which checkpoint, what starts
+    assert lines[0] == f"bench tinybench: 3 runs in {tmp_path / 'runs' / 'tinybench'}: 1 done (skipped), 1 to resume from a checkpoint, 1 to start"
+    assert lines[1] == f"  deterministic seed 0: done: completed record {records[0]}; skipped (--restart trains it again)"
+    assert re.fullmatch(r"  mimo seed 0: resume from epoch 2 \(\S+/mimo-\S+/train\.pt\)", lines[2]), lines[2]
+    assert lines[3] == "  batchensemble seed 0: start: no record and no checkpoint of this run"
     assert re.search(r"resuming mimo-\S+ train after epoch 1 of 2 \(next: epoch 2\)", out)
-    assert "[3/3] batchensemble seed 0 (" in out  # not yet started: from scratch
     after = sorted((tmp_path / "runs").rglob("*.json"))
     assert len(after) == 3 and records[0] in after  # the deterministic run was not trained again
-    progress = json.loads((tmp_path / "ckpt" / ".bench" / "tinybench.json").read_text())
-    assert progress["complete"] and {v["status"] for v in progress["runs"].values()} == {"done"}
+    assert not (tmp_path / "ckpt" / ".bench").exists()  # no state of its own: the disk is the state
 
-    # a finished bench run again is a new bench; --restart forgets an interrupted one
-    monkeypatch.setattr(cli, "make_env", interrupting_env)
-    assert cli.main(argv + ["--only", "deterministic,mimo"]) == 130
-    capsys.readouterr()
-    monkeypatch.setattr(cli, "make_env", make_env)
-    assert cli.main(argv + ["--only", "deterministic,mimo", "--restart"]) == 0
+    # a finished bench run again trains nothing, writes no record and keeps every final weight file as it was
+    finals = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "ckpt").rglob("final.pt")}
+    assert len(finals) == 3
+    assert cli.main(argv + ["--no-cost-pass"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "bench tinybench: starting over (--restart)" and "resuming" not in out and "skipped" not in out
+    assert out.splitlines()[0].endswith(": 3 done (skipped), 0 to resume from a checkpoint, 0 to start")
+    assert "train epoch" not in out and sorted((tmp_path / "runs").rglob("*.json")) == after
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "ckpt").rglob("final.pt")} == finals
+
+    # --restart trains the selected runs anew into new records; the old records stay
+    assert cli.main(argv + ["--only", "deterministic", "--restart", "--no-cost-pass"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1] == "  deterministic seed 0: start anew (--restart)" and "train epoch 2/2" in out
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 4 and all(p.exists() for p in after)
+
+
+def tiny_bench(root: Path, tmp_path: Path, only: str) -> tuple[Path, list[str]]:
+    """The tiny suite's file and a ``bench`` command line of its runs ``only`` (cost pass with 2 repeats)."""
+    suite = tmp_path / "tinybench.toml"
+    suite.write_text(TINY_SUITE)
+    return suite, ["bench", str(suite), "--only", only, "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--results-dir",
+                   str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--leaderboard-dir", str(tmp_path / "boards"),
+                   "--no-progress", "--cost-repeats", "2"]
+
+
+def test_bench_with_overrides_has_its_own_namespace(cifar10_dir, tmp_path: Path, capsys) -> None:
+    """``--set`` makes another bench: its records, cost pass and leaderboard go to ``<suite>+<hash>`` and the suite's own
+    records, cost file and leaderboard stay byte-identical."""
+    root, _ = cifar10_dir
+    suite, argv = tiny_bench(root, tmp_path, "deterministic")
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in tmp_path.glob("*/**/*") if p.is_file() and "ckpt" not in p.parts and "cache" not in p.parts}
+    assert any(p.parent.name == "tinybench" and p.suffix == ".json" for p in before)
+    assert (tmp_path / "cost" / "tinybench.json") in before and (tmp_path / "boards" / "tinybench" / "leaderboard.md") in before
+    assert cli.main(argv + ["--set", "train.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    namespace = re.search(r"go to the namespace (tinybench\+[0-9a-f]{8})", out).group(1)
+    assert {p: p.read_bytes() for p in before} == before  # nothing of the suite's own changed
+    [rec] = (tmp_path / "runs" / namespace).glob("*.json")
+    assert json.loads(rec.read_text())["identity"]["suite"] == namespace
+    assert (tmp_path / "cost" / f"{namespace}.json").is_file() and (tmp_path / "boards" / namespace / "leaderboard.md").is_file()
+    # the same overrides are the same namespace: finished, so skipped
+    assert cli.main(argv + ["--set", "train.epochs=1", "--no-cost-pass"]) == 0
+    assert ": 1 done (skipped), 0 to resume from a checkpoint, 0 to start" in capsys.readouterr().out
+
+
+def test_cost_pass_merges_into_the_models_it_did_not_time(cifar10_dir, tmp_path: Path, capsys) -> None:
+    """A cost pass over some of a suite's models (the others' weights gone) keeps the others' figures, naming their pass."""
+    import shutil
+
+    root, _ = cifar10_dir
+    suite, argv = tiny_bench(root, tmp_path, "deterministic,mimo")
+    assert cli.main(argv) == 0
+    first = json.loads((tmp_path / "cost" / "tinybench.json").read_text())
+    assert len(first["models"]) == 2
+    [mimo_ckpt] = (tmp_path / "ckpt").glob("mimo-*")
+    shutil.rmtree(mimo_ckpt)
+    assert cli.main(["cost", str(suite), "--results-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"),
+                     "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--skip-missing", "--cost-repeats", "2",
+                     "--leaderboard-dir", str(tmp_path / "boards")]) == 0
+    second = json.loads((tmp_path / "cost" / "tinybench.json").read_text())
+    by_id = {m["identity"]["method"]: m for m in second["models"]}
+    assert set(by_id) == {"deterministic", "mimo"} and second["models_measured_together"] == [by_id["deterministic"]["run_id"]]
+    old_mimo = next(m for m in first["models"] if m["identity"]["method"] == "mimo")
+    assert by_id["mimo"]["ms_per_example_b1"] == old_mimo["ms_per_example_b1"] and by_id["mimo"]["from_pass"]["created"] == first["created"]
+    assert "from_pass" not in by_id["deterministic"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +448,7 @@ def test_bench_stopped_by_sigterm_continues(cifar10_dir, tmp_path: Path) -> None
     again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd=repo)
     assert again.returncode == 0, again.stdout + again.stderr
     out = again.stdout.splitlines()
-    assert out[0].startswith("continuing the interrupted bench tinybench")
-    assert out[1] == "  skipped, completed in this bench: deterministic seed 0" and out[2] == "  resumed from their checkpoints: mimo seed 0"
+    assert out[0].endswith(": 1 done (skipped), 1 to resume from a checkpoint, 0 to start"), again.stdout
+    assert out[1].startswith("  deterministic seed 0: done: completed record ") and out[2].startswith("  mimo seed 0: resume from epoch ")
     assert re.search(r"resuming mimo-\S+ train (after epoch [2-5]|in epoch [2-6] after step)", again.stdout)
     assert len(list((tmp_path / "runs").rglob("*.json"))) == 2

@@ -1,5 +1,5 @@
-"""One process per run: the run lock (a real second process holds it), --resume on a finished
-run, and stop / resume messages that read the same."""
+"""One process per run: the run lock (a real second process holds it), a finished run that is not
+run again, and stop / resume messages that read the same."""
 
 from __future__ import annotations
 
@@ -59,23 +59,24 @@ def test_second_process_gets_a_clear_error_naming_the_holder(cifar10_dir, tiny_r
     root, _ = cifar10_dir
     run_id = run_id_of(C.resolve(tiny_run_config))
     proc = holder(tmp_path / "ckpt" / run_id)
-    reached = []
-    monkeypatch.setattr(runner, "load_dataset", lambda *a, **k: reached.append(a) or pytest.fail("data loaded"))
+    trained = []
+    monkeypatch.setattr(runner, "_train_and_record", lambda *a, **k: trained.append(a) or pytest.fail("trained"))
     with pytest.raises(RunLockedError) as info:
         run_experiment(tiny_run_config, env_for(tmp_path, root))
     message = str(info.value)
     assert f"run {run_id} is already running (process {proc.pid} on host {socket.gethostname()}" in message
     assert str(tmp_path / "ckpt" / run_id / LOCK_NAME) in message
-    assert not reached and not (tmp_path / "runs").exists()  # nothing read, no record (not even a failed one)
+    assert not trained and not (tmp_path / "runs").exists()  # nothing trained, no record (not even a failed one)
 
 
-def test_locked_run_through_the_cli_exits_2(tiny_run_config, tmp_path: Path, holder, capsys) -> None:
+def test_locked_run_through_the_cli_exits_2(cifar10_dir, tiny_run_config, tmp_path: Path, holder, capsys) -> None:
+    root, _ = cifar10_dir
     cfg = tmp_path / "run.toml"
     cfg.write_text('[run]\nmethod = "deterministic"\ndataset = "cifar10"\nbackbone = "resnet8"\n')
     run_id = run_id_of(C.resolve(C.load_toml(cfg)))
     proc = holder(tmp_path / "ckpt" / run_id)
     rc = cli.main(["run", str(cfg), "--results-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"),
-                   "--data-dir", str(tmp_path / "nodata"), "--device", "cpu", "--no-progress"])
+                   "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--no-progress"])
     assert rc == 2
     assert f"is already running (process {proc.pid} on host {socket.gethostname()}" in capsys.readouterr().err
 
@@ -105,18 +106,20 @@ def test_stop_resume_and_finished_messages(cifar10_dir, tiny_run_config, stop_af
     logs: list[str] = []
     with pytest.raises(StopRequested, match=r"^stopped in epoch 1 after step 4 of 6: test$"):
         run_experiment(tiny_run_config, env_for(tmp_path, root, logs, stop=stop_after(3)))
-    assert any(m.startswith("stopped in epoch 1 after step 4 of 6: test; resume with --resume") for m in logs), logs
+    assert any(m.startswith("stopped in epoch 1 after step 4 of 6: test; running it again resumes from the checkpoints in") for m in logs), logs
     logs.clear()
-    [path] = run_experiment(tiny_run_config, env_for(tmp_path, root, logs, resume=True))
+    [path] = run_experiment(tiny_run_config, env_for(tmp_path, root, logs))
+    ckpt = tmp_path / "ckpt" / run_id / "train.pt"
+    assert logs[0] == f"run {run_id} on cpu: resume from epoch 1 after step 4 ({ckpt})", logs
     assert any(f"resuming {run_id} train in epoch 1 after step 4 of 6 (next: step 5) from" in m for m in logs), logs
-    # --resume on the finished run: says so, names the record, evaluates nothing and writes nothing new
+    # the finished run: says so, names the record, evaluates nothing and writes nothing new
     logs.clear()
-    again = run_experiment(tiny_run_config, env_for(tmp_path, root, logs, resume=True))
+    again = run_experiment(tiny_run_config, env_for(tmp_path, root, logs))
     assert again == [path]
-    assert any(m.startswith(f"run {run_id} is finished: completed record {path}") for m in logs), logs
+    assert logs == [f"run {run_id} on cpu: done: completed record {path}; skipped (--restart trains it again)"], logs
     assert len(list((tmp_path / "runs").rglob("*.json"))) == 1
-    # without --resume the run is trained and evaluated again, into a new record
-    [fresh] = run_experiment(tiny_run_config, env_for(tmp_path, root))
+    # with restart the run is trained and evaluated again, into a new record
+    [fresh] = run_experiment(tiny_run_config, env_for(tmp_path, root, restart=True))
     assert fresh != path and len(list((tmp_path / "runs").rglob("*.json"))) == 2
     # the lock file stays, unlocked, naming the last holder
     assert json.loads((tmp_path / "ckpt" / run_id / LOCK_NAME).read_text())["pid"] == os.getpid()

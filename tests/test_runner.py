@@ -17,7 +17,7 @@ from benchmark.core.runtime import StopFlag, StopRequested
 
 
 def env_for(tmp_path: Path, data_dir: Path, **kw) -> Environment:
-    return Environment(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / "runs",
+    return Environment(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), results_dir=tmp_path / kw.pop("runs", "runs"),
                        checkpoint_dir=tmp_path / kw.pop("ckpt", "ckpt"), progress=False, log=lambda m: None, **kw)
 
 
@@ -39,8 +39,11 @@ def test_record_schema(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
     assert rec["data"]["source"] == "official" and rec["data"]["train_size"] == 200
     assert len(rec["training"]["history"]["train"]) == 2
     validate(rec, "x")
-    # never overwritten: a rerun writes a second file, and readers take the newest
-    [path2] = run_experiment(tiny_run_config, env_for(tmp_path, root))
+    # a finished run is not run again: the same command returns its record and writes nothing
+    assert run_experiment(tiny_run_config, env_for(tmp_path, root)) == [path]
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 1
+    # never overwritten: a restarted run writes a second file, and readers take the newest
+    [path2] = run_experiment(tiny_run_config, env_for(tmp_path, root, restart=True))
     assert path2 != path and path.exists()
     assert [r["_path"] for r in load_records(tmp_path / "runs").records] == [str(path2)]
 
@@ -67,8 +70,8 @@ def test_resume_equals_uninterrupted(cifar10_dir, tiny_run_config, stop_after, t
     for stop_at in (steps_per_epoch + 2, 3):  # mid-epoch 2, and mid-epoch 1
         ckpt = f"b{stop_at}"
         with pytest.raises(StopRequested):
-            run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, stop=stop_after(stop_at)))
-        [resumed] = run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, resume=True))
+            run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, runs=ckpt, stop=stop_after(stop_at)))
+        [resumed] = run_experiment(tiny_run_config, env_for(tmp_path, root, ckpt=ckpt, runs=ckpt))  # resumes by itself
         a, b = (json.loads(p.read_text())["metrics"]["clean"] for p in (straight, resumed))
         for key in ("accuracy", "nll", "ece", "brier"):
             assert a[key] == b[key], key
@@ -91,7 +94,7 @@ def test_interrupted_run_keeps_its_checkpoint(cifar10_dir, tiny_run_config, tmp_
     [ckpt] = list((tmp_path / "ckpt").rglob("train.pt"))
     state = torch.load(ckpt, weights_only=False)
     assert state["epoch"] == 1 and not list((tmp_path / "runs").rglob("*.json"))  # no record for a stopped run
-    [path] = run_experiment(tiny_run_config, env_for(tmp_path, root, resume=True))
+    [path] = run_experiment(tiny_run_config, env_for(tmp_path, root))  # resumes from the checkpoint by itself
     assert json.loads(path.read_text())["status"] == "completed"
 
 

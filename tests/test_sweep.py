@@ -618,7 +618,7 @@ def test_relaunch_resumes_an_interrupted_run_from_its_checkpoint(tmp_path: Path,
     assert "resume from epoch 2 after step 3" in out  # in the plan and in the submission's log
     manifest = json.loads((tmp_path / "logs" / "manifest.json").read_text())
     assert manifest["runs"][task.run_id]["resume"] == "resume from epoch 2 after step 3"
-    assert "(resume=True)" in out and "resuming" in out  # the debug cluster's task prints here
+    assert "resuming" in out  # the debug cluster's task prints here: the run resumed from its checkpoint by itself
     (rec,) = [json.loads(q.read_text()) for q in Path(p["results_dir"]).rglob("*.json")]
     [ref] = run_experiment(task.config, Environment(results_dir=tmp_path / "ref-runs", checkpoint_dir=tmp_path / "ref-ckpt", **env))
     assert without_timings(rec) == without_timings(json.loads(ref.read_text()))

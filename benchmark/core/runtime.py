@@ -16,8 +16,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+# A user's own runs: records, cost passes and leaderboards under results/{runs,cost,leaderboards} (not versioned).
 DEFAULT_RESULTS = Path("results") / "runs"
 DEFAULT_CHECKPOINTS = Path("results") / "checkpoints"
+# The project's published records (versioned), written only on purpose (``--reference``): the same layout under results/reference.
+REFERENCE_ROOT = Path("results") / "reference"
+REFERENCE_RUNS = REFERENCE_ROOT / "runs"
 
 
 class StopRequested(Exception):
@@ -136,7 +140,10 @@ class Environment:
     results_dir: Path = DEFAULT_RESULTS
     checkpoint_dir: Path = DEFAULT_CHECKPOINTS
     device: str | None = None
-    resume: bool = False
+    # False (the default): a run decides from disk when it starts (benchmark.runner.run_state): a completed
+    # record of its identity means done, a stage checkpoint means resume, else start. True: train anew,
+    # ignoring both; nothing finished is deleted (the new weights and record replace them when complete).
+    restart: bool = False
     progress: bool = True
     log: Callable[[str], None] = print
     stop: StopFlag = field(default_factory=StopFlag)  # anything with is_set() and reason (e.g. benchmark.sweep.slurm_job.STOP_REQUESTED)

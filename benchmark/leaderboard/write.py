@@ -47,7 +47,7 @@ def write_tables(board: SuiteBoard, folder: Path) -> list[Path]:
 
 
 def write_leaderboards(results_dir: Path, out_dir: Path, suites: list[str] | None = None, *, plots: bool = True,
-                       cost_dir: Path | None = None, n_resamples: int = DEFAULT_RESAMPLES) -> list[Path]:
+                       cost_dir: Path | None = None, n_resamples: int = DEFAULT_RESAMPLES, reference_dir: Path | None = None) -> list[Path]:
     """Write ``<out>/<suite>/{leaderboard.md,csv,html,tex, index.html, plots/}``; returns the tables and pages.
     ``cost_dir``: where the interleaved cost passes are (default: ``cost`` beside ``results_dir``);
     ``n_resamples``: of the paired bootstrap (default 1,000)."""

@@ -13,15 +13,13 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..core import config as C
 from ..core.io import atomic_write_json
 from ..records import load_records, utc_now
+from ..training.checkpoints import ResumePoint, resume_point  # noqa: F401  (re-exported: the sweep's status and submission)
 from .plan import SweepTask
 from .spec import Sweep
 
@@ -48,44 +46,6 @@ def is_done(task: SweepTask, sweep: Sweep, completed: set[tuple[str, str]]) -> b
     if task.kind == "member":
         return (Path(sweep.paths["checkpoint_dir"]) / task.run_id / "final.pt").exists()
     return (task.suite, task.run_id) in completed
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a run's newest stage checkpoint (``<checkpoint_dir>/<run id>/<stage>.pt``) continues:
-    ``epoch`` epochs of ``stage`` done (of ``epochs``) and ``step`` steps of the next one."""
-
-    stage: str
-    epoch: int
-    step: int
-    epochs: int | None
-    path: Path
-
-    def describe(self) -> str:
-        """``resume from epoch E`` (E: the epoch the run continues in), with the step and stage when they matter."""
-        if self.epochs is not None and self.epoch >= self.epochs:
-            text = f"resume after epoch {self.epoch} (training done)"
-        else:
-            text = f"resume from epoch {self.epoch + 1}" + (f" after step {self.step}" if self.step else "")
-        return text + (f" of stage {self.stage}" if self.stage != "train" else "")
-
-
-def resume_point(checkpoint_dir: str | Path, run_id: str) -> ResumePoint | None:
-    """The newest readable stage checkpoint of ``run_id`` (final weights do not count), or None:
-    a (re)submitted run continues from it (``resume=True``) instead of training from scratch."""
-    folder = Path(checkpoint_dir) / run_id
-    if not folder.is_dir():
-        return None
-    stages = sorted((p for p in folder.glob("*.pt") if p.name != "final.pt" and p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in stages:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-            epoch, step = int(state["epoch"]), int(state["step"])
-        except Exception:  # noqa: BLE001 - a torn or foreign file: not a point to resume from
-            continue
-        epochs = (state.get("config") or {}).get("epochs")
-        return ResumePoint(path.stem, epoch, step, int(epochs) if epochs is not None else None, path)
-    return None
 
 
 WRITTEN_FOLDERS = ("results_dir", "checkpoint_dir", "log_dir", "leaderboard_dir")

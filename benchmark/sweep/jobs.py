@@ -48,7 +48,7 @@ def _use_launch_plugins(payload: dict[str, Any]) -> None:
         os.environ[PLUGINS_VARIABLE] = payload["plugins"]
 
 
-def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]:
+def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]:  # noqa: ARG001  (``resume``: see below)
     """One array task: a harness run (``kind="run"``) or a member's training (``kind="member"``).
 
     Sets the launch's ``PLURES_PLUGINS`` first, before any method is built. Inside a SLURM job of
@@ -65,9 +65,11 @@ def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]
     dist = DistContext.from_environment(sync_bn=payload.get("sync_bn", True))
     e = payload["env"]
     env = Environment(data_dir=e["data_dir"], cache_dir=e["cache_dir"], results_dir=Path(e["results_dir"]), checkpoint_dir=Path(e["checkpoint_dir"]),
-                      device=dist.device() if dist is not None else payload["device"], resume=resume, progress=False,
+                      device=dist.device() if dist is not None else payload["device"], progress=False,
                       log=lambda m: print(m, flush=True), stop=STOP_REQUESTED, dist=dist)
-    print(f"sweep task {payload['kind']} {payload['run_id']} (resume={resume})", flush=True)
+    # The run decides from disk whether it is done, resumes or starts (benchmark.runner.run_state), on the first
+    # submission as on any requeue: ``resume`` (what submitit's checkpointing passes) is informational only.
+    print(f"sweep task {payload['kind']} {payload['run_id']} ({'requeued' if resume else 'first start'})", flush=True)
     try:
         if payload["kind"] == "member":
             out = {"run_id": payload["run_id"], "final": str(train_member(payload["config"], payload["overrides"], env))}

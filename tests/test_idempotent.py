@@ -1,0 +1,101 @@
+"""A run is idempotent in its identity: whichever path starts it (``run``, ``bench``), it decides from
+disk when it starts: a completed record means done, a checkpoint means resume, else start. Failed
+lookups leave nothing behind; killed runs are described as they are."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmark import cli
+from test_iterating import TINY_SUITE
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_argv(root: Path, tmp_path: Path) -> list[str]:
+    return ["run", "--set", "run.dataset=cifar10", "--set", "run.backbone=resnet8", "--set", "backbone.width=4", "--set", "train.epochs=2",
+            "--set", "train.batch_size=32", "--set", "eval.corruptions=none", "--set", "eval.latency_repeats=1", "--set", "eval.latency_batch=8",
+            "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "runs"),
+            "--checkpoint-dir", str(tmp_path / "ckpt"), "--no-progress", "--device", "cpu"]
+
+
+def test_failed_data_lookup_leaves_no_lock_and_no_folder(tmp_path: Path, capsys) -> None:
+    rc = cli.main(["run", "--from-suite", "quick:mimo", "--data-dir", str(tmp_path / "nonexistent"), "--cache-dir", str(tmp_path / "cache"),
+                   "--results-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--no-progress"])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "runs").exists()
+
+
+def test_run_resumes_skips_and_restarts_as_bench_does(cifar10_dir, tmp_path: Path, capsys, monkeypatch) -> None:
+    root, _ = cifar10_dir
+    make_env = cli.make_env
+
+    def interrupting_env(args):  # a SIGTERM after the first epoch, as a signal would set it
+        from benchmark.core.runtime import StopFlag
+
+        env = make_env(args)
+        flag, say = StopFlag(), env.log
+        env.stop = flag
+        env.log = lambda m: (say(m), flag.set("SIGTERM") if "train epoch 1/2" in m else None)
+        return env
+
+    monkeypatch.setattr(cli, "make_env", interrupting_env)
+    assert cli.main(run_argv(root, tmp_path)) == 130
+    err = capsys.readouterr()
+    assert "running it again resumes from the checkpoints in" in err.out
+    monkeypatch.setattr(cli, "make_env", make_env)
+    # no --resume: the same command continues from the checkpoint and says which
+    assert cli.main(run_argv(root, tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^run deterministic-\S+ on cpu: resume from epoch 2 \(\S+/train\.pt\)$", out, re.M), out
+    assert "train epoch 1/2" not in out and "train epoch 2/2" in out
+    [record] = (tmp_path / "runs").rglob("*.json")
+    # again: done, nothing trained or written
+    assert cli.main(run_argv(root, tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert f"done: completed record {record}; skipped (--restart trains it again)" in out and "train epoch" not in out
+    assert list((tmp_path / "runs").rglob("*.json")) == [record]
+    # --restart: trained anew into a second record; the first stays
+    assert cli.main(run_argv(root, tmp_path) + ["--restart"]) == 0
+    out = capsys.readouterr().out
+    assert "start anew (--restart)" in out and "train epoch 1/2" in out
+    assert len(list((tmp_path / "runs").rglob("*.json"))) == 2 and record.exists()
+
+
+def test_bench_killed_before_a_checkpoint_says_start_and_a_config_failure_leaves_no_state(cifar10_dir, tmp_path: Path) -> None:
+    """SIGKILL during the second run's first epoch (no checkpoint yet): the next bench skips the first run
+    and says the second starts (it has nothing to resume from). A bench that fails on a bad value trains
+    nothing and leaves nothing a later bench could take for an interrupted one."""
+    root, _ = cifar10_dir
+    suite = tmp_path / "tinybench.toml"
+    suite.write_text(TINY_SUITE)
+    argv = [sys.executable, "-m", "benchmark", "bench", str(suite), "--only", "deterministic,mimo", "--data-dir", str(root),
+            "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"),
+            "--leaderboard-dir", str(tmp_path / "boards"), "--no-progress", "--no-cost-pass"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    bad = subprocess.run(argv + ["--set", "train.epochs=-1"], capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    assert bad.returncode == 2 and "train.epochs = -1 is not valid" in bad.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "ckpt").exists()
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    lines, deadline = [], time.monotonic() + 120
+    for line in proc.stdout:  # SIGKILL as soon as the second run has started (before its first checkpoint)
+        lines.append(line)
+        if re.match(r"run mimo-\S+ on cpu: start", line):
+            proc.send_signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)
+    again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert again.returncode == 0, again.stdout + again.stderr
+    out = again.stdout.splitlines()
+    assert out[0].endswith(": 1 done (skipped), 0 to resume from a checkpoint, 1 to start"), again.stdout
+    assert out[2] == "  mimo seed 0: start: no record and no checkpoint of this run"
+    assert "resuming" not in again.stdout and len(list((tmp_path / "runs").rglob("*.json"))) == 2
