@@ -60,11 +60,13 @@ def sleep_then(seconds: float, value: Any) -> Any:
     return value
 
 
-def count_progress(path: str, n_steps: int, step_s: float, *, resume: bool) -> dict[str, Any]:
-    """Toy training loop: one step per ``step_s``, progress saved every step and on stop requests."""
+def count_progress(path: str, n_steps: int, step_s: float) -> dict[str, Any]:
+    """Toy training loop: one step per ``step_s``, progress saved every step and on stop requests;
+    it resumes from its saved progress when there is some (``starts``: whether each start resumed)."""
     p = Path(path)
-    state = json.loads(p.read_text()) if resume and p.exists() else {"step": 0, "starts": [], "stops": []}
-    state["starts"].append(resume)
+    resumed = p.exists()
+    state = json.loads(p.read_text()) if resumed else {"step": 0, "starts": [], "stops": []}
+    state["starts"].append(resumed)
     state["pid"] = os.getpid()
     atomic_write_json(p, state)
     while state["step"] < n_steps:
@@ -78,13 +80,15 @@ def count_progress(path: str, n_steps: int, step_s: float, *, resume: bool) -> d
     return state
 
 
-def ignore_stop(path: str, seconds: float, *, resume: bool) -> dict[str, Any]:
-    """Never polls the flag: the grace alarm must checkpoint and requeue it anyway."""
+def ignore_stop(path: str, seconds: float) -> dict[str, Any]:
+    """Never polls the flag: the grace alarm must checkpoint and requeue it anyway (a start that
+    finds an earlier one's note returns at once)."""
     p = Path(path)
     runs = json.loads(p.read_text()) if p.exists() else []
-    runs.append(resume)
+    again = bool(runs)
+    runs.append(again)
     atomic_write_json(p, runs)
-    if resume:
+    if again:
         return {"runs": runs}
     time.sleep(seconds)
     return {"runs": runs, "finished_without_requeue": True}
@@ -206,8 +210,9 @@ def test_stop_flag_and_direct_call(tmp_path: Path) -> None:
     call = CheckpointableCall(count_progress)
     out = call(str(tmp_path / "p.json"), 2, 0.0)
     assert out["step"] == 2 and out["starts"] == [False]
-    delayed = call.checkpoint(str(tmp_path / "p.json"), 2, 0.0, resume=False)
-    assert delayed.kwargs == {"resume": True} and delayed.function is call
+    delayed = call.checkpoint(str(tmp_path / "p.json"), 2, 0.0)  # the same call: no resume flag
+    assert delayed.args == (str(tmp_path / "p.json"), 2, 0.0) and delayed.kwargs == {} and delayed.function is call
+    assert call(str(tmp_path / "p.json"), 3, 0.0)["starts"] == [False, True]  # the function resumes from its own state
     # outside submitit there is nothing to requeue: StopRequested propagates
     STOP_REQUESTED.set("manual")
     try:
@@ -315,8 +320,8 @@ def test_slurm_grace_alarm_requeues_function_that_ignores_flag(slurm_cluster: sl
 
 @pytest.mark.slurm
 @pytest.mark.timeout(180)
-def test_slurm_sigterm_saves_resume_call_for_scheduler_requeue(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
-    """SLURM's own preemption: SIGTERM only, job ends; the scheduler's requeue then resumes."""
+def test_slurm_sigterm_exits_for_scheduler_requeue(slurm_cluster: slurm_local.SlurmCluster, tmp_path: Path) -> None:
+    """SLURM's own preemption: SIGTERM only, the job ends; the scheduler's requeue runs the same call, which resumes from its own state."""
     progress = tmp_path / "progress.json"
     ex = make_executor("slurm", tmp_path / "logs", time_min=10, mem_gb=0.25)
     job = ex.submit(CheckpointableCall(count_progress, term_wait_s=0.5), str(progress), 60, 0.05)

@@ -4,7 +4,9 @@
 expands a sweep file into runs (stable ids: ``benchmark.runner.run_id_of``), skips those whose
 completed record exists, and submits the rest: ONE job array per stage, one run per array task,
 each task a :class:`~benchmark.sweep.slurm_job.CheckpointableCall` of :func:`~benchmark.sweep.jobs.run_task` (requeued after
-preemption or a time limit with ``resume=True``, continuing from the harness's checkpoint).
+preemption or a time limit). A submission carries no resume flag: every task, on its first start
+and after any requeue (submitit's, or the scheduler's own after a node failure), decides from disk
+as every run does: done (its completed record: skipped), a checkpoint (resumed) or neither (started).
 
 Stages: runs whose method reuses other runs' trained weights through ``RunContext.member_model``
 (a deep ensemble's members, a subnetwork ensemble's parent) depend on them. Those member runs are

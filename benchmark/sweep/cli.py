@@ -39,7 +39,7 @@ def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_plan(sweep: Sweep, tasks: list[SweepTask], done: set[str], flying: dict[str, str] | None = None) -> str:
     """The plan as printed before a submission: one line per task (stage, kind, skip/submit/flying, run id, name, seed,
-    needs, ``resume from epoch E`` for a task submitted with a checkpoint of its own to continue from, and the job
+    needs, ``resume from epoch E`` for a task whose run will find a checkpoint of its own when it starts, and the job
     of a run in flight: ``flying``, run id -> its job and state, is not submitted again)."""
     flying = flying or {}
     lines = [f"sweep {sweep.name} ({sweep.path}): {len(tasks)} task(s), {len(done)} done and skipped"

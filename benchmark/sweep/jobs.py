@@ -48,8 +48,21 @@ def _use_launch_plugins(payload: dict[str, Any]) -> None:
         os.environ[PLUGINS_VARIABLE] = payload["plugins"]
 
 
-def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]:  # noqa: ARG001  (``resume``: see below)
+def _restart_note() -> str:
+    """`` (requeued: restart N of job J)`` inside a SLURM job that was requeued, else ``""`` (for the task's log)."""
+    count = os.environ.get("SLURM_RESTART_COUNT", "")
+    if not count.isdigit() or int(count) == 0:
+        return ""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return f" (requeued: restart {count} of job {job or os.environ.get('SLURM_JOB_ID', '?')})"
+
+
+def run_task(payload: dict[str, Any]) -> dict[str, Any]:
     """One array task: a harness run (``kind="run"``) or a member's training (``kind="member"``).
+
+    The same call on the first start and after any requeue (submitit's, or the scheduler's own
+    after a node failure or a preemption): the run decides from disk whether it is done, resumes
+    from its checkpoint or starts (``benchmark.runner.run_state``; a member: its final weights).
 
     Sets the launch's ``PLURES_PLUGINS`` first, before any method is built. Inside a SLURM job of
     several tasks (or under torchrun), trains data-parallel (``benchmark.training.distributed``);
@@ -67,9 +80,7 @@ def run_task(payload: dict[str, Any], *, resume: bool = False) -> dict[str, Any]
     env = Environment(data_dir=e["data_dir"], cache_dir=e["cache_dir"], results_dir=Path(e["results_dir"]), checkpoint_dir=Path(e["checkpoint_dir"]),
                       device=dist.device() if dist is not None else payload["device"], progress=False,
                       log=lambda m: print(m, flush=True), stop=STOP_REQUESTED, dist=dist)
-    # The run decides from disk whether it is done, resumes or starts (benchmark.runner.run_state), on the first
-    # submission as on any requeue: ``resume`` (what submitit's checkpointing passes) is informational only.
-    print(f"sweep task {payload['kind']} {payload['run_id']} ({'requeued' if resume else 'first start'})", flush=True)
+    print(f"sweep task {payload['kind']} {payload['run_id']}{_restart_note()}", flush=True)
     try:
         if payload["kind"] == "member":
             out = {"run_id": payload["run_id"], "final": str(train_member(payload["config"], payload["overrides"], env))}

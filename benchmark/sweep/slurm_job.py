@@ -2,15 +2,17 @@
 
 Preemption / time-limit protocol (for training loops)
 -----------------------------------------------------
-Wrap the job function in :class:`CheckpointableCall`. The function must accept a keyword
-``resume: bool``: ``False`` on the first run, ``True`` after a requeue (load the last checkpoint
-then). It saves a checkpoint at the end of each epoch, and between steps polls
-:data:`STOP_REQUESTED`::
+Wrap the job function in :class:`CheckpointableCall`. The call carries no resume flag: the
+function is called the same way on its first start and after every requeue (submitit's own after a
+time limit or preemption signal, or the scheduler's after a node failure, a ``scontrol requeue`` or
+a preemption whose grace period ended in SIGKILL), and decides from its own state on disk whether
+it resumes (a checkpoint exists), has nothing left to do or starts. It saves a checkpoint at the
+end of each epoch, and between steps polls :data:`STOP_REQUESTED`::
 
     from benchmark.sweep.slurm_job import STOP_REQUESTED, StopRequested  # the harness's StopRequested
 
-    def train(cfg, *, resume: bool) -> dict:
-        state = load_checkpoint(cfg) if resume else fresh_state(cfg)
+    def train(cfg) -> dict:
+        state = load_checkpoint(cfg) if has_checkpoint(cfg) else fresh_state(cfg)
         for epoch in range(state.epoch, cfg.epochs):
             for batch in loader:
                 step(state, batch)
@@ -25,15 +27,16 @@ What happens on a signal inside a running :class:`CheckpointableCall` under subm
 * the requeue signal (``SIGUSR2``, submitit's default; SLURM sends it ``signal_delay_s`` before the
   time limit, and ``job._interrupt()`` sends it) sets ``STOP_REQUESTED`` (``reason="requeue"``)
   and returns: the loop keeps running until it polls the flag;
-* ``SIGTERM`` (SLURM's preemption / cancel signal) sets it with ``reason="terminate"``;
+* ``SIGTERM`` (SLURM's preemption / cancel / requeue signal) sets it with ``reason="terminate"``;
 * when the function raises :class:`StopRequested`, the wrapper runs submitit's own handling:
-  after a requeue signal, ``checkpoint()`` (the same call with ``resume=True``) is pickled and the
-  job requeued (``scontrol requeue``); after only ``SIGTERM`` (waiting ``term_wait_s`` for a
-  requeue signal that ``_interrupt`` sends right after it), the resume call is pickled and the
-  process exits, so that SLURM's own requeue of a preempted job resumes (the same happens if
-  the function raises :class:`StopRequested` with no signal received);
+  after a requeue signal, the same call is pickled again and the job requeued (``scontrol
+  requeue``); after only ``SIGTERM`` (waiting ``term_wait_s`` for a requeue signal that
+  ``_interrupt`` sends right after it), the process exits, so that SLURM's own requeue of a
+  preempted job runs the call again (the same happens if the function raises
+  :class:`StopRequested` with no signal received). A SIGKILL at any point (``KillWait`` over, a
+  node failure) loses nothing either: the requeued call finds the last checkpoint on disk;
 * if the function does not raise within ``grace_s`` seconds, a ``SIGALRM`` does the same handling
-  at whatever point the function is (submitit's default behaviour: resume from the last epoch).
+  at whatever point the function is (the requeued call resumes from the last checkpoint saved).
 
 Signal handlers run in the main thread; ``STOP_REQUESTED`` is a plain flag (safe to set from a
 handler, unlike ``threading.Event``), cheap to poll at every step. The wrapper uses ``SIGALRM``
@@ -53,7 +56,7 @@ from typing import Any
 
 import submitit
 from submitit.core.job_environment import JobEnvironment, SignalHandler
-from submitit.core.utils import DelayedSubmission, UncompletedJobError
+from submitit.core.utils import UncompletedJobError
 
 # One exception for every stop: the harness's ``StopRequested`` (raised by ``fit`` after its
 # mid-epoch checkpoint) is the one :class:`CheckpointableCall` catches, so a run inside a job uses
@@ -267,7 +270,8 @@ class _SignalGuard:
 
 
 class CheckpointableCall(submitit.helpers.Checkpointable):
-    """Calls ``fn(*args, resume=..., **kwargs)``; requeued after preemption/timeout with ``resume=True``.
+    """Calls ``fn(*args, **kwargs)``, the same call on the first start and after every requeue
+    (submitit's ``checkpoint`` is the same call: ``fn`` decides from disk whether it resumes).
 
     ``fn`` must be picklable (module-level). See the module docstring for the stop protocol;
     ``grace_s`` bounds how long a stop request waits for ``fn`` to raise :class:`StopRequested`
@@ -284,11 +288,11 @@ class CheckpointableCall(submitit.helpers.Checkpointable):
         self.grace_s = grace_s
         self.term_wait_s = term_wait_s
 
-    def __call__(self, *args: Any, resume: bool = False, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         STOP_REQUESTED.clear()
         guard = _SignalGuard.install(self.grace_s, self.term_wait_s)
         try:
-            return self.fn(*args, resume=resume, **kwargs)
+            return self.fn(*args, **kwargs)
         except StopRequested:
             if guard is None:
                 raise
@@ -297,11 +301,6 @@ class CheckpointableCall(submitit.helpers.Checkpointable):
         finally:
             if guard is not None:
                 guard.uninstall()
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
-        """The same call with ``resume=True`` (submitit pickles it and requeues the job)."""
-        kwargs["resume"] = True
-        return DelayedSubmission(self, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"CheckpointableCall({getattr(self.fn, '__qualname__', self.fn)!r})"

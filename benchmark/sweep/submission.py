@@ -103,8 +103,9 @@ def launch(sweep: Sweep, tasks: list[SweepTask], *, wait_s: float | None = None,
     and no leaderboard job is in flight. On the local and debug clusters each array is waited for
     before the next starts, and the leaderboard is rebuilt here (the lock held throughout).
     Each array's tasks enter the manifest as soon as it is accepted, never before. The folders the
-    jobs write are checked first (:func:`~benchmark.sweep.artifacts.check_writable`), and a task whose
-    run has a stage checkpoint of its own is submitted with ``resume=True``.
+    jobs write are checked first (:func:`~benchmark.sweep.artifacts.check_writable`). A submission
+    carries no resume flag: each task decides from disk when it starts (done, resume, start); the
+    checkpoint a run will resume from is only shown (the log and the manifest's ``"resume"``).
     """
     check_writable(sweep)  # a folder the jobs cannot write fails here, before anything is submitted
     try:
@@ -149,10 +150,9 @@ def _launch_locked(sweep: Sweep, tasks: list[SweepTask], wait_s: float | None, l
         for p in notes:
             p.unlink()
         try:
-            # a run with a checkpoint of its own (killed, failed, stopped) continues from it
+            # shown only: a run with a checkpoint of its own (killed, failed, stopped) finds it when it starts
             points = {t.run_id: resume_point(sweep.paths["checkpoint_dir"], t.run_id) for t in group}
-            jobs = _submit_array(_executor(sweep, folder, dependency=dependency, token=token),
-                                 [(call, (t.payload(sweep),), {"resume": points[t.run_id] is not None}) for t in group])
+            jobs = _submit_array(_executor(sweep, folder, dependency=dependency, token=token), [(call, (t.payload(sweep),), {}) for t in group])
         except SubmissionError:
             for p, raw in notes.items():
                 p.write_bytes(raw)
