@@ -387,6 +387,36 @@ def test_controller_state_kept_across_restarts_unless_fresh(private_slurm: Any, 
     assert _queued(fresh) == {} and _sbatch(fresh, "--hold", "--wrap", "sleep 1") == "1"
 
 
+@pytest.mark.slurm
+@pytest.mark.timeout(120)
+def test_start_after_slurmd_died_restarts_it_alone_and_keeps_the_queue(private_slurm: Any) -> None:
+    """slurmd killed (kill -9): ``start`` starts slurmd alone again; the controller, the queue and the
+    running job carry on (nothing is cancelled), and the node runs jobs again. The same when all run:
+    nothing is started."""
+    cluster = private_slurm()
+    running = _sbatch(cluster, "--wrap", "sleep 120")
+    held = _sbatch(cluster, "--hold", "--wrap", "sleep 1")
+    deadline = time.monotonic() + 30
+    while _queued(cluster).get(running) != "R":
+        assert time.monotonic() < deadline, "the job did not start"
+        time.sleep(0.2)
+    ctld, slurmd = cluster.pids["slurmctld"], cluster.pids["slurmd"]
+    os.kill(slurmd, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while "slurmd" in slurm_local.status(cluster.state_dir)["pids"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    revived = private_slurm(cluster.state_dir)
+    assert revived.restarted == ["slurmd"] and revived.pids["slurmctld"] == ctld and revived.pids["slurmd"] != slurmd
+    assert slurm_local.state_message(revived).startswith("restarted slurmd alone (the other daemons were running): queued and running jobs kept")
+    assert _queued(revived) == {running: "R", held: "PD"}  # same jobs, the running one still running
+    r = subprocess.run(["srun", "-t", "1", "hostname"], capture_output=True, text=True, timeout=60, env=revived.client_env())
+    assert r.returncode == 0, r.stderr  # the node runs jobs again
+    again = private_slurm(cluster.state_dir)
+    assert again.restarted == [] and again.pids == revived.pids and "nothing was started" in slurm_local.state_message(again)
+    assert _queued(again) == {running: "R", held: "PD"}
+
+
 def test_restart_reuses_free_ports_and_writes_the_partition_limit_policy(tmp_path: Path) -> None:
     """No SLURM needed: the ports of an earlier slurm.conf are reused only when both are free again;
     EnforcePartLimits is the one asked for; bad values are refused."""

@@ -6,7 +6,8 @@ free at the first start, so several clusters (say, two test sessions) can run si
 machine.
 
 Controller state is kept across restarts of the same directory: :func:`start` (and ``start`` on
-the command line) recovers the jobs and the job-id counter from ``<dir>/ctld`` (``StateSaveLocation``)
+the command line) starts again only a daemon that died (slurmctld, slurmd or both: the queue and the
+running jobs carry on), recovers the jobs and the job-id counter from ``<dir>/ctld`` (``StateSaveLocation``)
 and reuses the previous ports, so a controller that died, or a ``stop`` followed by ``start``, carries
 on where it was (``stop`` cancels the jobs first: they are then listed as cancelled for
 ``MinJobAge``, and new jobs get new ids). ``start --fresh`` (``fresh=True``) wipes it instead: the
@@ -93,6 +94,8 @@ class SlurmCluster:
     recovered: bool = False
     """Whether this start recovered an earlier controller state (jobs, job ids) from ``<dir>/ctld``."""
     enforce_part_limits: str = "ALL"
+    restarted: list[str] = dataclasses.field(default_factory=list)
+    """The daemons the last :func:`start` started (all three, one or two of them after a death, none when all ran)."""
 
     def client_env(self) -> dict[str, str]:
         """``os.environ`` plus :attr:`env` (for ``subprocess.run(..., env=...)``)."""
@@ -401,10 +404,12 @@ def start(state_dir: Path, *, timeout_s: float = 30.0, fresh: bool = False, enfo
     """Install if needed, write the config, start munged, slurmctld, slurmd; wait for the node idle.
 
     A cluster already running from ``state_dir`` (with the same ``enforce_part_limits``) is returned
-    as is. When only its controller died, slurmctld alone is started again (jobs running on the node
-    carry on); when other daemons died, the rest are stopped and all are started again. The controller recovers its saved state (jobs,
-    job-id counter) from an earlier start in ``state_dir`` and the earlier ports are reused
-    (``cluster.recovered`` says whether there was one); ``fresh=True`` wipes that state first.
+    as is (its node resumed if it was marked down or drained). When its controller or its node
+    daemon died (or both), the dead one(s) alone are started again: the queue is kept and jobs
+    running on the node carry on (``cluster.restarted`` names what was started). When munged died,
+    the rest are stopped (their jobs cancelled) and all are started again. The controller recovers its
+    saved state (jobs, job-id counter) from an earlier start in ``state_dir`` and the earlier ports are
+    reused (``cluster.recovered`` says whether there was one); ``fresh=True`` wipes that state first.
     ``enforce_part_limits`` is slurm.conf's ``EnforcePartLimits`` (``ALL``: sbatch refuses a request
     no node of the partition can hold; ``NO``: such a job is accepted and stays pending).
 
@@ -418,12 +423,10 @@ def start(state_dir: Path, *, timeout_s: float = 30.0, fresh: bool = False, enfo
         raise SlurmUnavailable(f"running slurmd needs root (uid={os.geteuid()})")
     install_packages()
     existing = _load(state_dir)
-    if existing is not None and set(_live_pids(state_dir)) == set(_DAEMONS) and not fresh and existing.enforce_part_limits == enforce_part_limits:
-        if _node_state(existing.client_env(), existing.node_name) in ("idle", "mixed", "allocated"):
-            return existing
     live = _live_pids(state_dir)
-    if existing is not None and not fresh and existing.enforce_part_limits == enforce_part_limits and set(live) == {"munged", "slurmd"}:
-        revived = _revive_controller(existing, timeout_s)  # the node and its running jobs stay
+    if existing is not None and not fresh and existing.enforce_part_limits == enforce_part_limits and "munged" in live:
+        # the controller or the node daemon died (or neither): start the dead one(s) alone; queued and running jobs stay
+        revived = _revive(existing, [d for d in ("slurmctld", "slurmd") if d not in live], timeout_s)
         if revived is not None:
             return revived
         live = _live_pids(state_dir)
@@ -490,32 +493,57 @@ def start(state_dir: Path, *, timeout_s: float = 30.0, fresh: bool = False, enfo
         _stop_dir(state_dir)
         raise
     cluster.pids = _live_pids(state_dir)
-    atomic_write_json(state_dir / "cluster.json", {**dataclasses.asdict(cluster), "state_dir": str(state_dir), "conf_path": str(conf)})
+    cluster.restarted = list(reversed(_DAEMONS))
+    _save(cluster)
     return cluster
 
 
-def _revive_controller(cluster: SlurmCluster, timeout_s: float) -> SlurmCluster | None:
-    """Start slurmctld alone again (it died; munged and slurmd still run), recovering its saved
-    state, so that jobs running on the node carry on. None when that did not bring the node back."""
+def _save(cluster: SlurmCluster) -> None:
+    atomic_write_json(cluster.state_dir / "cluster.json", {**dataclasses.asdict(cluster), "state_dir": str(cluster.state_dir),
+                                                           "conf_path": str(cluster.conf_path)})
+
+
+USABLE_NODE_STATES = ("idle", "mixed", "allocated", "completing")
+"""sinfo states of a node that runs jobs (a trailing ``*``, not responding, is not one of them)."""
+
+
+def _revive(cluster: SlurmCluster, dead: list[str], timeout_s: float) -> SlurmCluster | None:
+    """Start the ``dead`` daemons (``slurmctld``, ``slurmd``) alone again, munged still running: the
+    controller recovers its saved state, slurmd takes up the job steps still running on the node, so
+    that the queue and the running jobs carry on. A node marked down or drained is resumed. None when
+    that did not bring the node back (the caller then starts everything anew)."""
     state_dir = cluster.state_dir
     if not cluster.conf_path.is_file():
         return None
-    recovered = _saved_state(state_dir)
+    recovered = cluster.recovered
     out = _layout(state_dir)["log"] / "daemons.out"
     deadline = time.monotonic() + timeout_s
-    _layout(state_dir)["run"].joinpath("slurmctld.pid").unlink(missing_ok=True)
-    r = _run([_bin("slurmctld"), "-f", str(cluster.conf_path), *([] if recovered else ["-c"])], env=cluster.client_env(), log=out, timeout=timeout_s)
-    if r.returncode != 0:
-        return None
-    try:
-        _wait_pid_file(state_dir, "slurmctld", deadline)
-    except SlurmStartError:
-        return None
+    for daemon in ("slurmctld", "slurmd"):
+        if daemon not in dead:
+            continue
+        _layout(state_dir)["run"].joinpath(f"{daemon}.pid").unlink(missing_ok=True)
+        if daemon == "slurmctld":
+            recovered = _saved_state(state_dir)
+            extra = [] if recovered else ["-c"]
+        else:
+            extra = ["-N", cluster.node_name]
+        r = _run([_bin(daemon), "-f", str(cluster.conf_path), *extra], env=cluster.client_env(), log=out, timeout=timeout_s)
+        if r.returncode != 0:
+            return None
+        try:
+            _wait_pid_file(state_dir, daemon, deadline)
+        except SlurmStartError:
+            return None
+    resumed = False
     while time.monotonic() < deadline:
-        if _node_state(cluster.client_env(), cluster.node_name) in ("idle", "mixed", "allocated"):
-            cluster = dataclasses.replace(cluster, pids=_live_pids(state_dir), recovered=recovered)
-            atomic_write_json(state_dir / "cluster.json", {**dataclasses.asdict(cluster), "state_dir": str(state_dir), "conf_path": str(cluster.conf_path)})
+        state = _node_state(cluster.client_env(), cluster.node_name)
+        if state in USABLE_NODE_STATES:
+            cluster = dataclasses.replace(cluster, pids=_live_pids(state_dir), recovered=recovered, restarted=list(dead))
+            _save(cluster)
             return cluster
+        if not resumed and state.startswith(("down", "drain")) and not state.endswith("*"):  # marked so, its slurmd answering
+            _run([_bin("scontrol"), "update", f"nodename={cluster.node_name}", "state=resume"], env=cluster.client_env(), timeout=10)
+            resumed = True
         time.sleep(0.1)
     return None
 
@@ -607,12 +635,21 @@ def status(state_dir: Path) -> dict[str, object]:
 
 
 def state_message(cluster: SlurmCluster, fresh: bool = False) -> str:
-    """One line: whether the controller carried on from its saved state or started afresh."""
-    ctld = _layout(cluster.state_dir)["ctld"]
-    if cluster.recovered:
-        return f"controller state recovered from {ctld}: earlier jobs are known and job ids continue (start --fresh to reset)"
-    why = "--fresh: earlier jobs forgotten" if fresh else "no saved state"
-    return f"fresh controller state in {ctld} ({why}); job ids start at 1"
+    """One line: what the start did (nothing, one or two daemons started again with the queue kept,
+    or all of them) and whether the controller carried on from its saved state or started afresh."""
+    if not cluster.restarted:
+        return "already running: nothing was started; the queue is as it was"
+    parts = []
+    if set(cluster.restarted) < set(_DAEMONS):
+        parts.append(f"restarted {' and '.join(cluster.restarted)} alone (the other daemons were running): queued and running jobs kept")
+    if "slurmctld" in cluster.restarted:
+        ctld = _layout(cluster.state_dir)["ctld"]
+        if cluster.recovered:
+            parts.append(f"controller state recovered from {ctld}: earlier jobs are known and job ids continue (start --fresh to reset)")
+        else:
+            why = "--fresh: earlier jobs forgotten" if fresh else "no saved state"
+            parts.append(f"fresh controller state in {ctld} ({why}); job ids start at 1")
+    return "; ".join(parts)
 
 
 def env_lines(cluster: SlurmCluster) -> str:
