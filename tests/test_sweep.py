@@ -509,11 +509,29 @@ def test_a_sweep_task_never_trains_a_run_whose_lock_is_held(tmp_path: Path, data
     folder = tmp_path / "ckpt" / task.run_id
     with run_lock(folder, task.run_id):
         assert main(["sweep", str(path), "--cluster", "debug"]) == 1
-    captured = capsys.readouterr()
-    assert "another process holds the run's lock; this task trains nothing" in captured.out
+        captured = capsys.readouterr()
+        assert "another process holds the run's lock; this task trains nothing" in captured.out
+        (row,) = S.status(sweep)  # the holder (this process) runs: the run is running elsewhere, not failed
+        assert row.state == "running" and row.note.startswith(f"running elsewhere: process {os.getpid()} on host ") and "holds the run's lock" in row.note
+        assert main(["sweep-status", str(path)]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["run.lock"]  # no checkpoint, no weights
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.json"))
-    assert not S.failure_path(tmp_path / "logs", task.run_id).exists()
+    assert not S.failure_path(tmp_path / "logs", task.run_id).exists() and S.elsewhere_path(tmp_path / "logs", task.run_id).exists()
+    # the holder is gone without a record (a process that has exited): failed, to be relaunched
+    holder = json.loads((folder / "run.lock").read_text())
+    (folder / "run.lock").write_text(json.dumps({**holder, "pid": _exited_pid()}))
+    (row,) = S.status(sweep)
+    assert row.state == "failed" and "is gone without a record" in row.note and "relaunch" in row.note
+    # the relaunch trains it here; the note goes
+    assert main(["sweep", str(path), "--cluster", "debug"]) == 0
+    assert [r.state for r in S.status(sweep)] == ["done"] and not S.elsewhere_path(tmp_path / "logs", task.run_id).exists()
+
+
+def _exited_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 # --------------------------------------------------------------------------- real SLURM

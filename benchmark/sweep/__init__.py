@@ -22,6 +22,12 @@ submit; runs whose manifest job the controller lists as pending or running (and 
 carries this sweep's launch token) are in flight and skipped; a relaunch whose runs are all done
 rebuilds a leaderboard that is missing or older than the newest record.
 
+Sweeps that share results and checkpoint folders (different log folders) train each run once: a
+task whose run already has its completed record skips it; one whose run another process is
+training (it holds the run's lock: another sweep's job, a ``bench``) trains nothing, leaves a note
+(``<log_dir>/elsewhere/<run id>.json``) and is shown as running elsewhere until that record exists
+(then done), or as failed once the lock's holder is gone without one (seen from its own host).
+
 ``python -m benchmark sweep-status FILE [--resubmit-failed]`` lists each run as pending, running,
 done, failed or unknown (controller unreachable), with SLURM's pending reason and a flag on jobs
 that can never start, and the leaderboard's state, from the records, the submission manifest
@@ -66,8 +72,8 @@ preemption-safe calls, bounded waits).
 
 from __future__ import annotations
 
-from .artifacts import (LAUNCH_LOCK, MANIFEST, FolderNotWritableError, LaunchLockedError, ResumePoint, check_writable, completed_runs, failed_runs,
-                        failure_path, is_done, launch_lock, launch_lock_path, leaderboard_freshness, manifest_path, read_manifest, resume_point,
+from .artifacts import (LAUNCH_LOCK, MANIFEST, FolderNotWritableError, LaunchLockedError, ResumePoint, check_writable, completed_runs, elsewhere_path,
+                        failed_runs, failure_path, is_done, launch_lock, launch_lock_path, leaderboard_freshness, manifest_path, read_manifest, resume_point,
                         write_manifest)
 from .cli import format_plan, main, status_main
 from .jobs import rebuild_leaderboard, run_task, train_member
@@ -80,6 +86,6 @@ from .submission import Launch, SubmissionError, launch
 __all__ = ["LAUNCH_LOCK", "LEADERBOARD_STATES", "MANIFEST", "PATH_KEYS", "ControllerUnreachable", "FolderNotWritableError", "LaunchLockedError",
            "LeaderboardStatus", "QueueView", "QueuedJob", "ResumePoint", "check_writable", "resume_point", "SLURM_KEYS", "STATES", "SWEEP_KEYS",
            "Launch", "PlanError", "PlanningContext", "RunStatus", "SubmissionError", "Sweep", "SweepTask", "completed_runs", "expand", "failed_runs",
-           "failure_path", "format_plan", "in_flight", "is_done", "launch", "launch_lock", "launch_lock_path", "leaderboard_freshness",
+           "elsewhere_path", "failure_path", "format_plan", "in_flight", "is_done", "launch", "launch_lock", "launch_lock_path", "leaderboard_freshness",
            "leaderboard_status", "load_sweep", "main", "manifest_path", "member_requests", "queue_view", "read_manifest", "rebuild_leaderboard",
            "report", "run_task", "status", "status_main", "train_member", "write_manifest"]

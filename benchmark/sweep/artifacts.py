@@ -1,7 +1,9 @@
 """What a sweep leaves on disk: the harness's records and members' final weights (what is done),
 the submission manifest (``<log_dir>/manifest.json``: run id -> job id and log paths; the
-leaderboard job), the launch lock beside it (``<log_dir>/launch.lock``), the failure notes its
-tasks write (``<log_dir>/failures/<run id>.json``) and whether its leaderboards are up to date."""
+leaderboard job), the launch lock beside it (``<log_dir>/launch.lock``), the notes its tasks write
+(``<log_dir>/failures/<run id>.json``: the task failed; ``<log_dir>/elsewhere/<run id>.json``: another
+process held the run's lock, the task trained nothing), the run locks' holders and whether its
+leaderboards are up to date."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 from ..core import config as C
 from ..core.io import atomic_write_json
 from ..records import load_records, utc_now
+from ..runner import LOCK_NAME
 from ..training.checkpoints import ResumePoint, resume_point  # noqa: F401  (re-exported: the sweep's status and submission)
 from .plan import SweepTask
 from .spec import Sweep
@@ -76,6 +79,41 @@ def check_writable(sweep: Sweep) -> None:
 def failure_path(log_dir: str | Path, run_id: str) -> Path:
     """Where a failed task leaves its note (error type, message, traceback)."""
     return Path(log_dir) / "failures" / f"{run_id}.json"
+
+
+def elsewhere_path(log_dir: str | Path, run_id: str) -> Path:
+    """Where a task whose run another process was training (it held the run lock) leaves its note
+    (time, message, the lock's holder): that task trained nothing."""
+    return Path(log_dir) / "elsewhere" / f"{run_id}.json"
+
+
+def task_notes(log_dir: str | Path, run_id: str) -> list[Path]:
+    """The notes a task of ``run_id`` left (failure, elsewhere) that exist: a resubmission removes them."""
+    return [p for p in (failure_path(log_dir, run_id), elsewhere_path(log_dir, run_id)) if p.exists()]
+
+
+def run_lock_holder(checkpoint_dir: str | Path, run_id: str) -> dict[str, Any]:
+    """What the newest holder of the run's lock wrote into it (``pid``, ``host``, ``started``; the
+    harness's ``run.lock``); ``{}`` when there is no lock file or it cannot be read."""
+    try:
+        return dict(json.loads((Path(checkpoint_dir) / run_id / LOCK_NAME).read_text() or "{}"))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def holder_alive(holder: dict[str, Any]) -> bool | None:
+    """Whether the process a run lock names still runs: known only on its own host (None elsewhere,
+    or when the lock names no process)."""
+    pid, host = holder.get("pid"), holder.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def manifest_path(sweep: Sweep) -> Path:

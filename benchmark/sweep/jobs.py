@@ -19,7 +19,7 @@ from ..catalogue.plugins import ENV_VAR as PLUGINS_VARIABLE  # PLURES_PLUGINS
 from ..records import utc_now
 from ..runner import RunContext, RunLockedError, member_config, run_experiment, run_id_of
 from ..training.distributed import DistContext
-from .artifacts import failure_path
+from .artifacts import elsewhere_path, failure_path, run_lock_holder
 from .slurm_job import STOP_REQUESTED
 
 
@@ -69,8 +69,10 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
     stop requests come from ``slurm_job.STOP_REQUESTED``. A failure leaves a note in
     ``<log_dir>/failures/`` (the harness also writes a failed record) and raises. The run trains
     under its run lock (``benchmark.runner.run_lock`` on its checkpoint folder, taken by
-    ``run_experiment``): when another process holds it, the task raises ``RunLockedError`` at once,
-    having trained and written nothing (no note, no record), so two jobs never train into one folder.
+    ``run_experiment``): when another process holds it (another sweep's job over the same results
+    and checkpoints, a ``bench``), the task trains and writes nothing (no record, no failure note),
+    leaves a note in ``<log_dir>/elsewhere/`` naming the holder and returns ``{"run_id", "elsewhere"}``:
+    the sweep counts the run done once that process writes its record.
     """
     _use_launch_plugins(payload)
     if os.environ.get("SLURM_CPUS_PER_TASK"):  # torch would use every core of the node, not the task's share
@@ -88,11 +90,14 @@ def run_task(payload: dict[str, Any]) -> dict[str, Any]:
             out = {"run_id": payload["run_id"], "records": [str(p) for p in run_experiment(payload["config"], env)]}
     except StopRequested:
         raise
-    except RunLockedError:
+    except RunLockedError as exc:
         # another process trains this run into the same checkpoint folder (its run lock): this task
         # trained nothing and must not mark that run failed
-        print(f"sweep task {payload['run_id']}: another process holds the run's lock; this task trains nothing", flush=True)
-        raise
+        print(f"sweep task {payload['run_id']}: another process holds the run's lock; this task trains nothing ({exc})", flush=True)
+        atomic_write_json(elsewhere_path(payload["log_dir"], payload["run_id"]),
+                          {"run_id": payload["run_id"], "time": utc_now(), "message": str(exc),
+                           "holder": run_lock_holder(e["checkpoint_dir"], payload["run_id"])})
+        return {"run_id": payload["run_id"], "elsewhere": str(exc)}
     except Exception as exc:
         if env.is_main:
             atomic_write_json(failure_path(payload["log_dir"], payload["run_id"]),

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import completed_runs, failed_runs, failure_path, is_done, leaderboard_freshness, read_manifest
+from .artifacts import (completed_runs, elsewhere_path, failed_runs, failure_path, holder_alive, is_done, leaderboard_freshness, read_manifest,
+                        run_lock_holder)
 from .plan import SweepTask, expand
 from .scheduler import ControllerUnreachable, NodeSize, QueuedJob, describe, never_starts, node_sizes, query_jobs
 from .spec import Sweep
@@ -144,6 +145,8 @@ def _run_status(t: SweepTask, sweep: Sweep, m: dict[str, Any], view: QueueView, 
     if note_file.exists():
         err = json.loads(note_file.read_text())
         return RunStatus(t, "failed", job, logpath, f"{err['type']}: {err['message']}"[:200])
+    if elsewhere_path(sweep.paths["log_dir"], t.run_id).exists():
+        return _elsewhere_status(t, sweep, job, logpath)
     if (t.suite, t.run_id) in failed and (not m or failed[(t.suite, t.run_id)]["created"] >= m.get("submitted", "")):
         err = failed[(t.suite, t.run_id)].get("error", {})
         return RunStatus(t, "failed", job, logpath, f"{err.get('type', '')}: {err.get('message', '')}"[:200])
@@ -158,6 +161,25 @@ def _run_status(t: SweepTask, sweep: Sweep, m: dict[str, Any], view: QueueView, 
     if slurm:
         return RunStatus(t, "failed", job, logpath, "left the queue without a record or result (killed, cancelled, out of memory?)")
     return RunStatus(t, "running", job, logpath, "submitted; no result yet")
+
+
+def _elsewhere_status(t: SweepTask, sweep: Sweep, job: str, logpath: str) -> RunStatus:
+    """A run whose task found its lock held by another process (say, another sweep's job over the same
+    results and checkpoints) and trained nothing: running elsewhere while that process runs (or
+    cannot be checked from this host), failed once it is gone without a record."""
+    try:
+        note = json.loads(elsewhere_path(sweep.paths["log_dir"], t.run_id).read_text())
+    except (OSError, ValueError):
+        note = {}
+    holder = run_lock_holder(sweep.paths["checkpoint_dir"], t.run_id) or note.get("holder") or {}
+    who = f"process {holder.get('pid', '?')} on host {holder.get('host', '?')}, since {holder.get('started', '?')}"
+    alive = holder_alive(holder)
+    if alive is False:
+        return RunStatus(t, "failed", job, logpath, f"the process that held the run's lock ({who}) is gone without a record; job {job} of this "
+                                                    "sweep trained nothing: relaunch to resume the run from its checkpoint")
+    unsure = "" if alive else " (per its run lock; it cannot be checked from this host)"
+    return RunStatus(t, "running", job, logpath, f"running elsewhere: {who} holds the run's lock{unsure}; job {job} of this sweep trained "
+                                                 "nothing and the run counts as done here once its record exists")
 
 
 def leaderboard_status(sweep: Sweep, tasks: list[SweepTask], manifest: dict[str, Any], view: QueueView) -> LeaderboardStatus:

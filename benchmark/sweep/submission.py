@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..records import utc_now
-from .artifacts import (LaunchLockedError, check_writable, completed_runs, failure_path, is_done, launch_lock, leaderboard_freshness, read_manifest,
-                        resume_point, write_manifest)
+from .artifacts import (LaunchLockedError, check_writable, completed_runs, is_done, launch_lock, leaderboard_freshness, read_manifest,
+                        resume_point, task_notes, write_manifest)
 from .jobs import rebuild_leaderboard, run_task
 from .monitor import QueueView, in_flight, queue_view
 from .plan import SweepTask
@@ -145,8 +145,8 @@ def _launch_locked(sweep: Sweep, tasks: list[SweepTask], wait_s: float | None, l
         dependency = "afterany:" + ":".join(deps) if deps and cluster == "slurm" else None
         if arrays and cluster != "slurm":
             wait_all(arrays[-1], timeout_s=wait_s if wait_s is not None else 7 * 24 * 3600.0, return_exceptions=True)
-        # a resubmitted run's old failure note goes (restored if the scheduler refuses the array)
-        notes = {p: p.read_bytes() for t in group if (p := failure_path(sweep.paths["log_dir"], t.run_id)).exists()}
+        # a resubmitted run's old notes (failed, trained elsewhere) go (restored if the scheduler refuses the array)
+        notes = {p: p.read_bytes() for t in group for p in task_notes(sweep.paths["log_dir"], t.run_id)}
         for p in notes:
             p.unlink()
         try:
