@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from benchmark.records import load_records
 from benchmark.sweep.slurm_job import wait_all
 from benchmark.tools import slurm_local
 from tests.conftest import write_cifar_archive
-from tests.test_sweep import _slurm_sweep
+from tests.test_sweep import _slurm_sweep, _until
 
 EPOCHS = 6  # 1000 images in batches of 20: 0.5-2 s an epoch here, so the task is still training when it is requeued
 
@@ -39,14 +38,6 @@ def _launch_one(tmp_path: Path, cluster: Any) -> tuple[S.Sweep, Any]:
 
 def _log(job: Any) -> str:
     return job.paths.stdout.read_text() if job.paths.stdout.exists() else ""
-
-
-def _until(check: Any, timeout_s: float, what: str, poll_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        time.sleep(poll_s)
-    return value
 
 
 def _raw_id(job: Any) -> str:
@@ -94,7 +85,7 @@ def test_slurm_requeue_with_short_kill_wait_resumes(slurm_cluster: Any, tmp_path
     submitit would pickle the call again); the requeued task resumes from the checkpoint."""
     assert "KillWait=5" in Path(slurm_cluster.conf_path).read_text().splitlines()
     sweep, job = _launch_one(tmp_path, slurm_cluster)
-    _until(lambda: f"train epoch 1/{EPOCHS}:" in _log(job), 120, "the first epoch")
+    _until(lambda: f"train epoch 1/{EPOCHS}:" in _log(job), 120, "the first epoch", poll_s=0.2)
     subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True, timeout=20)
     wait_all([job], timeout_s=180)
     _assert_resumed_not_restarted(job, sweep)
@@ -109,15 +100,15 @@ def test_slurm_node_failure_requeues_and_resumes(private_slurm: Any, tmp_path: P
     cluster = private_slurm()  # its own cluster: the node goes down
     monkeypatch.setenv("SLURM_CONF", str(cluster.conf_path))
     sweep, job = _launch_one(tmp_path, cluster)
-    _until(lambda: f"train epoch 2/{EPOCHS}:" in _log(job), 120, "two epochs")
+    _until(lambda: f"train epoch 2/{EPOCHS}:" in _log(job), 120, "two epochs", poll_s=0.2)
     raw = _raw_id(job)
     victims = [cluster.pids["slurmd"], *_job_processes(raw)]
     assert len(victims) > 2, victims  # slurmd, the job's slurmstepd and its processes
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
-    _until(lambda: "slurmd" not in slurm_local.status(cluster.state_dir)["pids"], 10, "slurmd gone")
-    conf, node = str(cluster.conf_path), cluster.node_name
-    subprocess.run(["slurmd", "-f", conf, "-N", node], check=True, timeout=30)  # slurmd comes back (the node's processes do not)
+    _until(lambda: "slurmd" not in slurm_local.status(cluster.state_dir)["pids"], 10, "slurmd gone", poll_s=0.1)
+    assert private_slurm(cluster.state_dir).restarted == ["slurmd"]  # slurmd comes back alone (the job's processes do not)
+    node = cluster.node_name
     subprocess.run(["scontrol", "update", f"nodename={node}", "state=down", "reason=node failure test"], check=True, timeout=20)
     _until(lambda: "(requeued: restart 1 of job " in _log(job) or _node_state(node).startswith("down"), 30, "the node down or the job requeued")
     if _node_state(node).startswith("down"):  # ReturnToService=2 may have brought it back already (slurmd registered)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,9 @@ import pytest
 
 from benchmark import sweep as S
 from benchmark.records import load_records
-from tests.test_sweep import _slurm_sweep, data_dir  # noqa: F401  (data_dir: the tiny CIFAR fixture)
+from tests.test_sweep import _slurm_sweep, _until, data_dir  # noqa: F401  (data_dir: the tiny CIFAR fixture)
 
 EPOCHS = 3
-
-
-def _until(check: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        time.sleep(poll_s)
-    return value
 
 
 @pytest.mark.slurm
