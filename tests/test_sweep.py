@@ -27,6 +27,7 @@ TINY_SET = """
 [set]
 "run.suite" = "tiny-test"
 "run.dataset" = "cifar10"
+"data.download" = false
 "backbone.width" = 4
 "train.epochs" = 1
 "train.batch_size" = 32
@@ -111,10 +112,11 @@ def test_bad_sweep_files_name_the_valid_choices(tmp_path: Path, text: str, match
         S.expand(S.load_sweep(path))
 
 
-def test_dry_run_prints_plan_and_submits_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_dry_run_prints_plan_and_submits_nothing(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     from benchmark.cli import main
 
-    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "mimo"]\nseeds = [0, 1]', slurm='cluster = "slurm"\npartition = "p1"')
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "mimo"]\nseeds = [0, 1]', slurm='cluster = "slurm"\npartition = "p1"',
+                       data=data_dir)
     assert main(["sweep", str(path), "--dry-run", "--partition", "gpu7"]) == 0
     out = capsys.readouterr().out
     tasks = S.expand(S.load_sweep(path))
@@ -379,12 +381,13 @@ def _slurm_manifest(tmp_path: Path, sweep: Any, entries: dict[str, dict[str, Any
     S.manifest_path(sweep).write_text(json.dumps(manifest))
 
 
-def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_status_reasons_reused_ids_and_unreachable_controller(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
     """Pending reasons and never-startable jobs from squeue's text; a job id squeue lists for another
     job (no token of ours) is not our run; squeue failing makes the runs unknown, never running."""
     from benchmark.cli import main
 
-    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0, 1, 2, 3]', slurm='cluster = "slurm"')
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0, 1, 2, 3]', slurm='cluster = "slurm"', data=data_dir)
     sweep = S.load_sweep(path)
     tasks = S.expand(sweep)
     a, b, c, d = tasks
@@ -429,12 +432,12 @@ class _FakeJob:
         self.paths = type("P", (), {"stdout": folder / f"{job_id}.out", "stderr": folder / f"{job_id}.err", "result_pickle": folder / f"{job_id}.pkl"})()
 
 
-def test_relaunch_skips_runs_in_flight_and_depends_on_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relaunch_skips_runs_in_flight_and_depends_on_them(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The launch logic against squeue's text: runs whose job is queued under this sweep's token are
     not submitted; new arrays of later stages and the leaderboard job wait for them (afterany)."""
     import benchmark.sweep.submission as sub
 
-    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "subnetwork"]\nseeds = [0, 1]', slurm='cluster = "slurm"')
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic", "subnetwork"]\nseeds = [0, 1]', slurm='cluster = "slurm"', data=data_dir)
     sweep = S.load_sweep(path)
     tasks = S.expand(sweep)
     det = [t for t in tasks if t.stage == 0]
@@ -464,12 +467,12 @@ def test_relaunch_skips_runs_in_flight_and_depends_on_them(tmp_path: Path, monke
     assert manifest["runs"][ens[0].run_id]["token"] == manifest["leaderboard_job"]["token"] != "old"
 
 
-def test_a_launch_holding_the_lock_blocks_another(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_launch_holding_the_lock_blocks_another(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture) -> None:
     """Launches of one sweep are serialised: while one holds ``<log_dir>/launch.lock`` another
     submits nothing and names the holder; once it is released the next launch runs."""
     from benchmark.cli import main
 
-    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]')
+    path = write_sweep(tmp_path, 'suite = "quick"\nmethods = ["deterministic"]\nseeds = [0]', data=data_dir)
     sweep = S.load_sweep(path)
     with S.launch_lock(sweep) as lock:
         assert lock == tmp_path / "logs" / "launch.lock"
@@ -512,7 +515,8 @@ def test_a_sweep_task_never_trains_a_run_whose_lock_is_held(tmp_path: Path, data
         captured = capsys.readouterr()
         assert "another process holds the run's lock; this task trains nothing" in captured.out
         (row,) = S.status(sweep)  # the holder (this process) runs: the run is running elsewhere, not failed
-        assert row.state == "running" and row.note.startswith(f"running elsewhere: process {os.getpid()} on host ") and "holds the run's lock" in row.note
+        assert row.state == "running" and row.note.startswith(f"running elsewhere: process {os.getpid()} on host ")
+        assert "holds the run's lock" in row.note
         assert main(["sweep-status", str(path)]) == 0
     assert sorted(p.name for p in folder.iterdir()) == ["run.lock"]  # no checkpoint, no weights
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.json"))

@@ -2,7 +2,9 @@
 
 ``python -m benchmark sweep FILE [--dry-run] [--cluster slurm|local|debug] [--partition P] ...``
 expands a sweep file into runs (stable ids: ``benchmark.runner.run_id_of``), skips those whose
-completed record exists, and submits the rest: ONE job array per stage, one run per array task,
+completed record exists, checks what every job would fail on at once (its data not found from the
+job's environment, a subset or batch larger than the data: :mod:`~benchmark.sweep.preflight`; the
+dry run too), and submits the rest: ONE job array per stage, one run per array task,
 each task a :class:`~benchmark.sweep.slurm_job.CheckpointableCall` of :func:`~benchmark.sweep.jobs.run_task` (requeued after
 preemption or a time limit). A submission carries no resume flag: every task, on its first start
 and after any requeue (submitit's, or the scheduler's own after a node failure), decides from disk
@@ -62,7 +64,9 @@ The sweep file (TOML; unknown keys are errors that list the valid ones)::
 
 Modules: :mod:`~benchmark.sweep.spec` (the file: :class:`Sweep`, :func:`load_sweep`),
 :mod:`~benchmark.sweep.plan` (the tasks: :func:`expand`, :func:`member_requests`, payloads),
-:mod:`~benchmark.sweep.artifacts` (records, final weights, manifest, launch lock, failure notes, leaderboard age),
+:mod:`~benchmark.sweep.artifacts` (records, final weights, manifest, launch lock, task notes, run-lock holders, leaderboard age),
+:mod:`~benchmark.sweep.preflight` (what the jobs would fail on at once: data not found from their environment, subsets or batch
+larger than the data),
 :mod:`~benchmark.sweep.scheduler` (squeue / sinfo: states, reasons, never-startable requests),
 :mod:`~benchmark.sweep.jobs` (what runs inside the jobs), :mod:`~benchmark.sweep.submission`
 (:func:`launch`), :mod:`~benchmark.sweep.monitor` (:func:`status`), :mod:`~benchmark.sweep.cli`

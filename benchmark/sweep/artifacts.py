@@ -21,7 +21,7 @@ from typing import Any
 from ..core import config as C
 from ..core.io import atomic_write_json
 from ..records import load_records, utc_now
-from ..runner import LOCK_NAME
+from ..runner import LOCK_NAME, record_run_id
 from ..training.checkpoints import ResumePoint, resume_point  # noqa: F401  (re-exported: the sweep's status and submission)
 from .plan import SweepTask
 from .spec import Sweep
@@ -42,6 +42,25 @@ def failed_runs(results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
         if r["status"] == "failed":
             out[(r["identity"]["suite"], r["run_id"])] = r
     return out
+
+
+def failed_record(task: SweepTask, failed: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any] | None:
+    """The task's run's newest record when that one failed (``failed`` from :func:`failed_runs`); None
+    for a member or a run without one. (A failed record carries the record id, not the training run id.)"""
+    if task.kind != "run":
+        return None
+    return failed.get((task.suite, record_run_id(task.run_id, C.resolve(task.config))))
+
+
+def previous_failure(sweep: Sweep, task: SweepTask, failed: dict[tuple[str, str], dict[str, Any]]) -> str | None:
+    """``type: message`` of the task's last failure: its failure note, else its run's failed newest
+    record (:func:`failed_record`); None when it has not failed."""
+    note = failure_path(sweep.paths["log_dir"], task.run_id)
+    try:
+        err = json.loads(note.read_text()) if note.exists() else (failed_record(task, failed) or {}).get("error")
+    except (OSError, ValueError):
+        err = None
+    return f"{err.get('type', '')}: {err.get('message', '')}" if err else None
 
 
 def is_done(task: SweepTask, sweep: Sweep, completed: set[tuple[str, str]]) -> bool:

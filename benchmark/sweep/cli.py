@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
-from .artifacts import completed_runs, is_done, manifest_path, read_manifest, resume_point
+from .artifacts import completed_runs, failed_runs, is_done, manifest_path, previous_failure, read_manifest, resume_point
 from .monitor import STATES, in_flight, queue_view, report, status
 from .plan import SweepTask, expand
+from .preflight import check_data
 from .slurm_job import CLUSTERS
 from .spec import Sweep, load_sweep
 from .submission import SubmissionError, launch
@@ -37,23 +39,29 @@ def _slurm_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-def format_plan(sweep: Sweep, tasks: list[SweepTask], done: set[str], flying: dict[str, str] | None = None) -> str:
-    """The plan as printed before a submission: one line per task (stage, kind, skip/submit/flying, run id, name, seed,
-    needs, ``resume from epoch E`` for a task whose run will find a checkpoint of its own when it starts, and the job
-    of a run in flight: ``flying``, run id -> its job and state, is not submitted again)."""
-    flying = flying or {}
+def format_plan(sweep: Sweep, tasks: list[SweepTask], done: set[str], flying: dict[str, str] | None = None,
+                failures: dict[str, str] | None = None) -> str:
+    """The plan as printed before a submission: one line per task (stage, kind, state, run id, name, seed, needs, and
+    ``resume from epoch E`` for a task whose run will find a checkpoint of its own when it starts). The state is
+    ``skip`` (done), ``flying`` (queued or running: ``flying``, run id -> its job and state; not submitted again),
+    ``resubmit`` (it failed before: ``failures``, run id -> ``type: message``, said after it) or ``submit``. The
+    columns are as wide as their longest entry (grid points make long names)."""
+    flying, failures = flying or {}, failures or {}
+    id_width = max([len("run id"), *(len(t.run_id) for t in tasks)])
+    name_width = max([len("name"), *(len(t.name) for t in tasks)])
     lines = [f"sweep {sweep.name} ({sweep.path}): {len(tasks)} task(s), {len(done)} done and skipped"
              + (f", {len(flying)} in flight (queued or running) and skipped" if flying else "") + f"; cluster {sweep.slurm['cluster']}",
              f"  results {sweep.paths['results_dir']}  checkpoints {sweep.paths['checkpoint_dir']}  logs {sweep.paths['log_dir']}",
-             f"  {'stage':<5}  {'kind':<6}  {'state':<7}  {'run id':<58}  {'name':<30}  seed  needs"]
+             f"  {'stage':<5}  {'kind':<6}  {'state':<8}  {'run id':<{id_width}}  {'name':<{name_width}}  seed  needs"]
     for t in tasks:
-        state = "skip" if t.run_id in done else "flying" if t.run_id in flying else "submit"
-        point = resume_point(sweep.paths["checkpoint_dir"], t.run_id) if state == "submit" else None
-        lines.append(f"  {t.stage:<5}  {t.kind:<6}  {state:<7}  {t.run_id:<58}  {t.name:<30}  {t.seed:<4}  {len(t.needs)}"
+        state = "skip" if t.run_id in done else "flying" if t.run_id in flying else "resubmit" if t.run_id in failures else "submit"
+        point = resume_point(sweep.paths["checkpoint_dir"], t.run_id) if state in ("submit", "resubmit") else None
+        lines.append(f"  {t.stage:<5}  {t.kind:<6}  {state:<8}  {t.run_id:<{id_width}}  {t.name:<{name_width}}  {t.seed:<4}  {len(t.needs):<5}"
+                     + (f"  (failed before: {failures[t.run_id].strip().splitlines()[0]})" if state == "resubmit" else "")
                      + (f"  {point.describe()}" if point is not None else "") + (f"  {flying[t.run_id]}" if t.run_id in flying else ""))
     params = {k: v for k, v in sweep.slurm.items() if k != "cluster"}
     lines.append(f"  slurm parameters: {json.dumps(params, sort_keys=True)}")
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _flying(sweep: Sweep, tasks: list[SweepTask], done: set[str]) -> tuple[dict[str, str], str | None]:
@@ -80,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         completed = completed_runs(Path(sweep.paths["results_dir"]))
         done = {t.run_id for t in tasks if is_done(t, sweep, completed)}
         flying, error = _flying(sweep, tasks, done)
-        print(format_plan(sweep, tasks, done, flying), flush=True)
+        failed = failed_runs(Path(sweep.paths["results_dir"]))
+        failures = {t.run_id: why for t in tasks if t.run_id not in done and (why := previous_failure(sweep, t, failed)) is not None}
+        print(format_plan(sweep, tasks, done, flying, failures), flush=True)
         if error is not None:
             print(f"warning: the SLURM controller cannot be reached ({error}): runs in flight are not known", file=sys.stderr, flush=True)
-        if args.dry_run:
+        if args.dry_run:  # what the jobs would fail on at once fails here too (the launch checks it again)
+            check_data(sweep, [t for t in tasks if t.run_id not in done], log=lambda m: print(m, flush=True))
             return 0
         # the launch asks the controller again, under the sweep's launch lock: that answer is the one acted on
         result = launch(sweep, tasks, wait_s=args.wait, log=lambda m: print(m, flush=True))
@@ -111,9 +122,14 @@ def status_main(argv: list[str] | None = None) -> int:
     sweep = load_sweep(args.file, _slurm_overrides(args))
     tasks = expand(sweep)
     rows, board = report(sweep, tasks)
-    print(f"{'state':<8} {'run id':<58} {'name':<24} {'seed':<4} {'job':<12} log / note")
+    id_width = max([len("run id"), *(len(s.task.run_id) for s in rows)])
+    name_width = max([len("name"), *(len(s.task.name) for s in rows)])
+    print(f"{'state':<8} {'run id':<{id_width}} {'name':<{name_width}} {'seed':<4} {'job':<12} log / note")
     for s in rows:
-        print(f"{s.state:<8} {s.task.run_id:<58} {s.task.name:<24} {s.task.seed:<4} {s.job_id or '-':<12} {s.log or '-'}" + (f"  [{s.note}]" if s.note else ""))
+        print(f"{s.state:<8} {s.task.run_id:<{id_width}} {s.task.name:<{name_width}} {s.task.seed:<4} {s.job_id or '-':<12} {s.log or '-'}")
+        if s.note:  # whole, on lines of its own (wrapped between words, paths kept whole)
+            print(textwrap.fill(f"[{s.note}]", width=120, initial_indent=" " * 9, subsequent_indent=" " * 10, break_long_words=False,
+                                break_on_hyphens=False))
     print(f"leaderboard: {board.state}" + (f"  job {board.job_id}" if board.job_id else "") + (f"  log {board.log}" if board.log else "")
           + (f"  [{board.note}]" if board.note else ""))
     counts = {state: sum(s.state == state for s in rows) for state in STATES}

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .artifacts import (completed_runs, elsewhere_path, failed_runs, failure_path, holder_alive, is_done, leaderboard_freshness, read_manifest,
-                        run_lock_holder)
+from .artifacts import (completed_runs, elsewhere_path, failed_record, failed_runs, failure_path, holder_alive, is_done, leaderboard_freshness,
+                        read_manifest, run_lock_holder)
 from .plan import SweepTask, expand
 from .scheduler import ControllerUnreachable, NodeSize, QueuedJob, describe, never_starts, node_sizes, query_jobs
 from .spec import Sweep
@@ -101,7 +101,7 @@ def _result_error(path: str | None) -> str | None:
     if outcome != "error":
         return None
     lines = [line for line in str(value).strip().splitlines() if line.strip()]
-    return lines[-1].strip()[:200] if lines else "the task raised"
+    return lines[-1].strip() if lines else "the task raised"
 
 
 @dataclass
@@ -144,12 +144,13 @@ def _run_status(t: SweepTask, sweep: Sweep, m: dict[str, Any], view: QueueView, 
         return RunStatus(t, "pending" if queued.pending else "running", job, logpath, describe(queued, view.sizes), never)
     if note_file.exists():
         err = json.loads(note_file.read_text())
-        return RunStatus(t, "failed", job, logpath, f"{err['type']}: {err['message']}"[:200])
+        return RunStatus(t, "failed", job, logpath, f"{err['type']}: {err['message']}")
     if elsewhere_path(sweep.paths["log_dir"], t.run_id).exists():
         return _elsewhere_status(t, sweep, job, logpath)
-    if (t.suite, t.run_id) in failed and (not m or failed[(t.suite, t.run_id)]["created"] >= m.get("submitted", "")):
-        err = failed[(t.suite, t.run_id)].get("error", {})
-        return RunStatus(t, "failed", job, logpath, f"{err.get('type', '')}: {err.get('message', '')}"[:200])
+    record = failed_record(t, failed)
+    if record is not None and (not m or record["created"] >= m.get("submitted", "")):
+        err = record.get("error", {})
+        return RunStatus(t, "failed", job, logpath, f"{err.get('type', '')}: {err.get('message', '')}")
     if not m:
         return RunStatus(t, "pending", job, logpath, "not submitted")
     error = _result_error(m.get("result"))

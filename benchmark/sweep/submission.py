@@ -19,6 +19,7 @@ from .artifacts import (LaunchLockedError, check_writable, completed_runs, is_do
 from .jobs import rebuild_leaderboard, run_task
 from .monitor import QueueView, in_flight, queue_view
 from .plan import SweepTask
+from .preflight import check_data
 from .scheduler import TOKEN_PREFIX
 from .slurm_job import CheckpointableCall, make_executor, wait_all
 from .spec import Sweep
@@ -103,11 +104,15 @@ def launch(sweep: Sweep, tasks: list[SweepTask], *, wait_s: float | None = None,
     and no leaderboard job is in flight. On the local and debug clusters each array is waited for
     before the next starts, and the leaderboard is rebuilt here (the lock held throughout).
     Each array's tasks enter the manifest as soon as it is accepted, never before. The folders the
-    jobs write are checked first (:func:`~benchmark.sweep.artifacts.check_writable`). A submission
+    jobs write are checked first (:func:`~benchmark.sweep.artifacts.check_writable`), and so is the
+    data of the tasks not done (:func:`~benchmark.sweep.preflight.check_data`: found where the jobs
+    look, subsets and batch within it). A submission
     carries no resume flag: each task decides from disk when it starts (done, resume, start); the
     checkpoint a run will resume from is only shown (the log and the manifest's ``"resume"``).
     """
     check_writable(sweep)  # a folder the jobs cannot write fails here, before anything is submitted
+    completed = completed_runs(Path(sweep.paths["results_dir"]))
+    check_data(sweep, [t for t in tasks if not is_done(t, sweep, completed)], log)  # so does data a job would not find or fit
     try:
         with launch_lock(sweep):
             result = _launch_locked(sweep, tasks, wait_s, log)
