@@ -9,7 +9,7 @@
 #   make sweep-status SWEEP=...                    each run: pending, running, done, failed  [ARGS=--resubmit-failed]
 #   make gpu-check      on a GPU: facts, CUDA tests, perf, peers, gpu suite, paper epochs in 8 min (no venv)  [ARGS=--smoke: CPU]
 #
-# Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when it holds the CIFAR-10 copy, else ./data).
+# Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when that folder exists, else ./data: python -m benchmark's rule).
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -18,7 +18,7 @@ SUITE    ?= quick
 SWEEP    ?= benchmark/sweeps/tiny.toml
 ARGS     ?=
 PYTEST_ARGS ?=
-DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/cifar10-jpeg.tar.gz),../shared/data,data))
+DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/.),../shared/data,data))
 STAMP    := $(VENV)/.plures-installed
 
 export PLURES_DATA_DIR := $(DATA_DIR)
