@@ -267,16 +267,19 @@ def cmd_leaderboard(p: argparse.ArgumentParser):
     p.add_argument("--suite", action="append", default=[], help="only these suites (repeatable; default: all)")
     p.add_argument("--cost-dir", type=Path, default=None, help="interleaved cost passes to read (default: 'cost' beside --results-dir)")
     p.add_argument("--reference", action="store_true", help=f"the project's published records ({REFERENCE_ROOT}) instead of your own")
+    p.add_argument("--reference-dir", type=Path, default=None,
+                   help=f"published records to compare your rows with (default: {REFERENCE_RUNS}; none with --reference)")
     add_resamples_option(p)
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
-        from .leaderboard.write import check_arguments
+        from .leaderboard.write import check_arguments, check_reference_dir
 
         resolve_result_dirs(args)
         check_arguments(args.results_dir, args.suite or None)  # a missing folder or a suite without records: exit 2
+        reference_dir = None if args.reference else check_reference_dir(args.reference_dir) or REFERENCE_RUNS
         for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=args.suite or None, cost_dir=args.cost_dir,
-                                       n_resamples=args.resamples, reference_dir=None if args.reference else REFERENCE_RUNS):
+                                       n_resamples=args.resamples, reference_dir=reference_dir):
             print(f"leaderboard: {path}")
         return 0
 
