@@ -122,6 +122,9 @@ def cmd_bench(p: argparse.ArgumentParser):
     With --set overrides the records go to their own namespace <suite>+<hash>, never beside the suite's own."""
     p.add_argument("suite", nargs="?", default="quick", help="suite name (benchmark/suites/<name>.toml) or path (default: quick)")
     p.add_argument("--only", default="", help="comma-separated run names of the suite to run (default: all)")
+    p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
+                   help="run the suite's runs at these seeds instead of the suite's own (e.g. 0,1,2; the same namespace: a seed is part "
+                        "of a run's identity, finished seeds are skipped)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override for every run (repeatable); the records go to the namespace <suite>+<hash of the overrides>")
     p.add_argument("--leaderboard-dir", type=Path, default=None,
@@ -136,7 +139,7 @@ def cmd_bench(p: argparse.ArgumentParser):
         from .leaderboard import write_leaderboards
         from .runner import check_runs, run_experiment, run_state
 
-        meta, runs = C.load_suite(args.suite)
+        meta, runs = C.load_suite(args.suite, seeds=args.seeds)
         names = [r["run"]["name"] for r in runs]
         only = [s for s in args.only.split(",") if s]
         unknown_names = sorted(set(only) - set(names))
@@ -188,6 +191,16 @@ def cmd_bench(p: argparse.ArgumentParser):
         return 1 if failed else 0
 
     return run
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers >= 0, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must be distinct integers >= 0, e.g. 0,1,2; got {text!r}")
+    return seeds
 
 
 def add_resamples_option(p: argparse.ArgumentParser) -> None:

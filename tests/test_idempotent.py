@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from benchmark import cli
 from test_iterating import TINY_SUITE
 
@@ -132,3 +134,22 @@ def test_a_fresh_clone_bench_leaves_the_reference_records_untouched(cifar10_dir,
     assert ": 1 done (skipped), 0 to resume from a checkpoint, 0 to start" in capsys.readouterr().out
     assert {p for p in reference.rglob("*") if p.is_file() and p.suffix == ".json" and "runs" in p.parts} == {
         p for p in published if p.suffix == ".json" and "runs" in p.parts}
+
+
+def test_more_seeds_extend_the_suite_in_its_namespace_without_retraining_seed_0(cifar10_dir, tmp_path: Path, capsys) -> None:
+    root, _ = cifar10_dir
+    (tmp_path / "tinybench.toml").write_text(TINY_SUITE)
+    argv = ["bench", str(tmp_path / "tinybench.toml"), "--only", "deterministic", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"),
+            "--results-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--leaderboard-dir", str(tmp_path / "boards"),
+            "--no-progress", "--no-cost-pass"]
+    assert cli.main(argv) == 0
+    [seed0] = (tmp_path / "runs" / "tinybench").glob("*.json")
+    capsys.readouterr()
+    assert cli.main(argv + ["--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert f"bench tinybench: 2 runs in {tmp_path / 'runs' / 'tinybench'}: 1 done (skipped), 0 to resume from a checkpoint, 1 to start" in out
+    assert len(list((tmp_path / "runs" / "tinybench").glob("*.json"))) == 2 and seed0.exists()
+    assert "| 2 |" in (tmp_path / "boards" / "tinybench" / "leaderboard.md").read_text()  # one row over two seeds
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--seeds", "0,0"])
+    assert "--seeds must be distinct integers >= 0" in capsys.readouterr().err

@@ -344,8 +344,9 @@ def suite_path(name_or_path: str) -> Path:
     raise ConfigError(f"unknown suite {name_or_path!r}; valid choices: {', '.join(names)} (or a path to a .toml file)")
 
 
-def load_suite(name_or_path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(suite metadata, expanded run configs: one per [[runs]] entry x seed)."""
+def load_suite(name_or_path: str, seeds: list[int] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(suite metadata, expanded run configs: one per [[runs]] entry x seed); ``seeds`` replaces the
+    suite's (and its entries') seed lists: the same runs at other seeds, in the same namespace."""
     path = suite_path(name_or_path)
     suite = load_toml(path)
     bad = sorted(set(suite) - set(SUITE_KEYS))
@@ -354,12 +355,13 @@ def load_suite(name_or_path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]
     name = suite.get("name", path.stem)
     defaults = suite.get("defaults", {})
     validate_run_config(defaults, f"{path} [defaults]")
-    seeds = suite.get("seeds", [0])
+    suite_seeds = suite.get("seeds", [0])
     runs = []
     for i, entry in enumerate(suite.get("runs", [])):
         entry = dict(entry)
         label = entry.pop("name", "")
-        entry_seeds = entry.pop("seeds", seeds)
+        entry_seeds = entry.pop("seeds", suite_seeds)
+        entry_seeds = seeds if seeds is not None else entry_seeds
         validate_run_config(entry, f"{path} runs[{i}]")
         for seed in entry_seeds:
             cfg = merge(defaults, entry)
