@@ -2,6 +2,7 @@
 # so each one works alone as the first command on a fresh machine.
 #
 #   make bench          the default suite end to end (records + leaderboard)      [SUITE=quick]
+#   make smoke          a two-minute bench (2 methods, 1 epoch, subsets) in its own namespace quick+<hash>
 #   make test           the test suite (slow real-data tests excluded)
 #   make leaderboard    rebuild your leaderboards from your records in results/runs [ARGS=--reference: the published ones]
 #   make test-slow      the long real-data tests
@@ -23,7 +24,7 @@ STAMP    := $(VENV)/.plures-installed
 
 export PLURES_DATA_DIR := $(DATA_DIR)
 
-.PHONY: bench test test-slow leaderboard sweep sweep-status perf gpu-check venv clean-venv help
+.PHONY: bench smoke test test-slow leaderboard sweep sweep-status perf gpu-check venv clean-venv help
 
 help:
 	@sed -n '1,15p' Makefile
@@ -40,6 +41,12 @@ venv: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmark bench $(SUITE) --data-dir "$(DATA_DIR)" $(ARGS)
+
+SMOKE_SETS := --only deterministic,mimo --set train.epochs=1 --set data.train_subset=2000 --set eval.test_subset=1000 \
+              --set eval.corruptions=none --set eval.ood=[] --set eval.latency_repeats=1
+
+smoke: $(STAMP)
+	$(BIN)/python -m benchmark bench quick $(SMOKE_SETS) --data-dir "$(DATA_DIR)" $(ARGS)
 
 leaderboard: $(STAMP)
 	$(BIN)/python -m benchmark leaderboard $(ARGS)

@@ -29,7 +29,8 @@ def check_arguments(results_dir: Path | str, suites: list[str] | None = None) ->
     if not results_dir.is_dir():
         what = "is not a folder" if results_dir.exists() else "does not exist"
         raise LeaderboardArgumentError(f"--results-dir {results_dir} {what}; records are looked for there "
-                                       f"(<results-dir>/<suite>/<run id>__<time>.json, default results/runs)")
+                                       f"(<results-dir>/<suite>/<run id>__<time>.json, default results/runs: your own runs, which "
+                                       f"`make bench` writes; the published ones: --reference)")
     have = sorted({r["identity"]["suite"] for r in load_records(results_dir, include_failed=True).records})
     if not have:
         raise LeaderboardArgumentError(f"no run records under {results_dir} (looked for <suite>/<run id>__<time>.json); "
