@@ -25,7 +25,7 @@ from ..core.io import atomic_write
 from ..core.progress import progress_bar
 from ..core.runtime import StopFlag, StopRequested, autocast, hash_seed, make_generator
 from ..data.device import DeviceData
-from ..methods.base import Method, ensemble_loss
+from ..methods.base import Method, training_loss
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -195,13 +195,13 @@ def train_one_epoch(
         else:
             x = x.contiguous()
         inputs, targets = method.training_batch(x, y, gen)
-        rows += targets.shape[-1]
+        rows += targets.shape[1]
         weight = 1.0
         if dist is not None:  # data parallel: this rank's rows of the global batch (benchmark.training.distributed)
             inputs, targets, weight = dist.shard(inputs, targets)
         with autocast(cfg.precision, device):
             logits = model(inputs)
-        loss = ensemble_loss(logits, targets)
+        loss = training_loss(method, logits, targets)
         members = int(logits.shape[0]) if logits.dim() == 3 else 1
         optimizer.zero_grad(set_to_none=True)
         (loss * weight if dist is not None else loss).backward()
