@@ -472,7 +472,12 @@ def run_state(resolved: dict[str, Any], env: Environment) -> RunState:
 def check_run_inputs(resolved: dict[str, Any]) -> None:
     """ConfigError (before any data is read) for a bad method, option, backbone, dataset, corrupted
     source, OOD set or logging choice of run ``resolved``."""
-    C.check_options("method", resolved["run"]["method"], resolved["method"], get_method(resolved["run"]["method"]).Options)
+    options = get_method(resolved["run"]["method"]).Options
+    C.check_options("method", resolved["run"]["method"], resolved["method"], options)
+    try:  # the options' own rules (``__post_init__``: e.g. a rate in [0, 1)), before any data is read
+        options(**resolved["method"])
+    except (TypeError, ValueError) as exc:
+        raise C.ConfigError(f"method {resolved['run']['method']!r}: {exc}") from None
     check_backbone_options(resolved["run"]["backbone"], resolved["backbone"])
     spec = dataset_spec(resolved["run"]["dataset"])
     if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training

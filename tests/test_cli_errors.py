@@ -60,6 +60,10 @@ def test_a_bench_lists_every_bad_run_before_anything_trains(cifar10_dir, tmp_pat
     assert cli.main(argv + ["--only", "deterministic", "--set", "method.member=3"]) == 2
     assert "unknown option(s) ['member'] for method 'deterministic'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    # an option's own rule (the options dataclass's check) too, before any data is read
+    assert cli.main(argv + ["--only", "badtype", "--set", "method.members=2", "--set", "method.input_repetition=1.5"]) == 2
+    assert "badtype seed 0: method 'mimo': MIMO option input_repetition=1.5 is invalid" in capsys.readouterr().err
+    assert not any((tmp_path / d).exists() for d in ("runs", "ckpt", "cache"))
 
 
 @pytest.mark.parametrize("argv, hint", [
