@@ -4,13 +4,19 @@ bench in its own namespace, a plug-in method, bad input caught before anything t
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import plures
 from benchmark import cli
+from test_plugins import readme_block
+
+REPO = Path(__file__).resolve().parent.parent
 
 # the smoke bench of the quick start (make smoke), pointed at the tests' tiny CIFAR-10 and a narrow network
 SMOKE = ["--only", "deterministic,mimo", "--set", "train.epochs=1", "--set", "data.train_subset=100", "--set", "eval.test_subset=20",
@@ -55,3 +61,26 @@ def test_first_hour(cifar10_dir, tmp_path: Path, capsys) -> None:
     [rec] = [r for r in plures.records(tmp_path / "runs", suite=namespace) if r["identity"]["method"] == "mimo"]
     trained = plures.load(rec, checkpoint_dir=tmp_path / "ckpt", data_dir=str(root), cache_dir=str(tmp_path / "cache"))
     assert plures.evaluate(trained)["clean"] == rec["metrics"]["clean"]
+
+
+def test_first_hour_plugin_with_its_own_loss(cifar10_dir, tmp_path: Path) -> None:
+    """The README's label-smoothing plug-in, in the researcher's own folder: check-method passes, and it runs."""
+    root, _ = cifar10_dir
+    filename, code = readme_block("plugin-loss-example")
+    (tmp_path / "research").mkdir()
+    (tmp_path / "research" / filename).write_text(code)
+    env = {**os.environ, "PLURES_PLUGINS": filename.removesuffix(".py"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "research"), str(REPO)])}
+    check = subprocess.run([sys.executable, "-m", "benchmark", "check-method", "label_smoothing"], capture_output=True, text=True,
+                           env=env, cwd=REPO, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "loss" in check.stdout
+    run = subprocess.run([sys.executable, "-m", "benchmark", "run", "--set", "run.method=label_smoothing", "--set", "run.dataset=cifar10",
+                          "--set", "run.backbone=resnet8", "--set", "backbone.width=4", "--set", "train.epochs=1", "--set", "train.batch_size=32",
+                          "--set", "eval.corruptions=none", "--set", "eval.latency_repeats=1", "--set", "eval.latency_batch=8",
+                          "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "runs"),
+                          "--checkpoint-dir", str(tmp_path / "ckpt"), "--no-progress"], capture_output=True, text=True, env=env, cwd=REPO,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [record] = (tmp_path / "runs" / "adhoc").glob("label_smoothing-*.json")
+    assert '"status": "completed"' in record.read_text()
