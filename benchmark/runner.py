@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .backbones import BACKBONES
+from .backbones import check_backbone_options
 from .core import config as C
 from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
@@ -53,6 +53,8 @@ __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME",
 
 LOCK_NAME = "run.lock"
 NON_SHAPING_TRAIN = ("log",)  # train keys that do not change what is trained (not in the run id)
+# train keys added after runs were recorded, whose None is the earlier behaviour: in the run id only when set
+UNSET_OMITTED_TRAIN = ("crop_pad", "norm_weight_decay")
 SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
@@ -60,7 +62,8 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     """A stable id: method, dataset, backbone, seed and a hash of everything that shapes the result."""
     shaping = {k: v for k, v in resolved.items() if k != "eval"}
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
-    shaping["train"] = {k: v for k, v in resolved["train"].items() if k not in NON_SHAPING_TRAIN}
+    shaping["train"] = {k: v for k, v in resolved["train"].items()
+                        if k not in NON_SHAPING_TRAIN and not (k in UNSET_OMITTED_TRAIN and v is None)}
     if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
         shaping["data"] = {k: v for k, v in resolved["data"].items() if k not in SUBSET_KEYS}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
@@ -342,7 +345,7 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     env.log(f"run {run_id} on {device}")
     # Bad method / backbone / dataset / OOD names and method options fail here, before any data is read.
     C.check_options("method", resolved["run"]["method"], resolved["method"], get_method(resolved["run"]["method"]).Options)
-    BACKBONES.get(resolved["run"]["backbone"])
+    check_backbone_options(resolved["run"]["backbone"], resolved["backbone"])
     spec = dataset_spec(resolved["run"]["dataset"])
     if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training
         corrupted_source(spec.corrupted_source(resolved["eval"]["corruptions"]))
