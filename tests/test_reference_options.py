@@ -220,3 +220,29 @@ def test_norm_weight_decay_moves_norm_parameters_to_their_own_groups() -> None:
     decayed = [p for g in groups if g["weight_decay"] == 5e-4 for p in g["params"]]
     assert decayed and not any(id(p) in norms for p in decayed)
     torch.optim.SGD(groups, lr=0.1)  # every parameter once
+
+
+# ---------------------------------------------------------------- every paper method with the paper's options
+
+
+def _paper_entries() -> list[tuple[str, dict, dict]]:
+    """(method, method options, backbone options) of each CIFAR-10 entry of the paper suite (one per method)."""
+    out, seen = [], set()
+    for run in C.load_suite("paper")[1]:
+        r = C.resolve(run)
+        if r["run"]["dataset"] == "cifar10" and r["run"]["seed"] == 0 and r["run"]["method"] not in seen:
+            seen.add(r["run"]["method"])
+            out.append((r["run"]["method"], r["method"], {k: v for k, v in r["backbone"].items() if k != "widen"}))
+    return out
+
+
+@pytest.mark.parametrize("method, options, backbone_options", _paper_entries(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_paper_method_passes_the_contract_with_the_paper_options(method: str, options: dict, backbone_options: dict) -> None:
+    """The paper suite's method and backbone options (he_normal, input shortcut, reference dropout
+    sites) on a small WRN-10-1: every contract check passes (shapes, combination, loss, one SGD step)."""
+    from benchmark.catalogue.checks import contract_task, run_checks
+
+    assert backbone_options == {"init": "he_normal", "shortcut": "input"}
+    task = contract_task("wrn10-1", backbone_options)
+    failed = [r for r in run_checks(method, task, options) if not r.passed]
+    assert not failed, failed
