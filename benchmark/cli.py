@@ -324,11 +324,12 @@ def describe_method(name: str) -> list[str]:
 
 
 def describe_backbone(name: str) -> list[str]:
-    """A backbone's description, input size and options with defaults."""
+    """A backbone's description, input size and options with defaults (and their choices)."""
     from .backbones import BACKBONES
 
     spec = BACKBONES.get(name)
-    opts = ", ".join(f"{k} = {v!r}" for k, v in spec.options.items()) or "(none)"
+    opts = ", ".join(f"{k} = {v!r}" + (f" (one of {', '.join(spec.choices[k])})" if k in spec.choices else "")
+                     for k, v in spec.options.items()) or "(none)"
     return [f"backbone {name}: {spec.description or '(no description)'}", f"  input size: {spec.input_size}x{spec.input_size}",
             f"  options (--set backbone.KEY=VALUE): {opts}"]
 

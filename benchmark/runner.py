@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .backbones import BACKBONES
+from .backbones import check_backbone_options
 from .core import config as C
 from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
@@ -63,6 +63,8 @@ LOCK_NAME = "run.lock"
 NON_SHAPING_TRAIN = ("log",)  # train keys that do not change what is trained (not in the run id)
 # eval keys that do not change a record's metrics (a record evaluated with other values still counts as this run's)
 NON_SHAPING_EVAL = ("batch_size", "latency_repeats", "latency_batch", "predictions", "predictions_dtype")
+# train keys added after runs were recorded, whose None is the earlier behaviour: in the run id only when set
+UNSET_OMITTED_TRAIN = ("crop_pad", "norm_weight_decay")
 SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
@@ -70,7 +72,8 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     """A stable id: method, dataset, backbone, seed and a hash of everything that shapes the result."""
     shaping = {k: v for k, v in resolved.items() if k != "eval"}
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
-    shaping["train"] = {k: v for k, v in resolved["train"].items() if k not in NON_SHAPING_TRAIN}
+    shaping["train"] = {k: v for k, v in resolved["train"].items()
+                        if k not in NON_SHAPING_TRAIN and not (k in UNSET_OMITTED_TRAIN and v is None)}
     if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
         shaping["data"] = {k: v for k, v in resolved["data"].items() if k not in SUBSET_KEYS}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
@@ -422,23 +425,6 @@ class RunState:
 
     def __repr__(self) -> str:
         return f"RunState({self.action!r}, {self.run_id!r})"
-
-
-def check_backbone_options(name: str, options: dict[str, Any]) -> None:
-    """ConfigError for an unknown backbone, an unknown option of it, or a value whose type differs from
-    the option's default (an integer is a valid number)."""
-    spec = BACKBONES.get(name)
-    bad = sorted(set(options) - set(spec.options))
-    if bad:
-        raise C.ConfigError(f"unknown option(s) {bad} for backbone {name!r}; valid options: {', '.join(sorted(spec.options)) or '(none)'}")
-    for key, value in options.items():
-        default = spec.options[key]
-        if default is None or value is None:
-            continue
-        want = (int, float) if isinstance(default, float) else type(default)
-        if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, want):
-            raise C.ConfigError(f"backbone.{key} = {value!r} is not valid for backbone {name!r}: expected {type(default).__name__} "
-                                f"(default {default!r})")
 
 
 def check_runs(configs: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
