@@ -2,6 +2,7 @@
 # so each one works alone as the first command on a fresh machine.
 #
 #   make bench          the default suite end to end (records + leaderboard)      [SUITE=quick]
+#   make smoke          a two-minute bench (2 methods, 1 epoch, subsets) in its own namespace quick+<hash>
 #   make test           the test suite (slow real-data tests excluded)
 #   make leaderboard    rebuild your leaderboards from your records in results/runs [ARGS=--reference: the published ones]
 #   make test-slow      the long real-data tests
@@ -9,7 +10,7 @@
 #   make sweep-status SWEEP=...                    each run: pending, running, done, failed  [ARGS=--resubmit-failed]
 #   make gpu-check      on a GPU: facts, CUDA tests, perf, peers, gpu suite, paper epochs in 8 min (no venv)  [ARGS=--smoke: CPU]
 #
-# Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when it holds the CIFAR-10 copy, else ./data).
+# Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when that folder exists, else ./data: python -m benchmark's rule).
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -18,12 +19,12 @@ SUITE    ?= quick
 SWEEP    ?= benchmark/sweeps/tiny.toml
 ARGS     ?=
 PYTEST_ARGS ?=
-DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/cifar10-jpeg.tar.gz),../shared/data,data))
+DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/.),../shared/data,data))
 STAMP    := $(VENV)/.plures-installed
 
 export PLURES_DATA_DIR := $(DATA_DIR)
 
-.PHONY: bench test test-slow leaderboard sweep sweep-status perf gpu-check venv clean-venv help
+.PHONY: bench smoke test test-slow leaderboard sweep sweep-status perf gpu-check venv clean-venv help
 
 help:
 	@sed -n '1,15p' Makefile
@@ -40,6 +41,12 @@ venv: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmark bench $(SUITE) --data-dir "$(DATA_DIR)" $(ARGS)
+
+SMOKE_SETS := --only deterministic,mimo --set train.epochs=1 --set data.train_subset=2000 --set eval.test_subset=1000 \
+              --set eval.corruptions=none --set eval.ood=[] --set eval.latency_repeats=1
+
+smoke: $(STAMP)
+	$(BIN)/python -m benchmark bench quick $(SMOKE_SETS) --data-dir "$(DATA_DIR)" $(ARGS)
 
 leaderboard: $(STAMP)
 	$(BIN)/python -m benchmark leaderboard $(ARGS)

@@ -1,12 +1,25 @@
 """MC dropout (Gal & Ghahramani, 2016): dropout that stays on at test time, K samples averaged.
 
 Dropout with rate ``rate`` sits inside every residual branch (``Layers.branch_dropout``: between
-the branch's convolutions) and is active in training and in evaluation mode alike. With
+the branch's convolutions; with ``sites = "reference"`` where uncertainty-baselines' models put
+it: in a WRN block after its first convolution, before the second BatchNorm; in ResNet-50 after
+the stem's and every bottleneck's BN-ReLU and on the projection shortcut, see
+:class:`benchmark.backbones.Layers`) and is active in training and in evaluation mode alike. With
 ``filterwise`` it drops whole channels (Dropout2d: one Bernoulli per example and channel) instead
 of single activations. Training uses one sample per image (logits ``[1, B, K]``); evaluation uses
 K samples per image for every K in ``samples``, each a leaderboard row of its own
 (``eval_variants``: label ``"K=k"``, k forward passes per example). The k samples are computed
-in one pass on the batch repeated k times (in chunks of at most ``max_rows`` rows).
+in one pass on the batch repeated k times, in chunks of at most ``max_rows`` rows (whole copies
+of the batch; default 4096).
+
+Memory. The chunk, not the batch, sets the activation memory of an evaluation. At 224 px a
+ResNet-50 row holds at most about 3M activations at once (a stage-1 bottleneck's input, last
+convolution and BatchNorm outputs and their sum, 256 x 56 x 56 each; counted from the layer
+shapes and from the tensors alive during a CPU forward pass, not measured on a GPU): about 6 MB
+per row in bf16, so 4096 rows need about 25 GB before the weights, the convolutions' workspace
+and the allocator's slack, which a 40 GB GPU may not hold. The ImageNet recipe therefore sets
+``max_rows = 500``: one copy of its 500-image evaluation batch per pass (about 3 GB). A pass
+holds ``eval.batch_size * max(1, max_rows // eval.batch_size)`` rows.
 
 Randomness. In training mode the masks come from the global RNG, which the harness re-seeds at
 every step (so resumed runs replay exactly). In evaluation mode they come from a generator owned
@@ -27,6 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmark.backbones import DROPOUT_SITES
+from benchmark.core.config import choice_field
 from benchmark.methods import EvalVariant, Method, MethodOptions, register_method
 
 
@@ -172,6 +187,10 @@ class MCDropoutNet(nn.Module):
 class MCDropoutOptions(MethodOptions):
     """``rate``: dropout rate; ``samples``: the test-time sample counts K (one leaderboard row each);
     ``filterwise``: drop whole channels; ``eval_seed``: seed of the evaluation-mode masks;
+    ``sites``: where dropout sits, ``branch`` (one site per residual block, after the activation
+    before its last convolution) or ``reference`` (uncertainty-baselines' sites, see
+    :class:`benchmark.backbones.Layers`); ``max_rows``: the most rows of one evaluation pass (the
+    batch repeated k times, whole copies per pass; it sets the evaluation's activation memory);
     ``members``: must stay 1 (one sample per image in training)."""
 
     members: int = 1
@@ -179,6 +198,8 @@ class MCDropoutOptions(MethodOptions):
     samples: list[int] = field(default_factory=lambda: [1, 30])
     filterwise: bool = False
     eval_seed: int = 0
+    sites: str = choice_field("branch", DROPOUT_SITES)
+    max_rows: int = 4096
 
 
 @register_method("mc_dropout")
@@ -196,13 +217,17 @@ class MCDropout(Method):
             raise ValueError(f"mc_dropout rate must be in [0, 1), got {options.rate}")
         if not options.samples or any(int(k) != k or k < 1 for k in options.samples):
             raise ValueError(f"mc_dropout samples must be a non-empty list of positive integers, got {options.samples!r}")
+        if options.sites not in DROPOUT_SITES:
+            raise ValueError(f"mc_dropout sites {options.sites!r} is not valid; valid choices: {', '.join(DROPOUT_SITES)}")
+        if options.max_rows < 1:
+            raise ValueError(f"mc_dropout max_rows must be >= 1, got {options.max_rows}")
 
     def build(self) -> nn.Module:
-        """The backbone with :class:`AlwaysDropout` in every residual branch, one sample per forward."""
+        """The backbone with :class:`AlwaysDropout` at its dropout ``sites``, one sample per forward."""
         rng = DropoutRNG(self.options.eval_seed)
         o = self.options
-        layers = self.task.layers(branch_dropout=lambda channels: AlwaysDropout(o.rate, rng, o.filterwise))
-        return MCDropoutNet(self.task.backbone_net(layers), rng, samples=1)
+        layers = self.task.layers(branch_dropout=lambda channels: AlwaysDropout(o.rate, rng, o.filterwise), dropout_sites=o.sites)
+        return MCDropoutNet(self.task.backbone_net(layers), rng, samples=1, max_rows=o.max_rows)
 
     def variant(self) -> str:
         return f"K={self.options.samples[0]}"

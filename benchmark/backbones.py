@@ -9,16 +9,24 @@ re-implementing an architecture.
 
 A backbone maps images ``[B, in_channels, H, W]`` to head outputs
 ``[B, num_outputs]``. Registered names: see ``BACKBONES.names()``.
+
+Options that match uncertainty-baselines' Keras models (the paper recipes set them; every
+default is the network as it was before they existed): ``init = "he_normal"`` (WRN and
+ResNet-50: Keras' truncated he-normal kernels, zero biases, ResNet-50's head N(0, 0.01)) and,
+for WRN, ``shortcut = "input"`` (the 1x1 projection shortcut reads the block's input, not its
+pre-activation). ``Layers.dropout_sites = "reference"`` places MC dropout where UB's models do.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from .core.config import ConfigError, check_choice, check_value
 from .core.registry import Registry
 
 ConvFactory = Callable[..., nn.Module]
@@ -40,15 +48,25 @@ def _act() -> nn.Module:
     return nn.ReLU(inplace=True)
 
 
+DROPOUT_SITES = ("branch", "reference")
+INITS = ("torch", "he_normal")
+SHORTCUTS = ("preact", "input")
+
+
 @dataclass(frozen=True)
 class Layers:
     """The layer factories a backbone is built from.
 
     conv(in_ch, out_ch, kernel_size, stride=1, padding=0, bias=False); linear(in, out);
-    norm(channels); act(); branch_dropout(channels) or None (a module placed inside each
-    residual branch, between its convolutions: MC dropout's hook); first_conv (the stem's
-    convolution, default ``conv``: MIMO widens only its input channels); in_channels of the
-    first convolution; num_outputs of the head.
+    norm(channels); act(); branch_dropout(channels) or None (MC dropout's hook: the module placed
+    at each of ``dropout_sites``); first_conv (the stem's convolution, default ``conv``: MIMO
+    widens only its input channels); in_channels of the first convolution; num_outputs of the head.
+
+    ``dropout_sites``: ``branch`` (one site per residual block, between its convolutions: after
+    the activation before the block's last convolution) or ``reference`` (uncertainty-baselines'
+    sites: in a WRN block after the first convolution, before the second BatchNorm, as
+    ``wide_resnet_dropout.py`` with ``residual_dropout``; in ResNet-50 after the stem's and every
+    bottleneck's BN-ReLU and after the projection shortcut's BatchNorm, as ``resnet50_dropout.py``).
     """
 
     conv: ConvFactory = _conv
@@ -59,6 +77,7 @@ class Layers:
     first_conv: ConvFactory | None = None
     in_channels: int = 3
     num_outputs: int = 10
+    dropout_sites: str = "branch"
 
     def stem_conv(self, *args: Any, **kwargs: Any) -> nn.Module:
         return (self.first_conv or self.conv)(*args, **kwargs)
@@ -66,8 +85,66 @@ class Layers:
     def dropout(self, channels: int) -> nn.Module:
         return self.branch_dropout(channels) if self.branch_dropout is not None else nn.Identity()
 
+    def reference_dropout(self) -> bool:
+        """Whether dropout goes to the reference code's sites (``dropout_sites == "reference"``) and not one per branch."""
+        if self.dropout_sites not in DROPOUT_SITES:
+            raise ValueError(f"dropout_sites {self.dropout_sites!r} is not valid; valid choices: {', '.join(DROPOUT_SITES)}")
+        return self.branch_dropout is not None and self.dropout_sites == "reference"
+
     def with_(self, **changes: Any) -> "Layers":
         return replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation (uncertainty-baselines' Keras initialisers)
+
+TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a unit normal truncated to [-2, 2] (Keras' VarianceScaling divides by it)
+
+
+def _kernels(module: nn.Module) -> list[nn.Module]:
+    """The submodules of ``module`` (itself included) with a kernel: a ``weight`` parameter of 2 or more dimensions."""
+    return [m for m in module.modules() if isinstance(getattr(m, "weight", None), nn.Parameter) and m.weight.dim() >= 2]
+
+
+def he_normal_(module: nn.Module) -> nn.Module:
+    """Keras' ``he_normal`` on every kernel of ``module``: a normal of std ``sqrt(2 / fan_in) / 0.8796``
+    truncated at two of its stds (so the kernel's std is ``sqrt(2 / fan_in)``), zero biases. fan_in:
+    the inputs of one output unit (``in / groups * kh * kw`` for a convolution, the last dimension
+    of a dense or grouped dense weight)."""
+    with torch.no_grad():
+        for m in _kernels(module):
+            w = m.weight
+            fan_in = math.prod(w.shape[1:]) if w.dim() == 4 else w.shape[-1]
+            std = math.sqrt(2.0 / fan_in) / TRUNCATED_NORMAL_STD
+            nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
+            if isinstance(getattr(m, "bias", None), nn.Parameter):
+                m.bias.zero_()
+    return module
+
+
+def normal_head_(module: nn.Module, std: float = 0.01) -> nn.Module:
+    """UB's ResNet-50 head: kernels N(0, std) (Keras ``RandomNormal(stddev=0.01)``), zero biases."""
+    with torch.no_grad():
+        for m in _kernels(module):
+            nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(getattr(m, "bias", None), nn.Parameter):
+                m.bias.zero_()
+    return module
+
+
+def _then(factory: Callable[..., nn.Module], init: Callable[[nn.Module], nn.Module]) -> Callable[..., nn.Module]:
+    return lambda *args, **kwargs: init(factory(*args, **kwargs))
+
+
+def initialised(layers: Layers, init: str, head: Callable[[nn.Module], nn.Module] = he_normal_) -> Layers:
+    """``layers`` whose convolutions (``init = "he_normal"``) are initialised by :func:`he_normal_`
+    and whose dense layer by ``head``; ``init = "torch"``: unchanged (PyTorch's default initialisation)."""
+    if init not in INITS:
+        raise ValueError(f"init {init!r} is not valid; valid choices: {', '.join(INITS)}")
+    if init == "torch":
+        return layers
+    first = _then(layers.first_conv, he_normal_) if layers.first_conv is not None else None
+    return layers.with_(conv=_then(layers.conv, he_normal_), first_conv=first, linear=_then(layers.linear, head))
 
 
 @dataclass(frozen=True)
@@ -79,26 +156,40 @@ class BackboneSpec:
     options: dict[str, Any] = field(default_factory=dict)
     input_size: int = 32
     description: str = ""
+    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # option -> its valid values
 
 
 BACKBONES: Registry[BackboneSpec] = Registry("backbone")
 
 
-def register_backbone(name: str, input_size: int = 32, description: str = "", **options: Any):
+def register_backbone(name: str, input_size: int = 32, description: str = "", choices: dict[str, tuple[str, ...]] | None = None,
+                      **options: Any):
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        BACKBONES.register(name)(BackboneSpec(name, fn, dict(options), input_size, description))
+        BACKBONES.register(name)(BackboneSpec(name, fn, dict(options), input_size, description, dict(choices or {})))
         return fn
 
     return deco
 
 
-def build_backbone(name: str, layers: Layers, **options: Any) -> nn.Module:
-    """Build backbone ``name`` from ``layers``; unknown options fail and list the valid ones."""
+def check_backbone_options(name: str, options: dict[str, Any]) -> None:
+    """ConfigError for an unknown backbone ``name`` or option (listing the valid ones), a value
+    of another type than the option's default, or a value outside the option's choices."""
     spec = BACKBONES.get(name)
     bad = sorted(set(options) - set(spec.options))
     if bad:
         valid = ", ".join(sorted(spec.options)) or "(none)"
-        raise ValueError(f"unknown option(s) {bad} for backbone {name!r}; valid options: {valid}")
+        raise ConfigError(f"unknown option(s) {bad} for backbone {name!r}; valid options: {valid}")
+    for key, value in options.items():
+        if key in spec.choices:
+            check_choice("backbone", key, value, spec.choices[key])
+        elif isinstance(spec.options[key], (bool, int, float, str)):
+            check_value("backbone", key, value, type(spec.options[key]))
+
+
+def build_backbone(name: str, layers: Layers, **options: Any) -> nn.Module:
+    """Build backbone ``name`` from ``layers``; unknown options or bad values fail and list the valid ones."""
+    check_backbone_options(name, options)
+    spec = BACKBONES.get(name)
     return spec.build(layers, **{**spec.options, **options})
 
 
@@ -107,10 +198,12 @@ def build_backbone(name: str, layers: Layers, **options: Any) -> nn.Module:
 
 
 def _shortcut(layers: Layers, in_ch: int, out_ch: int, stride: int) -> nn.Module:
-    """The residual branch's skip path: identity, or a strided 1x1 projection + norm when the shape changes."""
+    """The residual branch's skip path: identity, or a strided 1x1 projection + norm when the shape
+    changes (+ dropout at the reference sites, as UB's ResNet-50)."""
     if stride == 1 and in_ch == out_ch:
         return nn.Identity()
-    return nn.Sequential(layers.conv(in_ch, out_ch, 1, stride=stride), layers.norm(out_ch))
+    drop = [layers.dropout(out_ch)] if layers.reference_dropout() else []
+    return nn.Sequential(layers.conv(in_ch, out_ch, 1, stride=stride), layers.norm(out_ch), *drop)
 
 
 class BasicBlock(nn.Module):
@@ -120,6 +213,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, layers: Layers, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
+        if layers.reference_dropout():
+            raise ValueError("dropout_sites 'reference' is defined for the WRN and ResNet-50 backbones (uncertainty-baselines' "
+                             "wide_resnet_dropout.py and resnet50_dropout.py); CIFAR ResNets and ResNet-18 take dropout_sites 'branch'")
         self.conv1 = layers.conv(in_ch, out_ch, 3, stride=stride, padding=1)
         self.bn1 = layers.norm(out_ch)
         self.act1 = layers.act()
@@ -136,26 +232,41 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """Wide-ResNet block (Zagoruyko & Komodakis): norm-act-conv-norm-act-[dropout]-conv, + shortcut."""
+    """Wide-ResNet block (Zagoruyko & Komodakis): norm-act-conv-norm-act-[dropout]-conv, + shortcut
+    (dropout at the reference sites: norm-act-conv-[dropout]-norm-act-conv).
 
-    def __init__(self, layers: Layers, in_ch: int, out_ch: int, stride: int) -> None:
+    ``shortcut``: what the 1x1 projection (where the shape changes) reads: ``preact`` the block's
+    pre-activation ``act(norm(x))``, ``input`` the block's input ``x`` (uncertainty-baselines'
+    ``wide_resnet.py``: ``x = inputs`` projected by a 1x1 convolution). The identity shortcut adds ``x``.
+    """
+
+    def __init__(self, layers: Layers, in_ch: int, out_ch: int, stride: int, shortcut: str = "preact") -> None:
         super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut {shortcut!r} is not valid; valid choices: {', '.join(SHORTCUTS)}")
         self.bn1 = layers.norm(in_ch)
         self.act1 = layers.act()
         self.conv1 = layers.conv(in_ch, out_ch, 3, stride=stride, padding=1)
         self.bn2 = layers.norm(out_ch)
         self.act2 = layers.act()
         self.drop = layers.dropout(out_ch)
+        self.drop_after_conv = layers.reference_dropout()
         self.conv2 = layers.conv(out_ch, out_ch, 3, stride=1, padding=1)
         self.shortcut: nn.Module | None = None
+        self.shortcut_from_input = shortcut == "input"
         if stride != 1 or in_ch != out_ch:
             self.shortcut = layers.conv(in_ch, out_ch, 1, stride=stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act1(self.bn1(x))
         out = self.conv1(pre)
-        out = self.conv2(self.drop(self.act2(self.bn2(out))))
-        return out + (self.shortcut(pre) if self.shortcut is not None else x)
+        if self.drop_after_conv:
+            out = self.conv2(self.act2(self.bn2(self.drop(out))))
+        else:
+            out = self.conv2(self.drop(self.act2(self.bn2(out))))
+        if self.shortcut is None:
+            return out + x
+        return out + self.shortcut(x if self.shortcut_from_input else pre)
 
 
 class Bottleneck(nn.Module):
@@ -177,9 +288,12 @@ class Bottleneck(nn.Module):
         self.bn3 = layers.norm(out_ch)
         self.act3 = layers.act()
         self.shortcut = _shortcut(layers, in_ch, out_ch, stride)
+        self.drop1: nn.Module | None = layers.dropout(width) if layers.reference_dropout() else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act1(self.bn1(self.conv1(x)))
+        if self.drop1 is not None:
+            out = self.drop1(out)
         out = self.drop(self.act2(self.bn2(self.conv2(out))))
         out = self.bn3(self.conv3(out))
         return self.act3(out + self.shortcut(x))
@@ -230,13 +344,19 @@ def cifar_resnet(layers: Layers, depth: int = 20, width: int = 16) -> nn.Module:
     return Network(stem, stages, nn.Identity(), layers.linear(out_ch, layers.num_outputs))
 
 
-def wide_resnet(layers: Layers, depth: int = 28, widen: int = 10) -> nn.Module:
-    """WRN-d-k: three stages of (d-4)/6 pre-activation blocks, widths 16k, 32k, 64k."""
+def wide_resnet(layers: Layers, depth: int = 28, widen: int = 10, init: str = "torch", shortcut: str = "preact") -> nn.Module:
+    """WRN-d-k: three stages of (d-4)/6 pre-activation blocks, widths 16k, 32k, 64k.
+
+    ``init``: ``torch`` (PyTorch's default) or ``he_normal`` (every kernel, head included, as
+    uncertainty-baselines' ``wide_resnet.py``: :func:`he_normal_`); ``shortcut``: see :class:`PreActBlock`.
+    """
     if (depth - 4) % 6 != 0:
         raise ValueError(f"WideResNet depth must be 6n+4 (10, 16, 22, 28, ...), got {depth}")
     n = (depth - 4) // 6
+    layers = initialised(layers, init)
     stem = layers.stem_conv(layers.in_channels, 16, 3, padding=1)
-    stages, out_ch = _stages(layers, PreActBlock, 16, [16 * widen, 32 * widen, 64 * widen], [n] * 3, [1, 2, 2])
+    block = PreActBlock if shortcut == "preact" else _with_shortcut(shortcut)
+    stages, out_ch = _stages(layers, block, 16, [16 * widen, 32 * widen, 64 * widen], [n] * 3, [1, 2, 2])
     final = nn.Sequential(layers.norm(out_ch), layers.act())
     return Network(stem, stages, final, layers.linear(out_ch, layers.num_outputs))
 
@@ -257,12 +377,25 @@ def resnet18_cifar(layers: Layers, width: int = 64) -> nn.Module:
     return Network(stem, stages, nn.Identity(), layers.linear(out_ch, layers.num_outputs))
 
 
-def resnet50(layers: Layers, width: int = 64) -> nn.Module:
-    """ResNet-50 for 224x224 ImageNet images (7x7 stem, max-pool, bottlenecks 3-4-6-3)."""
+def _with_shortcut(shortcut: str) -> Callable[..., nn.Module]:
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut {shortcut!r} is not valid; valid choices: {', '.join(SHORTCUTS)}")
+    return lambda layers, in_ch, out_ch, stride: PreActBlock(layers, in_ch, out_ch, stride, shortcut)
+
+
+def resnet50(layers: Layers, width: int = 64, init: str = "torch") -> nn.Module:
+    """ResNet-50 for 224x224 ImageNet images (7x7 stem, max-pool, bottlenecks 3-4-6-3).
+
+    ``init``: ``torch`` (PyTorch's default) or ``he_normal`` (uncertainty-baselines' ResNet-50
+    models: :func:`he_normal_` convolutions, the head :func:`normal_head_` N(0, 0.01)).
+    """
+    layers = initialised(layers, init, head=normal_head_)
+    stem_drop = [layers.dropout(width)] if layers.reference_dropout() else []
     stem = nn.Sequential(
         layers.stem_conv(layers.in_channels, width, 7, stride=2, padding=3),
         layers.norm(width),
         layers.act(),
+        *stem_drop,
         nn.MaxPool2d(3, stride=2, padding=1),
     )
     widths = [width, 2 * width, 4 * width, 8 * width]
@@ -276,9 +409,10 @@ for _depth in (8, 14, 20, 32, 56):
     )
 for _depth, _k in ((28, 10), (16, 4), (16, 2), (16, 1), (10, 1), (10, 2)):
     # ``widen`` (default k) widens the same network, e.g. the equal-cost single model WRN-28-20 in the wrn28-10 block
-    register_backbone(f"wrn{_depth}-{_k}", description=f"WideResNet-{_depth}-{_k} (option widen: k)", widen=_k)(
-        lambda layers, widen=_k, _d=_depth: wide_resnet(layers, _d, widen)
+    register_backbone(f"wrn{_depth}-{_k}", description=f"WideResNet-{_depth}-{_k} (option widen: k)", choices={"init": INITS, "shortcut": SHORTCUTS},
+                      widen=_k, init="torch", shortcut="preact")(
+        lambda layers, widen=_k, init="torch", shortcut="preact", _d=_depth: wide_resnet(layers, _d, widen, init, shortcut)
     )
 register_backbone("resnet18", description="ResNet-18, CIFAR stem (3x3 stride 1, no max-pool); also for 64x64 Tiny-ImageNet",
                   width=64)(resnet18_cifar)
-register_backbone("resnet50", input_size=224, description="ResNet-50, ImageNet", width=64)(resnet50)
+register_backbone("resnet50", input_size=224, description="ResNet-50, ImageNet", choices={"init": INITS}, width=64, init="torch")(resnet50)

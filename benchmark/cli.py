@@ -84,10 +84,22 @@ def cmd_run(p: argparse.ArgumentParser):
         if args.config:
             cfg = C.merge(cfg, C.load_toml(args.config))
         cfg = C.apply_overrides(cfg, args.overrides)
+        print(resolved_line(cfg), flush=True)
         run_experiment(cfg, make_env(args))
         return 0
 
     return run
+
+
+def resolved_line(cfg: dict) -> str:
+    """What a ``run`` will train, with the values it takes from the defaults named (so a default backbone is never a surprise)."""
+    res = C.resolve(cfg)
+    given = cfg.get("run", {})
+    r = res["run"]
+    parts = [f"{key} {r[key]}" + ("" if key in given else " (default)") for key in ("method", "dataset", "backbone")]
+    width = res["backbone"].get("width")
+    return (f"run: {', '.join(parts)}{f', width {width}' if width is not None else ''}, seed {r['seed']}, suite {r['suite']}"
+            + ("; the suites use resnet8: --set run.backbone=resnet8 or --from-suite quick:NAME" if "backbone" not in given else ""))
 
 
 def suite_namespace(name: str, overrides: list[str]) -> str:
@@ -110,6 +122,9 @@ def cmd_bench(p: argparse.ArgumentParser):
     With --set overrides the records go to their own namespace <suite>+<hash>, never beside the suite's own."""
     p.add_argument("suite", nargs="?", default="quick", help="suite name (benchmark/suites/<name>.toml) or path (default: quick)")
     p.add_argument("--only", default="", help="comma-separated run names of the suite to run (default: all)")
+    p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...",
+                   help="run the suite's runs at these seeds instead of the suite's own (e.g. 0,1,2; the same namespace: a seed is part "
+                        "of a run's identity, finished seeds are skipped)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override for every run (repeatable); the records go to the namespace <suite>+<hash of the overrides>")
     p.add_argument("--leaderboard-dir", type=Path, default=None,
@@ -122,23 +137,29 @@ def cmd_bench(p: argparse.ArgumentParser):
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
-        from .runner import run_experiment, run_state
+        from .runner import check_runs, run_experiment, run_state
 
-        meta, runs = C.load_suite(args.suite)
+        meta, runs = C.load_suite(args.suite, seeds=args.seeds)
         names = [r["run"]["name"] for r in runs]
         only = [s for s in args.only.split(",") if s]
         unknown_names = sorted(set(only) - set(names))
         if unknown_names:
             raise C.ConfigError(f"unknown run name(s) {unknown_names} in suite {meta['name']!r}; valid choices: {', '.join(sorted(set(names)))}")
         namespace = suite_namespace(meta["name"], args.overrides)
-        selected = [C.merge(C.apply_overrides(r, args.overrides), {"run": {"suite": namespace}}) for r in runs if not only or r["run"]["name"] in only]
-        resolved = [C.resolve(cfg) for cfg in selected]  # every config checked before anything runs
+        chosen = [r for r in runs if not only or r["run"]["name"] in only]
+        label = [f"{cfg['run']['name']} seed {cfg['run']['seed']}" for cfg in chosen]
+        selected = []
+        for name, r in zip(label, chosen):
+            try:
+                selected.append(C.merge(C.apply_overrides(r, args.overrides), {"run": {"suite": namespace}}))
+            except C.ConfigError as exc:  # a --set that no run accepts: the same for every run, said once
+                raise C.ConfigError(f"{exc} (in run {name}); nothing was run") from None
+        resolved = check_runs(list(zip(label, selected)))  # every run checked before anything trains; every problem listed
         env = make_env(args)
         if namespace != meta["name"]:
             print(f"bench {meta['name']} with {' '.join('--set ' + o for o in args.overrides)}: its records, cost pass and leaderboard "
                   f"go to the namespace {namespace} (the suite's own records are not touched)", flush=True)
         states = [run_state(r, env) for r in resolved]
-        label = [f"{cfg['run']['name']} seed {cfg['run']['seed']}" for cfg in selected]
         counts = {a: sum(st.action == a for st in states) for a in ("skip", "resume", "start")}
         print(f"bench {namespace}: {len(selected)} runs in {args.results_dir / namespace}: {counts['skip']} done (skipped), "
               f"{counts['resume']} to resume from a checkpoint, {counts['start']} to start", flush=True)
@@ -170,6 +191,16 @@ def cmd_bench(p: argparse.ArgumentParser):
         return 1 if failed else 0
 
     return run
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers >= 0, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds must be distinct integers >= 0, e.g. 0,1,2; got {text!r}")
+    return seeds
 
 
 def add_resamples_option(p: argparse.ArgumentParser) -> None:
@@ -249,16 +280,19 @@ def cmd_leaderboard(p: argparse.ArgumentParser):
     p.add_argument("--suite", action="append", default=[], help="only these suites (repeatable; default: all)")
     p.add_argument("--cost-dir", type=Path, default=None, help="interleaved cost passes to read (default: 'cost' beside --results-dir)")
     p.add_argument("--reference", action="store_true", help=f"the project's published records ({REFERENCE_ROOT}) instead of your own")
+    p.add_argument("--reference-dir", type=Path, default=None,
+                   help=f"published records to compare your rows with (default: {REFERENCE_RUNS}; none with --reference)")
     add_resamples_option(p)
 
     def run(args: argparse.Namespace) -> int:
         from .leaderboard import write_leaderboards
-        from .leaderboard.write import check_arguments
+        from .leaderboard.write import check_arguments, check_reference_dir
 
         resolve_result_dirs(args)
         check_arguments(args.results_dir, args.suite or None)  # a missing folder or a suite without records: exit 2
+        reference_dir = None if args.reference else check_reference_dir(args.reference_dir) or REFERENCE_RUNS
         for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=args.suite or None, cost_dir=args.cost_dir,
-                                       n_resamples=args.resamples, reference_dir=None if args.reference else REFERENCE_RUNS):
+                                       n_resamples=args.resamples, reference_dir=reference_dir):
             print(f"leaderboard: {path}")
         return 0
 
@@ -290,11 +324,12 @@ def describe_method(name: str) -> list[str]:
 
 
 def describe_backbone(name: str) -> list[str]:
-    """A backbone's description, input size and options with defaults."""
+    """A backbone's description, input size and options with defaults (and their choices)."""
     from .backbones import BACKBONES
 
     spec = BACKBONES.get(name)
-    opts = ", ".join(f"{k} = {v!r}" for k, v in spec.options.items()) or "(none)"
+    opts = ", ".join(f"{k} = {v!r}" + (f" (one of {', '.join(spec.choices[k])})" if k in spec.choices else "")
+                     for k, v in spec.options.items()) or "(none)"
     return [f"backbone {name}: {spec.description or '(no description)'}", f"  input size: {spec.input_size}x{spec.input_size}",
             f"  options (--set backbone.KEY=VALUE): {opts}"]
 
@@ -438,10 +473,47 @@ def version() -> str:
         return __version__
 
 
+def config_keys() -> list[str]:
+    """Every ``TABLE.KEY`` that ``--set`` accepts for the fixed sections (method and backbone options vary)."""
+    import dataclasses
+
+    return [f"{name}.{f.name}" for name, cls in C.SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def unknown_flag_hint(flag: str, parser: argparse.ArgumentParser) -> str:
+    """A suggestion for an unrecognised ``flag``: the subcommand's nearest option, or the ``--set`` key it names."""
+    import difflib
+
+    name = flag.split("=", 1)[0]
+    options = [o for a in parser._actions for o in a.option_strings if a.help != argparse.SUPPRESS]
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+    if close:
+        return f"did you mean {close[0]}?"
+    if "--set" in options:
+        bare = name.lstrip("-").replace("-", "_")
+        keys = [k for k in config_keys() if k.split(".", 1)[1] == bare or k == bare]
+        if keys:
+            return f"settings are given with --set: --set {keys[0]}=VALUE"
+        return "settings are given with --set TABLE.KEY=VALUE (python -m benchmark describe run|train|eval|data lists the keys)"
+    return ""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: an unrecognised argument is reported with this command's usage and a suggestion."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extra = super().parse_known_args(args, namespace)
+        flags = [a for a in extra if a.startswith("-")]
+        if flags:
+            hint = unknown_flag_hint(flags[0], self)
+            self.error(f"unrecognized argument{'s' if len(extra) > 1 else ''}: {' '.join(extra)}" + (f"; {hint}" if hint else ""))
+        return ns, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmark", description="plures: a benchmark of efficient neural-network ensembles.")
     parser.add_argument("--version", action="version", version=f"plures {version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=CommandParser)
     for name, setup in COMMANDS.items():
         p = sub.add_parser(name, help=(setup.__doc__ or "").strip())
         p.description = (setup.__doc__ or "").strip()
@@ -477,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except StopRequested:
         return 130
+    except BrokenPipeError:  # the reader went away (``... | head``): stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit must not fail again
+        return 141
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

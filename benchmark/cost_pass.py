@@ -44,8 +44,7 @@ from .core.runtime import autocast, select_device
 from .data.base import Dataset, load_dataset
 from .leaderboard.costs import COST_PASS_KIND, COST_PASS_VERSION, cost_file
 from .records import load_records, provenance, utc_now
-from .runner import build_method
-from .training.train import to_channels_last
+from .runner import WeightsError, final_weights, load_trained
 
 MIN_REPEATS = 2  # the README's figures use the default, 5; tests may use 2
 DEFAULT_REPEATS = 5
@@ -97,9 +96,7 @@ def suite_records(results_dir: Path | str, suite: str) -> list[dict[str, Any]]:
     return mine
 
 
-def checkpoint_of(rec: dict[str, Any], checkpoint_dir: Path | str) -> Path:
-    """Where the final weights of the record's training run are: ``<checkpoint dir>/<training run id>/final.pt``."""
-    return Path(checkpoint_dir) / str(rec.get("training_run_id") or rec["run_id"]) / "final.pt"
+checkpoint_of = final_weights  # the record's final weights (benchmark.runner.final_weights)
 
 
 def missing_checkpoints(records: list[dict[str, Any]], checkpoint_dir: Path | str) -> list[tuple[dict[str, Any], Path]]:
@@ -128,7 +125,7 @@ def load_models(records: list[dict[str, Any]], checkpoint_dir: Path | str, *, da
     if missing:
         raise CostPassError(missing_message(missing, checkpoint_dir))
     datasets: dict[str, tuple[Dataset, torch.Tensor]] = {}
-    trained: dict[tuple[str, str], list[Any]] = {}
+    trained: dict[tuple[str, str], tuple[Any, nn.Module]] = {}
     out = []
     for rec in records:
         resolved = rec["config"]
@@ -140,28 +137,14 @@ def load_models(records: list[dict[str, Any]], checkpoint_dir: Path | str, *, da
         path = checkpoint_of(rec, checkpoint_dir)
         channels_last = bool(resolved["train"]["channels_last"])
         key = (str(path), str(channels_last))
-        if key not in trained:
-            method = build_method(resolved, data)
-            model = method.build()
-            try:
-                model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise CostPassError(f"run {rec['run_id']}: the final weights {path} do not load into the network its config builds "
-                                    f"(method {resolved['run']['method']}): {exc}") from None
-            model = model.to(device)
-            if channels_last:  # as the run's evaluation did
-                to_channels_last(model)
-            trained[key] = [method, model]
-        method, model = trained[key]
-        variants = {v.label: v for v in method.eval_variants(model)}
-        want = rec["identity"]["variant"]
-        if want not in variants:
-            raise CostPassError(f"run {rec['run_id']}: variant {want!r} is not among the variants method {resolved['run']['method']} "
-                                f"evaluates now: {', '.join(repr(v) for v in variants)}")
-        v = variants[want]
+        try:
+            run = load_trained(rec, checkpoint_dir, data, device, model=trained.get(key))
+        except WeightsError as exc:
+            raise CostPassError(str(exc)) from None
+        trained[key] = (run.method, run.model)
         precision = resolved["eval"].get("precision") or resolved["train"]["precision"]
-        out.append(Measured(rec["run_id"], rec, v.network.eval(), precision, channels_last, int(resolved["eval"]["latency_batch"]),
-                            int(v.forward_passes), path, example))
+        out.append(Measured(rec["run_id"], rec, run.network, precision, channels_last, int(resolved["eval"]["latency_batch"]),
+                            run.forward_passes, path, example))
         log(f"cost pass: loaded {rec['run_id']} from {path}")
     return out
 
@@ -253,7 +236,9 @@ def run_cost_pass(suite: str, results_dir: Path | str, checkpoint_dir: Path | st
     records = suite_records(results_dir, suite)
     missing = missing_checkpoints(records, checkpoint_dir)
     if missing and skip_missing:
-        log("cost pass: left out (they keep their per-run latency): " + missing_message(missing, checkpoint_dir))
+        log(f"cost pass: {len(missing)} of {len(records)} model(s) left out, their final weights not under {checkpoint_dir} "
+            f"(e.g. {missing[0][1]}); they keep their per-run latency (or their earlier pass's figures). To time them, "
+            f"train them in this checkout or pass the --checkpoint-dir they were trained with")
         gone = {id(r) for r, _ in missing}
         records = [r for r in records if id(r) not in gone]
         if not records:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .backbones import BACKBONES
+from .backbones import check_backbone_options
 from .core import config as C
 from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
@@ -56,13 +56,15 @@ from .training.checkpoints import ResumePoint, resume_point
 from .training.train import fit, save_checkpoint, to_channels_last
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "RunState", "StageContextBase",
-           "build_method", "completed_records", "member_config", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
+           "TrainedRun", "WeightsError", "build_method", "check_runs", "completed_records", "final_weights", "load_trained", "member_config", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
            "select_device"]
 
 LOCK_NAME = "run.lock"
 NON_SHAPING_TRAIN = ("log",)  # train keys that do not change what is trained (not in the run id)
 # eval keys that do not change a record's metrics (a record evaluated with other values still counts as this run's)
 NON_SHAPING_EVAL = ("batch_size", "latency_repeats", "latency_batch", "predictions", "predictions_dtype")
+# train keys added after runs were recorded, whose None is the earlier behaviour: in the run id only when set
+UNSET_OMITTED_TRAIN = ("crop_pad", "norm_weight_decay")
 SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
@@ -70,7 +72,8 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     """A stable id: method, dataset, backbone, seed and a hash of everything that shapes the result."""
     shaping = {k: v for k, v in resolved.items() if k != "eval"}
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
-    shaping["train"] = {k: v for k, v in resolved["train"].items() if k not in NON_SHAPING_TRAIN}
+    shaping["train"] = {k: v for k, v in resolved["train"].items()
+                        if k not in NON_SHAPING_TRAIN and not (k in UNSET_OMITTED_TRAIN and v is None)}
     if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
         shaping["data"] = {k: v for k, v in resolved["data"].items() if k not in SUBSET_KEYS}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
@@ -324,6 +327,66 @@ def run_lock(folder: Path, run_id: str, wait: Callable[[str], None] | None = Non
         os.close(fd)  # releases the lock
 
 
+class WeightsError(ValueError):
+    """A finished run's final weights are missing, do not fit the network its config builds, or its
+    variant is not one the method evaluates; the message names the run and the file."""
+
+
+class TrainedRun:
+    """A finished run rebuilt from its record: ``method``, the trained ``model`` (as the method built it),
+    ``network`` (the evaluated variant's network, in eval mode), ``forward_passes``, ``data`` (its dataset,
+    without its training subset), ``record`` and the ``weights`` file it was loaded from."""
+
+    def __init__(self, record: dict[str, Any], method: Method, model: nn.Module, network: nn.Module, forward_passes: int,
+                 data: Dataset, weights: Path) -> None:
+        self.record, self.method, self.model, self.network = record, method, model, network
+        self.forward_passes, self.data, self.weights = forward_passes, data, weights
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.record["config"]
+
+    def __repr__(self) -> str:
+        return f"TrainedRun({self.record['run_id']!r}, method={self.record['identity']['method']!r}, weights={str(self.weights)!r})"
+
+
+def final_weights(rec: dict[str, Any], checkpoint_dir: Path | str) -> Path:
+    """Where the final weights of the record's training run are: ``<checkpoint dir>/<training run id>/final.pt``."""
+    return Path(checkpoint_dir) / str(rec.get("training_run_id") or rec["run_id"]) / "final.pt"
+
+
+def load_trained(rec: dict[str, Any], checkpoint_dir: Path | str, data: Dataset, device: torch.device | str = "cpu",
+                 model: tuple[Method, nn.Module] | None = None) -> TrainedRun:
+    """The finished run of record ``rec`` rebuilt from its resolved config and its final weights on ``data``
+    (the record's dataset), channels-last when the run evaluated so; ``model``: an already loaded
+    (method, model) of the same training run (its other variants). :class:`WeightsError` when it cannot be."""
+    resolved = rec["config"]
+    path = final_weights(rec, checkpoint_dir)
+    if model is None:
+        if not path.is_file():
+            raise WeightsError(f"run {rec['run_id']}: expected its final weights at {path} (pass the checkpoint folder the run was "
+                               f"trained with, or train it in this checkout)")
+        method = build_method(resolved, data)
+        net = method.build()
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise WeightsError(f"run {rec['run_id']}: the final weights {path} do not load into the network its config builds "
+                               f"(method {resolved['run']['method']}): {exc}") from None
+        net = net.to(device)
+        if resolved["train"]["channels_last"]:  # as the run's evaluation did
+            to_channels_last(net)
+        model = (method, net)
+    method, net = model
+    variants = {v.label: v for v in method.eval_variants(net)}
+    want = rec["identity"]["variant"]
+    if want not in variants:
+        raise WeightsError(f"run {rec['run_id']}: variant {want!r} is not among the variants method {resolved['run']['method']} "
+                           f"evaluates now: {', '.join(repr(v) for v in variants)}")
+    v = variants[want]
+    return TrainedRun(rec, method, net, v.network.eval(), int(v.forward_passes), data, path)
+
+
 def _eval_identity(ev: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ev.items() if k not in NON_SHAPING_EVAL}
 
@@ -339,7 +402,8 @@ def completed_records(results_dir: Path | str, resolved: dict[str, Any], run_id:
         got = {"test_subset": 0, "test_subset_seed": 0, **_eval_identity((r.get("config") or {}).get("eval") or {})}
         return all(got[k] == want[k] for k in want.keys() & got.keys())
 
-    return [Path(r["_path"]) for r in load_records(folder).records if r.get("training_run_id") == run_id and same_eval(r)]
+    mine = [r for r in load_records(folder).records if r.get("training_run_id") == run_id and same_eval(r)]
+    return [Path(r["_path"]) for r in sorted(mine, key=lambda r: r["created"])]  # in the order the run wrote them
 
 
 class RunState:
@@ -363,6 +427,22 @@ class RunState:
         return f"RunState({self.action!r}, {self.run_id!r})"
 
 
+def check_runs(configs: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Resolve and check every run of a batch (``(label, config)`` pairs) before any of them trains:
+    the resolved configs, or one ConfigError listing every problem of every run (label: message)."""
+    resolved, problems = [], []
+    for label, cfg in configs:
+        try:
+            res = C.resolve(cfg)
+            check_run_inputs(res)
+            resolved.append(res)
+        except Exception as exc:  # noqa: BLE001 - every kind of bad value is reported together (ConfigError, unknown names, plug-ins)
+            problems.append(f"  {label}: {exc}")
+    if problems:
+        raise C.ConfigError(f"{len(problems)} of {len(configs)} run(s) have problems; nothing was run:\n" + "\n".join(problems))
+    return resolved
+
+
 def run_state(resolved: dict[str, Any], env: Environment) -> RunState:
     """What run ``resolved`` does when it starts under ``env``: skip, resume or start (:class:`RunState`)."""
     run_id = run_id_of(resolved)
@@ -378,8 +458,13 @@ def run_state(resolved: dict[str, Any], env: Environment) -> RunState:
 def check_run_inputs(resolved: dict[str, Any]) -> None:
     """ConfigError (before any data is read) for a bad method, option, backbone, dataset, corrupted
     source, OOD set or logging choice of run ``resolved``."""
-    C.check_options("method", resolved["run"]["method"], resolved["method"], get_method(resolved["run"]["method"]).Options)
-    BACKBONES.get(resolved["run"]["backbone"])
+    options = get_method(resolved["run"]["method"]).Options
+    C.check_options("method", resolved["run"]["method"], resolved["method"], options)
+    try:  # the options' own rules (``__post_init__``: e.g. a rate in [0, 1)), before any data is read
+        options(**resolved["method"])
+    except (TypeError, ValueError) as exc:
+        raise C.ConfigError(f"method {resolved['run']['method']!r}: {exc}") from None
+    check_backbone_options(resolved["run"]["backbone"], resolved["backbone"])
     spec = dataset_spec(resolved["run"]["dataset"])
     if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training
         corrupted_source(spec.corrupted_source(resolved["eval"]["corruptions"]))

@@ -16,7 +16,9 @@ Recipe (as google/uncertainty-baselines runs it; the suite configs set these, no
   here); 512 rows per step built from 128 unique images; SGD Nesterov 0.9, lr 0.1, 1 warm-up
   epoch, 250 epochs, lr x0.2 at epochs 100/200/225; L2 3e-4 on all weights.
 - ImageNet, ResNet-50: M=2, rho=0.6, batch repetition 2 (``variant()`` "M=2,rho=0.6,rep=2");
-  4096 rows from 2048 images; lr 0.8, 5 warm-up epochs, 150 epochs, x0.1 at 50/100/133; L2 1e-4.
+  4096 rows from 2048 images; lr 0.8, 150 epochs, x0.1 at 50/100/133; L2 1e-4 on kernels and
+  biases; warm-up 8 epochs in the vintage that trained the published row (5 at UB's HEAD).
+  Every value with its source: ``benchmark/suites/reference/recipes.toml``.
 
 Batch construction (:meth:`MIMO.training_batch`): tile the B unique indices
 ``batch_repetition`` times and shuffle them; each member then independently permutes the first
@@ -25,10 +27,14 @@ positions are shared, i.e. identical for all members. Input repetition (rho > 0)
 share some of their inputs, which relaxes independence and lets the subnetworks share more
 features (it helps when the backbone is small for the data, as ResNet-50 on ImageNet is).
 
-Departures from the reference: none in the method. Layout differs only in convention: the
-member axis is first (inputs ``[M, N, C, H, W]``, logits ``[M, N, K]``) where the reference
-uses ``[N, M, ...]``; the channel order of the concatenated input (member-major: channel
-``m * C + c``) and the head's split of ``M * K`` units (member-major) match the reference. The
+Departures from the reference: none in the method. Layout differs in convention: the member
+axis is first (inputs ``[M, N, C, H, W]``, logits ``[M, N, K]``) where the reference uses
+``[N, M, ...]``. The head's split of ``M * K`` units is member-major (unit ``m * K + k``), as
+the reference's ``DenseMultihead``. The concatenated input is member-major too (channel
+``m * C + c``), where the reference's ``Permute([2, 3, 4, 1])`` and ``Reshape`` make it
+channel-major (channel ``c * M + m``, ``uncertainty_baselines/models/wide_resnet_mimo.py``): a
+fixed permutation of the first convolution's input channels, which changes nothing when training
+from scratch; loading a reference checkpoint would need that permutation. The
 number of shuffled positions is rounded with a small tolerance so that e.g. rho=0.9 on 10 rows
 shuffles 1 position (as the reference's float32 arithmetic does) and not 0 (as float64's
 ``10 * (1 - 0.9) = 0.999...`` truncated would).

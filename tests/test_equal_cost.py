@@ -55,7 +55,7 @@ def test_wrn_widen_option() -> None:
 
     assert params() == params(widen=10)
     assert abs(params(widen=20) - 145.8e6) < 0.1e6  # WRN-28-20: about 4x WRN-28-10's 36.5M
-    with pytest.raises(ValueError, match="valid options: widen"):
+    with pytest.raises(ValueError, match="valid options: init, shortcut, widen"):
         build_backbone("wrn28-10", Layers(), width=3)
 
 

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from benchmark import cli
 from test_iterating import TINY_SUITE
 
@@ -99,3 +101,55 @@ def test_bench_killed_before_a_checkpoint_says_start_and_a_config_failure_leaves
     assert out[0].endswith(": 1 done (skipped), 0 to resume from a checkpoint, 1 to start"), again.stdout
     assert out[2] == "  mimo seed 0: start: no record and no checkpoint of this run"
     assert "resuming" not in again.stdout and len(list((tmp_path / "runs").rglob("*.json"))) == 2
+
+
+def test_a_fresh_clone_bench_leaves_the_reference_records_untouched(cifar10_dir, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The published records (results/reference, written with --reference) are never a user's: a plain bench in the
+    same checkout trains into results/runs and leaves every reference file byte-identical; with --reference the
+    finished runs are skipped (the reference bench is a no-op)."""
+    root, _ = cifar10_dir
+    monkeypatch.chdir(tmp_path)  # the CLI's default folders are relative to the checkout
+    (tmp_path / "tinybench.toml").write_text(TINY_SUITE)
+    common = ["bench", "tinybench.toml", "--only", "deterministic", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"),
+              "--no-progress", "--cost-repeats", "2"]
+    assert cli.main(common + ["--reference"]) == 0
+    reference = tmp_path / "results" / "reference"
+    published = {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()}
+    assert (reference / "runs" / "tinybench").is_dir() and (reference / "cost" / "tinybench.json") in published
+    assert (reference / "leaderboards" / "tinybench" / "leaderboard.md") in published
+    assert not (tmp_path / "results" / "runs").exists()
+    # as on a fresh clone: the reference records are there, no weights
+    import shutil
+
+    shutil.rmtree(tmp_path / "results" / "checkpoints")
+    capsys.readouterr()
+    assert cli.main(common) == 0
+    out = capsys.readouterr().out
+    assert ": 0 done (skipped), 0 to resume from a checkpoint, 1 to start" in out
+    assert len(list((tmp_path / "results" / "runs" / "tinybench").glob("*.json"))) == 1
+    assert (tmp_path / "results" / "leaderboards" / "tinybench" / "leaderboard.md").is_file()
+    assert {p: p.read_bytes() for p in reference.rglob("*") if p.is_file()} == published
+    # the reference bench again: its run is done, so nothing is trained or written
+    assert cli.main(common + ["--reference", "--no-cost-pass"]) == 0
+    assert ": 1 done (skipped), 0 to resume from a checkpoint, 0 to start" in capsys.readouterr().out
+    assert {p for p in reference.rglob("*") if p.is_file() and p.suffix == ".json" and "runs" in p.parts} == {
+        p for p in published if p.suffix == ".json" and "runs" in p.parts}
+
+
+def test_more_seeds_extend_the_suite_in_its_namespace_without_retraining_seed_0(cifar10_dir, tmp_path: Path, capsys) -> None:
+    root, _ = cifar10_dir
+    (tmp_path / "tinybench.toml").write_text(TINY_SUITE)
+    argv = ["bench", str(tmp_path / "tinybench.toml"), "--only", "deterministic", "--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"),
+            "--results-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ckpt"), "--leaderboard-dir", str(tmp_path / "boards"),
+            "--no-progress", "--no-cost-pass"]
+    assert cli.main(argv) == 0
+    [seed0] = (tmp_path / "runs" / "tinybench").glob("*.json")
+    capsys.readouterr()
+    assert cli.main(argv + ["--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert f"bench tinybench: 2 runs in {tmp_path / 'runs' / 'tinybench'}: 1 done (skipped), 0 to resume from a checkpoint, 1 to start" in out
+    assert len(list((tmp_path / "runs" / "tinybench").glob("*.json"))) == 2 and seed0.exists()
+    assert "| 2 |" in (tmp_path / "boards" / "tinybench" / "leaderboard.md").read_text()  # one row over two seeds
+    with pytest.raises(SystemExit):
+        cli.main(argv + ["--seeds", "0,0"])
+    assert "--seeds must be distinct integers >= 0" in capsys.readouterr().err

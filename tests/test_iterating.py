@@ -292,7 +292,7 @@ def test_interrupted_bench_continues(cifar10_dir, tmp_path: Path, capsys, monkey
     # a finished bench run again trains nothing, writes no record and keeps every final weight file as it was
     finals = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in (tmp_path / "ckpt").rglob("final.pt")}
     assert len(finals) == 3
-    assert cli.main(argv + ["--no-cost-pass"]) == 0
+    assert cli.main(argv + ["--no-cost-pass", "--skip-done"]) == 0  # --skip-done (the default now) changes nothing
     out = capsys.readouterr().out
     assert out.splitlines()[0].endswith(": 3 done (skipped), 0 to resume from a checkpoint, 0 to start")
     assert "train epoch" not in out and sorted((tmp_path / "runs").rglob("*.json")) == after

@@ -32,12 +32,13 @@ def test_contracts_hold() -> None:
     ("benchmark/data/base.py", "from ..runner import run_id_of", "Layers"),  # data must not import the runner
     ("benchmark/core/io.py", "from ..tools import perf", "The product does not import the tools"),
     ("benchmark/data/base.py", "from .datasets import cifar", "No import cycles"),  # the dataset modules import base
+    ("benchmark/runner.py", "import plures", "The Python API (plures) is a facade"),
 ])
 def test_a_back_edge_breaks_a_contract(tmp_path: Path, module: str, line: str, contract: str) -> None:
     copy = tmp_path / "repo"
     copy.mkdir()
     shutil.copy(ROOT / "pyproject.toml", copy)
-    for pkg in ("benchmark", "baselines", "mimo"):
+    for pkg in ("plures", "benchmark", "baselines", "mimo"):
         shutil.copytree(ROOT / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     target = copy / module
     target.write_text(target.read_text() + f"\n\ndef _planted() -> None:\n    {line}  # noqa\n")

@@ -7,9 +7,11 @@ returns ``(check name, passed, message)`` rows. The tests (``tests/test_methods_
 ``python -m benchmark check-method NAME`` use them.
 
 The checks: member logits ``[M, B, K]`` for every eval variant, with M its declared members; the
-combination is the mean of the member probabilities; the training targets' first axis is
-``method.members`` and the network's training logits match them; the training loss is a finite
-scalar; one SGD step lowers it on a fixed batch; an unknown option fails and lists the valid ones.
+combination is the mean of the member probabilities; the training targets are ``[M, B']`` classes
+or ``[M, B', K]`` probabilities with M = ``method.members``, and the network's training logits
+match them; the method's training loss (:meth:`Method.loss`, through :func:`training_loss`) takes
+those logits and targets and returns a finite scalar whose gradient reaches the logits and the
+parameters; one SGD step lowers it on a fixed batch; an unknown option fails and lists the valid ones.
 
 :data:`DEVICE_CHECKS` (run when named, e.g. on a GPU by ``benchmark.tools.gpu_check``) add a
 training step under bf16 autocast, channels-last layouts (the same logits as the default layout,
@@ -30,7 +32,7 @@ from torch import nn
 
 from ..core.registry import unknown
 from ..core.runtime import make_generator
-from ..methods.base import EvalVariant, Method, Task, combine, ensemble_loss
+from ..methods.base import EvalVariant, LossError, Method, Task, combine, training_loss
 from .methods import get_method
 
 BATCH = 12  # images in the fixed batch
@@ -82,7 +84,7 @@ def _training_batch(method: Method, x: torch.Tensor, y: torch.Tensor) -> tuple[A
 def _train_loss(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     with _seeded(0, x.device):  # the same dropout masks on every call
         inputs, targets = _training_batch(method, x, y)
-        return ensemble_loss(model(inputs), targets)
+        return training_loss(method, model(inputs), targets)
 
 
 def _label(label: str) -> str:
@@ -136,33 +138,81 @@ def check_combination(cls: type[Method], task: Task, options: dict[str, Any], de
     return f"mean of member probabilities (max deviation {worst:.1e})"
 
 
+def _targets_problem(targets: Any, members: int, num_classes: int) -> str | None:
+    """What is wrong with training targets (None: ``[M, B']`` classes in ``[0, K)`` or ``[M, B', K]``
+    probabilities, with M = ``members``)."""
+    expected = f"expected [M, B'] class indices or [M, B', {num_classes}] probabilities with M = members = {members}"
+    if not isinstance(targets, torch.Tensor):
+        return f"training targets are a {type(targets).__name__}; {expected}"
+    shape = list(targets.shape)
+    if targets.dim() not in (2, 3) or (targets.dim() == 3 and shape[2] != num_classes):
+        return f"training targets of shape {shape}; {expected}"
+    if shape[0] != members:
+        return f"training targets have {shape[0]} members on their first axis; method.members is {members}"
+    if targets.dim() == 2:
+        if targets.is_floating_point() or targets.dtype == torch.bool:
+            return f"training targets {shape} of dtype {targets.dtype}: [M, B'] targets are integer classes (soft targets are [M, B', K] probabilities)"
+        if targets.numel() and not (0 <= int(targets.min()) and int(targets.max()) < num_classes):
+            return f"training targets {shape} hold classes {int(targets.min())}..{int(targets.max())}; expected classes in [0, {num_classes - 1}]"
+        return None
+    if not targets.is_floating_point():
+        return f"soft training targets {shape} of dtype {targets.dtype}; [M, B', K] targets are floating-point probabilities"
+    low, total = float(targets.min()), (targets.double().sum(-1) - 1).abs().max().item()
+    if low < 0 or total > 1e-4:
+        return f"soft training targets {shape} are not probabilities: smallest {low:.3g}, rows sum to 1 +- {total:.3g}"
+    return None
+
+
+def _training_logits(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The method's training targets for the batch (checked: :func:`_targets_problem`) and the
+    network's training logits for its inputs (checked: ``[M, B', K]`` matching the targets)."""
+    inputs, targets = _training_batch(method, x, y)
+    problem = _targets_problem(targets, method.members, method.task.num_classes)
+    assert problem is None, problem
+    logits = model(inputs)
+    expected = [*targets.shape[:2], method.task.num_classes]
+    assert list(logits.shape) == expected, f"training logits of shape {list(logits.shape)} for targets {list(targets.shape)}; expected {expected}"
+    return targets, logits
+
+
 def check_training_targets(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
-    """``training_batch`` gives targets ``[M, B']`` with M = ``method.members``, and the network's
-    training logits are ``[M, B', K]``."""
+    """``training_batch`` gives targets ``[M, B']`` (classes) or ``[M, B', K]`` (probabilities) with
+    M = ``method.members``, and the network's training logits are ``[M, B', K]``."""
     with _seeded(0, device):
         method, model = _built(cls, task, options, device)
         model.train()
         x, y = fixed_batch(task, device=device)
-        inputs, targets = _training_batch(method, x, y)
-        assert targets.dim() == 2, f"training targets of shape {list(targets.shape)}; expected [M, B'] with M = members = {method.members}"
-        assert targets.shape[0] == method.members, (
-            f"training targets have {targets.shape[0]} members on their first axis; method.members is {method.members}")
-        logits = model(inputs)
-        assert list(logits.shape) == [*targets.shape, task.num_classes], (
-            f"training logits of shape {list(logits.shape)} for targets {list(targets.shape)}; expected {[*targets.shape, task.num_classes]}")
-    return f"targets {list(targets.shape)}, logits {list(logits.shape)}"
+        targets, logits = _training_logits(method, model, x, y)
+    kind = "probabilities" if targets.dim() == 3 else "classes"
+    return f"targets {list(targets.shape)} ({kind}), logits {list(logits.shape)}"
 
 
-def check_loss_finite(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
-    """The shared training loss of a freshly built network is a finite scalar."""
+def check_loss(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
+    """The method's training loss (:meth:`Method.loss`) of a freshly built network, given its training
+    logits ``[M, B', K]`` and targets, is a finite floating-point scalar, and its gradient reaches the
+    logits (finite, not zero everywhere) and the parameters (finite)."""
     with _seeded(0, device):
         method, model = _built(cls, task, options, device)
         model.train()
         x, y = fixed_batch(task, device=device)
-        loss = _train_loss(method, model, x, y)
-    assert loss.dim() == 0, f"the loss has shape {list(loss.shape)}; expected a scalar"
-    assert math.isfinite(loss.item()), f"the loss is {loss.item()}"
-    return f"loss {loss.item():.4f}"
+        with _seeded(0, device):  # the masks of the sgd-step check's first loss
+            targets, logits = _training_logits(method, model, x, y)
+        logits.retain_grad()
+        called = f"loss(logits {list(logits.shape)}, targets {list(targets.shape)})"
+        try:
+            loss = training_loss(method, logits, targets)
+        except LossError as exc:
+            raise AssertionError(str(exc)) from None
+        except Exception as exc:  # the method's loss rejects the method's own targets
+            raise AssertionError(f"{called} raised {type(exc).__name__}: {exc}") from None
+        assert math.isfinite(loss.item()), f"{called} is {loss.item()}"
+        assert loss.requires_grad, f"{called} = {loss.item():.4f} carries no gradient: it must be computed from the logits (no .item(), .detach() or torch.no_grad())"
+        loss.backward()
+        assert logits.grad is not None, f"{called}: no gradient reached the logits"
+        assert bool(torch.isfinite(logits.grad).all()), f"{called}: non-finite gradient with respect to the logits"
+        assert bool(logits.grad.ne(0).any()), f"{called}: the gradient with respect to the logits is zero everywhere"
+        grads = _finite_grads(model)
+    return f"{called} = {loss.item():.4f}, {grads} finite gradients"
 
 
 def check_sgd_step(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
@@ -243,7 +293,7 @@ def check_bf16_autocast(cls: type[Method], task: Task, options: dict[str, Any], 
             with _autocast("bf16", device):
                 logits = model(inputs)
         assert list(logits.shape) == [*targets.shape, task.num_classes], f"bf16 training logits of shape {list(logits.shape)}"
-        loss = ensemble_loss(logits, targets)
+        loss = training_loss(method, logits, targets)
         assert math.isfinite(loss.item()), f"the bf16 loss is {loss.item()}"
         loss.backward()
         grads = _finite_grads(model)
@@ -272,7 +322,7 @@ def check_channels_last(cls: type[Method], task: Task, options: dict[str, Any], 
             inputs, targets = _training_batch(method, x_cl, y)
             logits = model(inputs)
         worst = max(worst, ((logits.detach() - reference).norm() / reference.norm().clamp_min(1e-12)).item())
-        ensemble_loss(logits, targets).backward()
+        training_loss(method, logits, targets).backward()
         grads = _finite_grads(model)
     if stochastic:  # masks are drawn in memory order, so a layout draws other masks: shapes and gradients only
         return f"stochastic training forward (masks depend on the layout): logits {list(logits.shape)}, {grads} finite gradients"
@@ -308,7 +358,7 @@ CHECKS: dict[str, Callable[..., str]] = {
     "member-logits": check_member_logits,
     "combination": check_combination,
     "training-targets": check_training_targets,
-    "loss-finite": check_loss_finite,
+    "loss": check_loss,
     "sgd-step": check_sgd_step,
     "unknown-option": check_unknown_option,
 }

@@ -44,6 +44,11 @@ class TrainConfig:
     ``cyclic_cosine`` restarts a cosine decay (from ``lr`` to ``final_lr_fraction * lr``) at each
     of ``milestones`` (epochs), so k milestones make k + 1 cycles (Huang et al. 2017's snapshot
     schedule; no milestones: one cosine cycle).
+
+    ``crop_pad`` and ``norm_weight_decay`` are ``None`` unless a recipe sets them (None: the
+    behaviour of the runs recorded before they existed, whose run ids they leave unchanged):
+    uncertainty-baselines' CIFAR pipeline pads 2 px (``crop_pad = 2``) and its ImageNet scripts
+    put L2 on kernels and biases only (``norm_weight_decay = 0.0``).
     """
 
     epochs: int = 10
@@ -61,6 +66,8 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False  # torch.compile the training forward (its compile time shows in first_step_seconds)
     augment: bool = True
+    crop_pad: int | None = None  # random-crop padding of device-held training images, px (a shift of +-crop_pad); None: 4
+    norm_weight_decay: float | None = None  # weight decay of normalisation scales and offsets; None: weight_decay; 0: kernels and biases only
     nan_check_every: int = 50
     log: str = "none"  # training curves: "none", or "tensorboard" (event files under the run's checkpoint folder; extra plures[tensorboard])
 
@@ -156,7 +163,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("train", "epochs"): at_least(0), ("train", "batch_size"): at_least(1), ("train", "lr"): above(0),
     ("train", "momentum"): between(0, 1, high_open=True), ("train", "weight_decay"): at_least(0), ("train", "warmup_epochs"): at_least(0),
     ("train", "schedule"): one_of(SCHEDULES), ("train", "milestones"): at_least(0), ("train", "gamma"): above(0),
-    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0), ("train", "log"): one_of(TRAIN_LOGS),
+    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0),
+    ("train", "crop_pad"): at_least(0), ("train", "norm_weight_decay"): at_least(0), ("train", "log"): one_of(TRAIN_LOGS),
     ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,
     ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
     ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),
@@ -215,16 +223,35 @@ def check_value(section: str, key: str, value: Any, annotation: Any) -> None:
         raise ConfigError(f"{where}: expected {_expected(annotation, rule)}{suffix}")
 
 
+def choice_field(default: str, choices: tuple[str, ...]) -> Any:
+    """A string option of an ``Options`` dataclass that takes one of ``choices``
+    (:func:`check_options` refuses any other value and lists them)."""
+    if default not in choices:
+        raise ValueError(f"default {default!r} is not among the choices {choices}")
+    return field(default=default, metadata={"choices": tuple(choices)})
+
+
+def check_choice(section: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
+    """ConfigError unless ``value`` is one of ``choices`` (the message lists them)."""
+    if value not in choices:
+        raise ConfigError(f"{section}.{key} = {value!r} is not valid; valid choices: {', '.join(choices)}")
+
+
 def check_options(section: str, owner: str, values: dict[str, Any], options: type) -> None:
     """Check a method's (or backbone's) option table against its ``Options`` dataclass before
-    anything runs: unknown keys, and each value's type (and rule in :data:`RULES`, e.g.
-    ``method.members >= 1``); fields whose types cannot be resolved are left to the method."""
+    anything runs: unknown keys, each value's type (and rule in :data:`RULES`, e.g.
+    ``method.members >= 1``) and, for a field made by :func:`choice_field`, its choices; fields
+    whose types cannot be resolved are left to the method."""
     if not dataclasses.is_dataclass(options):
         return
-    fields = {f.name for f in dataclasses.fields(options)}
-    bad = sorted(set(values) - fields)
+    fields = {f.name: f for f in dataclasses.fields(options)}
+    bad = sorted(set(values) - set(fields))
     if bad:
         raise ConfigError(f"unknown option(s) {bad} for {section} {owner!r}; valid options: {', '.join(sorted(fields))}")
+    for key, value in values.items():
+        choices = fields[key].metadata.get("choices")
+        if choices is not None:
+            check_choice(section, key, value, choices)
     try:
         hints = typing.get_type_hints(options)
     except Exception:  # noqa: BLE001  (an annotation this module cannot resolve: no type checks)
@@ -344,8 +371,9 @@ def suite_path(name_or_path: str) -> Path:
     raise ConfigError(f"unknown suite {name_or_path!r}; valid choices: {', '.join(names)} (or a path to a .toml file)")
 
 
-def load_suite(name_or_path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(suite metadata, expanded run configs: one per [[runs]] entry x seed)."""
+def load_suite(name_or_path: str, seeds: list[int] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(suite metadata, expanded run configs: one per [[runs]] entry x seed); ``seeds`` replaces the
+    suite's (and its entries') seed lists: the same runs at other seeds, in the same namespace."""
     path = suite_path(name_or_path)
     suite = load_toml(path)
     bad = sorted(set(suite) - set(SUITE_KEYS))
@@ -354,12 +382,13 @@ def load_suite(name_or_path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]
     name = suite.get("name", path.stem)
     defaults = suite.get("defaults", {})
     validate_run_config(defaults, f"{path} [defaults]")
-    seeds = suite.get("seeds", [0])
+    suite_seeds = suite.get("seeds", [0])
     runs = []
     for i, entry in enumerate(suite.get("runs", [])):
         entry = dict(entry)
         label = entry.pop("name", "")
-        entry_seeds = entry.pop("seeds", seeds)
+        entry_seeds = entry.pop("seeds", suite_seeds)
+        entry_seeds = seeds if seeds is not None else entry_seeds
         validate_run_config(entry, f"{path} runs[{i}]")
         for seed in entry_seeds:
             cfg = merge(defaults, entry)

@@ -43,9 +43,25 @@ class DataError(RuntimeError):
     """Missing or corrupt data; the message says what was expected where and how to get it."""
 
 
+SHARED_DATA = Path("..") / "shared" / "data"  # a data folder shared beside the checkout (the plures build machines' layout)
+DATA_RULE = f"--data-dir, else ${DATA_ENV}, else {SHARED_DATA} when that folder exists, else ./data"
+
+
+def data_dir_source(data_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """The data root and where it came from, by the one rule every entry point uses (:data:`DATA_RULE`)."""
+    if data_dir:
+        return Path(data_dir).expanduser(), "--data-dir"
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser(), f"${DATA_ENV}"
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA, f"{SHARED_DATA} (it exists)"
+    return Path("data"), "the default ./data"
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else ``$PLURES_DATA_DIR``, else ``./data``."""
-    return Path(data_dir or os.environ.get(DATA_ENV) or "data").expanduser()
+    """The data root: ``data_dir`` if given, else ``$PLURES_DATA_DIR``, else ``../shared/data`` when that folder
+    exists, else ``./data`` (:data:`DATA_RULE`; ``make`` follows the same rule)."""
+    return data_dir_source(data_dir)[0]
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None, data_dir: Path | None = None) -> Path:
@@ -298,9 +314,12 @@ def load_dataset(
     """Load dataset ``name`` (decoded once into the cache), optionally holding out ``val_size``
     training images (a seeded random subset) as a validation split."""
     spec = dataset_spec(name)
-    root = resolve_data_dir(data_dir)
+    root, why = data_dir_source(data_dir)
     cache = resolve_cache_dir(cache_dir, root) / name
-    splits, classes, source, src = spec.load(root, cache, download, progress)
+    try:
+        splits, classes, source, src = spec.load(root, cache, download, progress)
+    except DataError as exc:
+        raise DataError(f"{exc}\n  (data root {root}, from {why}; the rule: {DATA_RULE})") from None
     train, val = splits["train"], None
     if val_size:
         if not 0 < val_size < len(train):

@@ -16,8 +16,14 @@ class ArraySplit(Protocol):
     labels: np.ndarray
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with ``pad`` zero pixels of padding and random horizontal flip, on a whole batch.
+DEFAULT_CROP_PAD = 4  # px of zero padding of the random crop (a shift of +-4 px) when ``train.crop_pad`` is unset
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = DEFAULT_CROP_PAD) -> torch.Tensor:
+    """Random crop with ``pad`` zero pixels of padding and random horizontal flip, on a whole batch:
+    each image is shifted by a uniform offset in ``[-pad, pad]`` px along each axis (uncovered
+    pixels are zero) and flipped with probability 1/2. (uncertainty-baselines' CIFAR pipeline pads
+    2 px to 36x36 and crops 32x32: ``pad = 2``.)
 
     ``images``: uint8 ``[B, H, W, C]`` on any device -> same shape. One gather, no per-image loop.
     """
@@ -60,12 +66,14 @@ class DeviceData:
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
         return torch.randperm(len(self), device=self.device, generator=generator)
 
-    def train_batch(self, order: torch.Tensor, step: int, batch_size: int, generator: torch.Generator, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch ``step`` of an epoch whose shuffled ``order`` is given (drop-last batching)."""
+    def train_batch(self, order: torch.Tensor, step: int, batch_size: int, generator: torch.Generator, augment: bool = True,
+                    crop_pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` of an epoch whose shuffled ``order`` is given (drop-last batching); with
+        ``augment``, random crops padded by ``crop_pad`` px (None: :data:`DEFAULT_CROP_PAD`) and flips."""
         idx = order[step * batch_size : (step + 1) * batch_size]
         images = self.images[idx]
         if augment:
-            images = random_crop_flip(images, generator)
+            images = random_crop_flip(images, generator, DEFAULT_CROP_PAD if crop_pad is None else int(crop_pad))
         return self.normalise(images), self.labels[idx]
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -254,13 +254,18 @@ class StreamingImageFolder:
             self._epoch = (order, cpu, epoch_seed(cpu))
         return self._epoch[1], self._epoch[2]
 
-    def train_batch(self, order: torch.Tensor, step: int, batch_size: int, generator: torch.Generator, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch ``step`` of the epoch whose ``order`` is given (drop-last batching).
+    def train_batch(self, order: torch.Tensor, step: int, batch_size: int, generator: torch.Generator, augment: bool = True,
+                    crop_pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` of the epoch whose ``order`` is given (drop-last batching). ``crop_pad``
+        must stay None: streamed images are augmented by random-resized crops, not padded shifts.
 
         Augmentation is seeded by (epoch seed, image index), not by ``generator`` (workers decode
         steps ahead, before the loop derives their generators); ``generator`` is left untouched.
         Consecutive steps come from one prefetching DataLoader; any other step starts a new one.
         """
+        if crop_pad is not None:
+            raise ValueError(f"train.crop_pad = {crop_pad!r} applies to images held on the device (CIFAR, Tiny-ImageNet); "
+                             f"{self.folder} is streamed and augmented by random-resized crops: leave train.crop_pad unset")
         steps = len(order) // batch_size
         if not 0 <= step < steps:
             raise IndexError(f"step {step} out of range: an epoch of {len(order)} images has {steps} steps of {batch_size}")

@@ -20,6 +20,10 @@ Pipeline, one module per step, each importing only the ones before it:
    backbone match (never ranked), and header facts (data, budget, seeds, provenance).
 6. :mod:`.render` (Markdown, CSV, HTML, LaTeX), :mod:`.plots` and :mod:`.page`; :mod:`.write`
    writes them atomically under ``<out>/<suite>/``.
+   :mod:`.reproduced`: on a user's board, each row beside the published reference records of the
+   same suite (``results/reference/runs/<suite>``): the difference per main metric and whether it
+   lies within the reference's seed spread, the rows of one side only, each side's CPU; a section
+   of the Markdown and HTML and ``reproduced.csv`` (none on the reference boards themselves).
 
 Rounding happens only in rendering. The same records give byte-identical tables. This package
 imports no torch.
@@ -35,14 +39,15 @@ from .frame import GROUP_KEYS, config_fingerprint, corrupted_cells, corruption_f
 from .mce import BASELINE_METHOD, corruption_errors, mce_basis, mce_reference, records_frame
 from .render import (LEGEND, Cell, format_value, render_csv, render_html, render_html_tables, render_latex, render_markdown, si,
                      table_cells, tex_escape)
+from .reproduced import Reproduced, reproduced_for
 from .write import main, write_leaderboards, write_tables
 
 __all__ = [
     "BASELINE_METHOD", "COST_COLUMNS", "GROUP_KEYS", "LEGEND", "MCE_COLUMNS", "OOD_PREFIX", "RANK_BY",
-    "Block", "Cell", "Column", "SuiteBoard",
+    "Block", "Cell", "Column", "Reproduced", "SuiteBoard",
     "aggregate", "block_columns", "block_facts", "build_block", "build_boards", "config_fingerprint", "corrupted_cells",
     "corruption_errors", "corruption_frame", "flatten", "format_value", "load_boards", "main", "mark_best", "mce_basis",
     "mce_reference", "metric_columns", "metric_keys", "record_row", "records_frame", "render_csv", "render_html",
-    "render_html_tables", "render_latex", "render_markdown", "row_label", "settings", "si", "suite_facts", "table_cells",
+    "render_html_tables", "render_latex", "render_markdown", "reproduced_for", "row_label", "settings", "si", "suite_facts", "table_cells",
     "tex_escape", "write_leaderboards", "write_tables",
 ]

@@ -35,14 +35,18 @@ def plots_html(figures: Sequence[Figure | Skipped]) -> str:
     return "\n".join(out)
 
 
-def render_page(board: SuiteBoard, figures: Sequence[Figure | Skipped]) -> str:
-    """``index.html``: links to the tables, the tables, the plots and what was left out."""
+def render_page(board: SuiteBoard, figures: Sequence[Figure | Skipped], sections: Sequence[str] = (),
+                links: Sequence[tuple[str, str]] = ()) -> str:
+    """``index.html``: links to the tables (and ``links``: (href, text)), the tables, the plots,
+    ``sections`` (further HTML sections, e.g. :mod:`.reproduced`'s) and what was left out."""
+    more = "".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a>' for href, text in links)
     nav = ('<nav><a href="leaderboard.md">Markdown</a><a href="leaderboard.csv">CSV</a><a href="leaderboard.tex">LaTeX</a>'
-           '<a href="leaderboard.html">tables only</a><a href="#plots">plots</a><a href="#left-out">left out</a></nav>')
-    body = "\n".join([nav, render_html_tables(board), plots_html(figures), problems_html(board)])
+           f'<a href="leaderboard.html">tables only</a><a href="#plots">plots</a>{more}<a href="#left-out">left out</a></nav>')
+    body = "\n".join([nav, render_html_tables(board), plots_html(figures), *sections, problems_html(board)])
     return html_document(f"Leaderboard: {board.suite}", body)
 
 
-def write_page(board: SuiteBoard, folder: Path, figures: Sequence[Figure | Skipped]) -> Path:
+def write_page(board: SuiteBoard, folder: Path, figures: Sequence[Figure | Skipped], sections: Sequence[str] = (),
+               links: Sequence[tuple[str, str]] = ()) -> Path:
     """Write ``<folder>/index.html`` atomically; returns its path."""
-    return atomic_write_text(Path(folder) / "index.html", render_page(board, figures))
+    return atomic_write_text(Path(folder) / "index.html", render_page(board, figures, sections, links))

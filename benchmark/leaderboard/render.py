@@ -1,6 +1,7 @@
 """Rendering, the only place values are rounded: number formats, table cells, and the Markdown,
 CSV (full precision), HTML and LaTeX tables of a board, plus the HTML document frame and the
-left-out sections that the tables and the page (:mod:`.page`) share.
+left-out sections that the tables and the page (:mod:`.page`) share. A later step may add a
+section of its own (``sections``: :mod:`.reproduced`, which formats with :data:`FORMATS`).
 
 The HTML tables (only they) have column views, so that they fit the window: every metric column
 belongs to a group (:func:`column_group`: accuracy and calibration, robustness, OOD, cost); a bar
@@ -14,7 +15,7 @@ import html
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
@@ -127,8 +128,9 @@ def paired_cells(block: Block) -> tuple[str, list[str], list[list[str]]] | None:
             [[name, *(cells[m] for m in metrics)] for name, cells in p.rows])
 
 
-def render_markdown(board: SuiteBoard) -> str:
-    """``leaderboard.md``: suite facts, one table per block with its facts, the legend, what was left out."""
+def render_markdown(board: SuiteBoard, sections: Sequence[str] = ()) -> str:
+    """``leaderboard.md``: suite facts, one table per block with its facts, the legend, ``sections``
+    (further Markdown sections, e.g. :mod:`.reproduced`'s), what was left out."""
     out = [f"# Leaderboard: {board.suite}", "", "Generated from the run records by `python -m benchmark leaderboard`; do not edit.", ""]
     out += [f"- **{k}**: {v}" for k, v in board.facts]
     if not board.blocks:
@@ -146,6 +148,7 @@ def render_markdown(board: SuiteBoard) -> str:
             out += ["", f"**{esc(line)}**", "", "| " + " | ".join(labels) + " |", "|---|" + "---:|" * (len(labels) - 1)]
             out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in prow]
     out += ["", f"_{LEGEND}_"]
+    out += [line for text in sections for line in ["", *text.splitlines()]]
     out += _problems_markdown(board)
     return "\n".join(out) + "\n"
 
@@ -265,7 +268,7 @@ def render_html_tables(board: SuiteBoard) -> str:
     columns (rank, method, variant, source, seeds) are always shown.
     """
     e = html.escape
-    out = [_facts_html(board.facts), _view_controls(board), '<div class="boards">']
+    out = [facts_html(board.facts), _view_controls(board), '<div class="boards">']
     if not board.blocks:
         out.append("<p>No completed records for this suite.</p>")
     for block in board.blocks:
@@ -273,7 +276,7 @@ def render_html_tables(board: SuiteBoard) -> str:
         first = len(header) - len(block.columns)
         classes = [f"id-{re.sub(r'[^a-z]', '', h.lower()) or 'rank'}" for h in header[:first]] + _column_classes(block.columns)
         present = {column_group(c) for c in block.columns}
-        out.append(f'<section class="block" id="table-{e(block.slug)}"><h2>{e(block.title)}</h2>{_facts_html(block.facts)}')
+        out.append(f'<section class="block" id="table-{e(block.slug)}"><h2>{e(block.title)}</h2>{facts_html(block.facts)}')
         out += [f'<p class="view-empty e-{g}">This block has no {e(label)} columns.</p>' for g, label, _ in COLUMN_GROUPS if g not in present]
         out.append(f'<div class="scroll"><table class="leaderboard" data-block="{e(block.slug)}"><thead><tr>'
                    + "".join(f'<th class="{k}">{e(h)}</th>' for k, h in zip(classes, header)) + "</tr></thead><tbody>")
@@ -295,13 +298,14 @@ def render_html_tables(board: SuiteBoard) -> str:
     return "\n".join(out)
 
 
-def _facts_html(facts: list[tuple[str, str]]) -> str:
+def facts_html(facts: list[tuple[str, str]]) -> str:
     return '<dl class="facts">' + "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts) + "</dl>"
 
 
-def render_html(board: SuiteBoard) -> str:
-    """``leaderboard.html``: the tables and what was left out, without plots."""
-    return html_document(f"Leaderboard: {board.suite}", render_html_tables(board) + problems_html(board))
+def render_html(board: SuiteBoard, sections: Sequence[str] = ()) -> str:
+    """``leaderboard.html``: the tables, ``sections`` (further HTML sections, e.g. :mod:`.reproduced`'s)
+    and what was left out, without plots."""
+    return html_document(f"Leaderboard: {board.suite}", render_html_tables(board) + "".join(f"\n{h}\n" for h in sections) + problems_html(board))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Writing leaderboards: ``<out>/<suite>/{leaderboard.md,csv,html,tex, index.html, plots/}``, every
-file written atomically, and the command-line entry point."""
+"""Writing leaderboards: ``<out>/<suite>/{leaderboard.md,csv,html,tex, index.html, plots/}`` (and
+``reproduced.csv`` where the suite has reference records to compare with), every file written
+atomically, and the command-line entry point."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .comparisons import DEFAULT_RESAMPLES
 from .page import write_page
 from .plots import write_block_plots
 from .render import render_csv, render_html, render_latex, render_markdown
+from .reproduced import REPRODUCED_LINKS, Reproduced, render_reproduced_csv, reproduced_for, reproduced_html, reproduced_markdown
 
 
 class LeaderboardArgumentError(ValueError):
@@ -27,7 +29,8 @@ def check_arguments(results_dir: Path | str, suites: list[str] | None = None) ->
     if not results_dir.is_dir():
         what = "is not a folder" if results_dir.exists() else "does not exist"
         raise LeaderboardArgumentError(f"--results-dir {results_dir} {what}; records are looked for there "
-                                       f"(<results-dir>/<suite>/<run id>__<time>.json, default results/runs)")
+                                       f"(<results-dir>/<suite>/<run id>__<time>.json, default results/runs: your own runs, which "
+                                       f"`make bench` writes; the published ones: --reference)")
     have = sorted({r["identity"]["suite"] for r in load_records(results_dir, include_failed=True).records})
     if not have:
         raise LeaderboardArgumentError(f"no run records under {results_dir} (looked for <suite>/<run id>__<time>.json); "
@@ -38,25 +41,44 @@ def check_arguments(results_dir: Path | str, suites: list[str] | None = None) ->
     return have
 
 
-def write_tables(board: SuiteBoard, folder: Path) -> list[Path]:
-    """The four table files of ``board`` under ``folder``; returns their paths."""
-    return [atomic_write_text(folder / "leaderboard.md", render_markdown(board)),
-            atomic_write_text(folder / "leaderboard.csv", render_csv(board)),
-            atomic_write_text(folder / "leaderboard.html", render_html(board)),
-            atomic_write_text(folder / "leaderboard.tex", render_latex(board))]
+def check_reference_dir(reference_dir: Path | None) -> Path | None:
+    """``reference_dir`` when it is None or a folder; raise :class:`LeaderboardArgumentError` otherwise."""
+    if reference_dir is not None and not Path(reference_dir).is_dir():
+        what = "is not a folder" if Path(reference_dir).exists() else "does not exist"
+        raise LeaderboardArgumentError(f"--reference-dir {reference_dir} {what}; the published records are looked for there "
+                                       f"(<reference-dir>/<suite>/<run id>__<time>.json, default results/reference/runs)")
+    return reference_dir
+
+
+def write_tables(board: SuiteBoard, folder: Path, reproduced: Reproduced | None = None) -> list[Path]:
+    """The four table files of ``board`` under ``folder``, and with ``reproduced`` its ``reproduced.csv``
+    (an older one is removed without: it would describe another comparison); returns their paths."""
+    written = [atomic_write_text(folder / "leaderboard.md", render_markdown(board, [reproduced_markdown(reproduced)] if reproduced else [])),
+               atomic_write_text(folder / "leaderboard.csv", render_csv(board)),
+               atomic_write_text(folder / "leaderboard.html", render_html(board, [reproduced_html(reproduced)] if reproduced else [])),
+               atomic_write_text(folder / "leaderboard.tex", render_latex(board))]
+    if reproduced is not None:
+        written.append(atomic_write_text(folder / "reproduced.csv", render_reproduced_csv(reproduced)))
+    else:
+        (folder / "reproduced.csv").unlink(missing_ok=True)
+    return written
 
 
 def write_leaderboards(results_dir: Path, out_dir: Path, suites: list[str] | None = None, *, plots: bool = True,
                        cost_dir: Path | None = None, n_resamples: int = DEFAULT_RESAMPLES, reference_dir: Path | None = None) -> list[Path]:
     """Write ``<out>/<suite>/{leaderboard.md,csv,html,tex, index.html, plots/}``; returns the tables and pages.
     ``cost_dir``: where the interleaved cost passes are (default: ``cost`` beside ``results_dir``);
-    ``n_resamples``: of the paired bootstrap (default 1,000)."""
+    ``n_resamples``: of the paired bootstrap (default 1,000); ``reference_dir``: the published records
+    (``results/reference/runs``): a suite with records there gets the section "Against the reference
+    records" (:mod:`.reproduced`) and ``reproduced.csv``; None (the reference boards themselves): none."""
     written = []
     for board in load_boards(results_dir, suites, cost_dir=cost_dir, n_resamples=n_resamples):
         folder = Path(out_dir) / board.suite
-        written += write_tables(board, folder)
+        reproduced = reproduced_for(board, reference_dir, results_dir)
+        written += write_tables(board, folder, reproduced)
         figures = write_block_plots(board, folder / "plots") if plots else []
-        written.append(write_page(board, folder, figures))
+        sections = [reproduced_html(reproduced)] if reproduced else []
+        written.append(write_page(board, folder, figures, sections, REPRODUCED_LINKS if reproduced else ()))
     return written
 
 

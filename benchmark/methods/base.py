@@ -5,7 +5,8 @@ only on that shape. A method differs only in
 
 (a) how it builds its network from a backbone (:meth:`Method.build`),
 (b) how it forms each member's training inputs and targets from a batch
-    (:meth:`Method.training_batch`), and
+    (:meth:`Method.training_batch`), and, where it needs its own, the training loss over them
+    (:meth:`Method.loss`; default: the shared :func:`ensemble_loss`), and
 (c) for multi-stage methods, the stages it runs (:meth:`Method.run`).
 
 Adding a method is one module that subclasses :class:`Method` and registers it
@@ -18,7 +19,9 @@ The network a method builds is an ``nn.Module`` whose ``forward(x)`` takes a bat
 of images ``[B, C, H, W]`` and returns member logits ``[M, B, K]`` (in eval mode:
 the prediction). During training the harness calls
 ``model(inputs)`` on whatever ``training_batch`` returned as inputs and expects
-``[M, B', K]`` logits matching targets ``[M, B']``.
+``[M, B', K]`` logits matching targets ``[M, B']`` (integer classes) or ``[M, B', K]``
+(probabilities: soft targets), then takes the step's loss from :func:`training_loss`, the one
+place that computes it (``method.loss(logits, targets)``, checked to be a scalar).
 """
 
 from __future__ import annotations
@@ -42,15 +45,38 @@ from ..core.registry import Registry
 
 
 def ensemble_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy summed over members, averaged over the batch.
+    """Cross-entropy summed over members, averaged over the batch (computed in float32).
 
-    logits ``[M, B, K]``, targets ``[M, B]`` (integer classes) -> scalar.
+    logits ``[M, B, K]``; targets ``[M, B]`` (integer classes) or ``[M, B, K]`` (probabilities,
+    soft targets: the cross-entropy ``-sum_k t_k log p_k``) -> scalar.
     """
-    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
-        raise ValueError(f"expected logits [M, B, K] and targets [M, B]; got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    soft = targets.dim() == 3
+    if logits.dim() != 3 or targets.shape[:2] != logits.shape[:2] or targets.shape[2:] not in ((), logits.shape[2:]):
+        raise ValueError(f"expected logits [M, B, K] and targets [M, B] (classes) or [M, B, K] (probabilities); "
+                         f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
+    if targets.is_floating_point() != soft:
+        raise ValueError(f"targets {tuple(targets.shape)} of dtype {targets.dtype}: [M, B] targets are integer classes, "
+                         f"[M, B, K] targets floating-point probabilities")
     m, b, k = logits.shape
-    total = F.cross_entropy(logits.reshape(m * b, k).float(), targets.reshape(m * b), reduction="sum")
+    flat = targets.reshape(m * b, k).float() if soft else targets.reshape(m * b)
+    total = F.cross_entropy(logits.reshape(m * b, k).float(), flat, reduction="sum")
     return total / b
+
+
+class LossError(ValueError):
+    """A method's :meth:`Method.loss` returned something other than a scalar tensor."""
+
+
+def training_loss(method: "Method", logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The training loss of one step: ``method.loss(logits, targets)``, checked to be a
+    floating-point scalar tensor (:class:`LossError` names the method, the shapes and what came
+    back). The one place the harness (training loop, contract checks) computes the loss."""
+    loss = method.loss(logits, targets)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0 or not loss.is_floating_point():
+        got = f"a {loss.dtype} tensor of shape {list(loss.shape)}" if isinstance(loss, torch.Tensor) else f"{type(loss).__name__} {loss!r}"
+        raise LossError(f"method {method.name or type(method).__name__!r}: loss(logits {list(logits.shape)}, targets {list(targets.shape)}) "
+                        f"returned {got}; expected a floating-point scalar tensor (sum over members, mean over the batch)")
+    return loss
 
 
 def member_log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -213,8 +239,17 @@ class Method:
 
     # -- (b) member inputs and targets -------------------------------------------------------
     def training_batch(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple[Any, torch.Tensor]:
-        """Form the network's training input and member targets ``[M, B']`` from a batch."""
+        """Form the network's training input and member targets from a batch: ``[M, B']`` classes, or
+        ``[M, B', K]`` probabilities (soft targets) for a :meth:`loss` that takes them (the default does)."""
         return x, y.unsqueeze(0).expand(self.members, -1)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss of one step: the network's member logits ``[M, B', K]`` (under bf16
+        autocast they may be bfloat16: compute in float32) and the targets :meth:`training_batch`
+        gave (``[M, B']`` classes or ``[M, B', K]`` probabilities) -> a scalar tensor that the
+        gradient flows through. Keep the shared scale: summed over members, averaged over the batch
+        (the log shows it per member). Default: :func:`ensemble_loss`, the shared cross-entropy."""
+        return ensemble_loss(logits, targets)
 
     def rows_per_example(self) -> float:
         """Training rows the network processes per unique training image (for cost accounting)."""

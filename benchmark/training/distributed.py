@@ -6,8 +6,8 @@ A :class:`DistContext` passed as ``Environment(dist=...)`` makes ``fit``:
   same method-specific sampling), then keep this rank's contiguous chunk of its rows
   (:meth:`DistContext.shard`);
 * weight the rank's loss by ``rows_rank * world / rows_global`` and let DistributedDataParallel
-  average the gradients, so the update is the gradient of ``ensemble_loss`` (a mean over the
-  global batch) whatever the chunk sizes;
+  average the gradients, so the update is the gradient of the method's loss (``ensemble_loss``
+  by default; a mean over the global batch) whatever the chunk sizes;
 * optionally (``sync_bn=True``, the default) normalise with full-batch BatchNorm statistics
   (:class:`SyncBatchNorm2d`, which works on the CPU with gloo as well as with NCCL); without it each
   rank normalises with its own chunk's statistics, as plain DDP does, and the result differs
@@ -202,19 +202,20 @@ class DistContext:
         """This rank's contiguous chunk of a global training batch, and its loss weight.
 
         ``inputs``: images ``[..., B, C, H, W]`` (the batch axis is the 4th from the end, e.g.
-        ``[B, C, H, W]`` or MIMO's ``[M, B, C, H, W]``); ``targets``: ``[M, B]``. The weight
-        ``rows_rank * world / B`` makes DDP's gradient average the gradient of the global mean.
+        ``[B, C, H, W]`` or MIMO's ``[M, B, C, H, W]``); ``targets``: ``[M, B]`` (classes) or
+        ``[M, B, K]`` (probabilities). The weight ``rows_rank * world / B`` makes DDP's gradient
+        average the gradient of the global mean.
         """
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 4 or inputs.shape[-4] != targets.shape[-1]:
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 4 or targets.dim() < 2 or inputs.shape[-4] != targets.shape[1]:
             shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-            raise ValueError(f"cannot shard training inputs {shape} with targets {tuple(targets.shape)}: expected images [..., B, C, H, W] with B = targets.shape[-1]")
-        b = targets.shape[-1]
+            raise ValueError(f"cannot shard training inputs {shape} with targets {tuple(targets.shape)}: expected images [..., B, C, H, W] with B = targets.shape[1]")
+        b = targets.shape[1]
         if b < self.world_size:
             raise ValueError(f"batch of {b} rows cannot be split over {self.world_size} ranks")
         rows = torch.tensor_split(torch.arange(b), self.world_size)[self.rank]
         start, stop = int(rows[0]), int(rows[-1]) + 1
         axis = inputs.dim() - 4
-        return inputs.narrow(axis, start, stop - start), targets[..., start:stop], (stop - start) * self.world_size / b
+        return inputs.narrow(axis, start, stop - start), targets[:, start:stop], (stop - start) * self.world_size / b
 
     def average(self, value: torch.Tensor) -> torch.Tensor:
         """The mean over ranks of ``value`` (a tensor on the training device)."""

@@ -25,11 +25,32 @@ from ..core.io import atomic_write
 from ..core.progress import progress_bar
 from ..core.runtime import StopFlag, StopRequested, autocast, hash_seed, make_generator
 from ..data.device import DeviceData
-from ..methods.base import Method, ensemble_loss
+from ..methods.base import Method, training_loss
 
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def optimizer_groups(method: Method, model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The method's parameter groups (:meth:`Method.param_groups` at ``cfg.weight_decay``); with
+    ``cfg.norm_weight_decay`` set, the scales and offsets of normalisation layers (BatchNorm,
+    InstanceNorm, GroupNorm, LayerNorm) move to groups of their own with that weight decay
+    (``0.0``: L2 on kernels and biases only, as uncertainty-baselines' ImageNet scripts)."""
+    groups = method.param_groups(model, cfg.weight_decay)
+    if cfg.norm_weight_decay is None:
+        return groups
+    norm = {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+    out = []
+    for group in groups:
+        rest = [p for p in group["params"] if id(p) not in norm]
+        normed = [p for p in group["params"] if id(p) in norm]
+        out += [{**group, "params": rest}] if rest else []
+        out += [{**group, "params": normed, "weight_decay": float(cfg.norm_weight_decay)}] if normed else []
+    return out
 
 
 def cycle_starts(cfg: TrainConfig, steps_per_epoch: int) -> list[int]:
@@ -189,19 +210,19 @@ def train_one_epoch(
     for step in bar:
         torch.manual_seed(hash_seed(*seed_parts, "global", epoch, step))
         gen = make_generator(device, *seed_parts, "step", epoch, step)
-        x, y = data.train_batch(order, step, cfg.batch_size, gen, augment=cfg.augment)
+        x, y = data.train_batch(order, step, cfg.batch_size, gen, augment=cfg.augment, crop_pad=cfg.crop_pad)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = x.contiguous()
         inputs, targets = method.training_batch(x, y, gen)
-        rows += targets.shape[-1]
+        rows += targets.shape[1]
         weight = 1.0
         if dist is not None:  # data parallel: this rank's rows of the global batch (benchmark.training.distributed)
             inputs, targets, weight = dist.shard(inputs, targets)
         with autocast(cfg.precision, device):
             logits = model(inputs)
-        loss = ensemble_loss(logits, targets)
+        loss = training_loss(method, logits, targets)
         members = int(logits.shape[0]) if logits.dim() == 3 else 1
         optimizer.zero_grad(set_to_none=True)
         (loss * weight if dist is not None else loss).backward()
@@ -269,7 +290,7 @@ def fit(
     steps = data.steps_per_epoch(cfg.batch_size)
     if steps == 0:
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {len(data)} training images")
-    optimizer = torch.optim.SGD(method.param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    optimizer = torch.optim.SGD(optimizer_groups(method, model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
     epoch, step, history = 0, 0, []
     partial: PartialEpoch | None = None
