@@ -2,9 +2,10 @@
 at once, checked here instead of in each job. The data each run needs must be found where the job
 looks for it, and its validation hold-out, training and test subsets and batch must fit that data.
 
-The job looks where this process would: the data root is ``[paths] data_dir``, else the job's
-``$PLURES_DATA_DIR``, else ``./data`` (a SLURM job inherits the launch's environment and folder, as
-sbatch's default ``--export=ALL`` does; the local and debug clusters run here). The split sizes come
+The job looks where this process would: the data root is ``[paths] data_dir``, else the harness's
+rule (``$PLURES_DATA_DIR``, else ``../shared/data`` when it exists, else ``./data``) in the job's
+environment and folder, which a SLURM job inherits from the launch (sbatch's default
+``--export=ALL`` and working folder; the local and debug clusters run here). The split sizes come
 without decoding anything from the decoded-data cache the jobs read (``<cache>/<dataset>``: its label
 files' headers), when that cache was read from a source inside the data root; otherwise the dataset is
 loaded here once, as the job would load it: a missing source fails with the dataset's own message,
@@ -14,7 +15,6 @@ and a found one is decoded into the cache the jobs then reuse (so that they do n
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core import config as C
-from ..data.base import DATA_ENV, DataError, check_subset, load_dataset, resolve_cache_dir, resolve_data_dir
+from ..data.base import DATA_ENV, DataError, check_subset, data_dir_source, load_dataset, resolve_cache_dir
 from ..runner import member_config
 from .plan import SweepTask
 from .spec import Sweep
@@ -34,12 +34,11 @@ def _resolved(task: SweepTask) -> dict[str, Any]:
     return member_config(resolved, task.overrides) if task.kind == "member" else resolved
 
 
-def _root_origin(sweep: Sweep) -> str:
-    if sweep.paths["data_dir"] is not None:
-        return f"[paths] data_dir of {sweep.path}"
-    if os.environ.get(DATA_ENV):
-        return f"${DATA_ENV}"
-    return f"./data of the launch folder: no [paths] data_dir, no ${DATA_ENV}"
+def data_root(sweep: Sweep) -> tuple[Path, str]:
+    """The data root the sweep's jobs use and where it comes from: ``[paths] data_dir``, else the
+    harness's rule (``benchmark.data.base.DATA_RULE``) in the launch's environment and folder."""
+    root, why = data_dir_source(sweep.paths["data_dir"])
+    return root, f"[paths] data_dir of {sweep.path}" if sweep.paths["data_dir"] is not None else why
 
 
 def cached_split_sizes(cache: Path, root: Path) -> dict[str, int] | None:
@@ -61,7 +60,7 @@ def cached_split_sizes(cache: Path, root: Path) -> dict[str, int] | None:
 def split_sizes(sweep: Sweep, dataset: str, download: bool, log: Callable[[str], None] = print) -> dict[str, int]:
     """Split name -> images of ``dataset`` as the sweep's jobs will find it (see the module docstring);
     DataError, naming where the data root comes from, when the job could not find it."""
-    root = resolve_data_dir(sweep.paths["data_dir"])
+    root, why = data_root(sweep)
     cache = resolve_cache_dir(sweep.paths["cache_dir"], root) / dataset
     sizes = cached_split_sizes(cache, root)
     if sizes is not None:
@@ -70,9 +69,9 @@ def split_sizes(sweep: Sweep, dataset: str, download: bool, log: Callable[[str],
     try:
         data = load_dataset(dataset, sweep.paths["data_dir"], sweep.paths["cache_dir"], download=download, progress=False)
     except DataError as exc:
-        raise DataError(f"{sweep.path}: the jobs would not find the data of {dataset}: they look under {root.absolute()} "
-                        f"({_root_origin(sweep)}): {exc} Nothing was submitted: set [paths] data_dir in the sweep file, or export "
-                        f"{DATA_ENV} before launching.") from None
+        reason = str(exc).splitlines()[0]  # the dataset's own message (without the harness's note on the root: said here)
+        raise DataError(f"{sweep.path}: the jobs would not find the data of {dataset}: they look under {root.absolute()} (from {why}): "
+                        f"{reason} Nothing was submitted: set [paths] data_dir in the sweep file, or export {DATA_ENV} before launching.") from None
     return {"train": len(data.train), "test": len(data.test)}
 
 
