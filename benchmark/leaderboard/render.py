@@ -23,7 +23,7 @@ from ..evaluation.metric_specs import metric_specs
 from .boards import Block, SuiteBoard
 from .columns import COST_COLUMNS, MCE_COLUMNS, MI_OOD_PREFIX, OOD_PREFIX, Column
 from .comparisons import PAIRED_LABELS, PairedTable
-from .frame import GROUP_KEYS
+from .frame import GROUP_KEYS, RUN_FACTS
 
 
 def si(v: float) -> str:
@@ -163,11 +163,12 @@ def _problems_markdown(board: SuiteBoard) -> list[str]:
 
 
 def render_csv(board: SuiteBoard) -> str:
-    """Every row at full precision: mean, std, count and best flag per metric."""
+    """Every row at full precision: what was run (data source, subsets, budget, corrupted data:
+    :data:`.frame.RUN_FACTS`; seeds), then mean, std, count and best flag per metric."""
     frames = []
     for block in board.blocks:
         t = block.table.copy()
-        keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list"]
+        keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list", *RUN_FACTS]
         for c in block.columns:
             keep += [c.key] + [k for k in (f"{c.key}_std", f"{c.key}_n", f"{c.key}_display") if k in t] + [f"best_{c.key}"]
         keep += [k for k in t.columns if k.startswith("d_") and k not in keep]  # paired differences (scaled as shown) and intervals
@@ -176,7 +177,7 @@ def render_csv(board: SuiteBoard) -> str:
                 t[k] = math.nan
         frames.append(t[keep])
     if not frames:
-        return ",".join([*GROUP_KEYS, "kind", "source", "seeds", "seed_list"]) + "\n"
+        return ",".join([*GROUP_KEYS, "kind", "source", "seeds", "seed_list", *RUN_FACTS]) + "\n"
     out = pd.concat(frames, ignore_index=True)
     return out.to_csv(index=False, lineterminator="\n")
 
@@ -370,14 +371,19 @@ def tex_escape(s: str) -> str:
     return "".join(TEX_ESCAPES.get(ch, ch) for ch in s)
 
 
+# The block facts a LaTeX caption carries: what was run (as the Markdown and HTML say it), so a
+# table from a subset or a short budget never reads like a full-data run.
+CAPTION_FACTS = ("Comparability", "Data", "Corrupted data", "Subsets", "Budget", "Seeds")
+
+
 def render_latex(board: SuiteBoard) -> str:
-    """One booktabs table per block; the facts go in the caption."""
+    """One booktabs table per block; what was run (:data:`CAPTION_FACTS`) goes in the caption."""
     out = [f"% Leaderboard {board.suite}: generated from the run records by plures; do not edit.", "% Needs \\usepackage{booktabs}."]
     for k, v in board.facts:
         out.append(f"% {k}: {v}")
     for block in board.blocks:
         header, rows, measured = table_cells(block)
-        caption = f"{block.title}. " + " ".join(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in ("Comparability", "Data", "Corrupted data", "Budget", "Seeds"))
+        caption = f"{block.title}. " + " ".join(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in CAPTION_FACTS)
         label = re.sub(r"[^A-Za-z0-9]+", "-", f"{board.suite}-{block.slug}")
         out += ["", r"\begin{table}[t]", r"\centering", r"\scriptsize", f"\\caption{{{tex_escape(caption)}}}",
                 f"\\label{{tab:{label}}}",
