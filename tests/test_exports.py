@@ -1,7 +1,7 @@
 """Exports that say what was run: the LaTeX caption and the CSV columns carry the data, subset,
 budget and seeds facts that the Markdown and HTML carry, on the fixture records of ``fixture-jpeg``
 with MIMO turned into a training-subset run (the deterministic records are of the older kind,
-written before subsets existed)."""
+written before subsets existed); and a block without a deep ensemble says so where its DEE is n/a."""
 
 from __future__ import annotations
 
@@ -95,3 +95,22 @@ def test_csv_corrupted_facts_and_differing_values(tmp_path: Path) -> None:
     det = t[(t["method"] == "deterministic") & (t["kind"] == "measured")].iloc[0]
     assert (det["corrupted_source"], det["corrupted_set"], det["corrupted_subset"]) == ("regenerated", "benchmark15", 1000)
     assert det["batch_size"] == "128, 64"
+
+
+def test_a_block_without_deep_ensemble_says_why_dee_is_na(exported) -> None:
+    folder, board = exported
+    [block] = board.blocks
+    facts = dict(block.facts)
+    assert facts["DEE"].startswith("n/a in every row: no deep_ensemble rows in this block")
+    md = (folder / "leaderboard.md").read_text()
+    assert "| DEE |" in md and "no deep_ensemble rows in this block" in md
+    assert "needs stored predictions" not in md  # the old legend blamed a sidecar that is not missing
+    tex = (folder / "leaderboard.tex").read_text()
+    html = (folder / "leaderboard.html").read_text()
+    assert "no deep_ensemble rows in this block" in html and "DEE" in tex
+
+
+def test_a_block_with_deep_ensemble_keeps_its_dee_fact() -> None:
+    [board] = lb.load_boards(FIXTURES, ["fixture-c10"], warn=False, n_resamples=20)
+    facts = dict(board.blocks[0].facts)
+    assert facts["DEE"].startswith("deep-ensemble equivalent: members of deep_ensemble")

@@ -315,9 +315,14 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
         facts.append(("DEE", f"deep-ensemble equivalent: members of {label(table.loc[de[0]])} (curve of 1..{m_de} members from its stored "
                              "member predictions) whose calibrated NLL equals the row's, interpolated; '< 1' worse than one member, "
                              f"'> {m_de}' better than all {m_de}; n/a: no usable sidecar"))
+    else:  # the column is n/a in every row for this reason, not for want of stored predictions
+        facts.append(("DEE", f"n/a in every row: no {DEE_METHOD} rows in this block (the DEE curve is built from a "
+                             f"{DEE_METHOD} row's stored member predictions)"))
     if base_recs:
         facts.append(("Paired differences", f"row - {base_label}, {header}; 95% percentile intervals, "
                                             "* = the interval excludes 0 (table below the main one)"))
+    else:
+        facts.append(("Paired differences", f"none: no {BASELINE_METHOD} row in this block to compare with"))
     by_reason: dict[str, list[str]] = {}
     for reason, what in notes:
         by_reason.setdefault(reason, []).append(what)

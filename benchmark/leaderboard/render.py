@@ -114,7 +114,8 @@ LEGEND = ("Acc, cA, AUROC in %; NLL in nats; ECE top-label, 15 bins; Brier summe
           "MI-AUROC: OOD detection scored by the ensemble's mutual information; mCE x100 (lower is better); "
           "FLOPs per test example; ms/ex: measured median test time per example at batch 1 and a large batch; "
           "train time: wall time of the run's training (‡: some members reused from other runs, not counted). "
-          "(n=k): only k of the row's seeds have this metric. —: not measured. n/a: needs stored predictions the row's records lack.")
+          "(n=k): only k of the row's seeds have this metric. —: not measured. n/a: not computable for this row, the block's facts "
+          "say why (no deep-ensemble row for DEE, or stored predictions the records lack).")
 
 
 def paired_cells(block: Block) -> tuple[str, list[str], list[list[str]]] | None:
