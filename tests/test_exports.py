@@ -114,3 +114,11 @@ def test_a_block_with_deep_ensemble_keeps_its_dee_fact() -> None:
     [board] = lb.load_boards(FIXTURES, ["fixture-c10"], warn=False, n_resamples=20)
     facts = dict(board.blocks[0].facts)
     assert facts["DEE"].startswith("deep-ensemble equivalent: members of deep_ensemble")
+
+
+def test_a_block_without_deterministic_row_says_it_has_no_paired_differences(tmp_path: Path) -> None:
+    (tmp_path / SUITE).mkdir()
+    for path in sorted((FIXTURES / SUITE).glob("mimo-*.json")):
+        (tmp_path / SUITE / path.name).write_text(path.read_text())
+    [board] = lb.load_boards(tmp_path, warn=False, n_resamples=20)
+    assert dict(board.blocks[0].facts)["Paired differences"] == "none: no deterministic row in this block to compare with"

@@ -1,7 +1,8 @@
 """Rendering, the only place values are rounded: number formats, table cells, and the Markdown,
-CSV (full precision), HTML and LaTeX tables of a board, plus the HTML document frame and the
-left-out sections that the tables and the page (:mod:`.page`) share. A later step may add a
-section of its own (``sections``: :mod:`.reproduced`, which formats with :data:`FORMATS`).
+CSV (full precision; the numbers computed from the sidecars at 7 decimals, the same on any CPU),
+HTML and LaTeX tables of a board, plus the HTML document frame and the left-out sections that
+the tables and the page (:mod:`.page`) share. A later step may add a section of its own
+(``sections``: :mod:`.reproduced`, which formats with :data:`FORMATS`).
 
 The HTML tables (only they) have column views, so that they fit the window: every metric column
 belongs to a group (:func:`column_group`: accuracy and calibration, robustness, OOD, cost); a bar
@@ -22,7 +23,7 @@ import pandas as pd
 from ..evaluation.metric_specs import metric_specs
 from .boards import Block, SuiteBoard
 from .columns import COST_COLUMNS, MCE_COLUMNS, MI_OOD_PREFIX, OOD_PREFIX, Column
-from .comparisons import PAIRED_LABELS, PairedTable
+from .comparisons import PAIRED_LABELS, PUBLISHED_DECIMALS, PairedTable, computed_columns, published
 from .frame import GROUP_KEYS, RUN_FACTS
 
 
@@ -165,7 +166,10 @@ def _problems_markdown(board: SuiteBoard) -> list[str]:
 
 def render_csv(board: SuiteBoard) -> str:
     """Every row at full precision: what was run (data source, subsets, budget, corrupted data:
-    :data:`.frame.RUN_FACTS`; seeds), then mean, std, count and best flag per metric."""
+    :data:`.frame.RUN_FACTS`; seeds), then mean, std, count and best flag per metric; the numbers
+    computed from the prediction sidecars (DEE, paired differences) rounded to
+    :data:`.comparisons.PUBLISHED_DECIMALS` decimals (``sidecar_decimals``), so that they are the
+    same on every CPU."""
     frames = []
     for block in board.blocks:
         t = block.table.copy()
@@ -180,6 +184,11 @@ def render_csv(board: SuiteBoard) -> str:
     if not frames:
         return ",".join([*GROUP_KEYS, "kind", "source", "seeds", "seed_list", *RUN_FACTS]) + "\n"
     out = pd.concat(frames, ignore_index=True)
+    computed = computed_columns(out.columns)
+    for k in computed:  # the same on every CPU (comparisons.py: why 7 decimals)
+        out[k] = out[k].astype(float).map(published)
+    if computed:
+        out["sidecar_decimals"] = pd.array([PUBLISHED_DECIMALS if k == "measured" else None for k in out["kind"]], dtype="Int64")
     return out.to_csv(index=False, lineterminator="\n")
 
 
