@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_suite_run_ids_are_those_of_its_committed_records() -> None:
     """The new train keys are None unless set, and None leaves the hash as it was: the quick suite
     resolves to the run ids of the records committed before the keys existed."""
-    recorded = {json.loads(p.read_text())["training_run_id"] for p in (ROOT / "results/runs/quick").glob("*.json")}
+    recorded = {json.loads(p.read_text())["training_run_id"] for p in (ROOT / "results/reference/runs/quick").glob("*.json")}
     assert recorded
     _, runs = C.load_suite("quick")
     resolved = [C.resolve(r) for r in runs]

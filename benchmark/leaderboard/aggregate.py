@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .columns import COST_COLUMNS, MI_OOD_PREFIX, OOD_PREFIX, hidden_summaries, metric_columns
-from .frame import GROUP_KEYS
+from .frame import GROUP_KEYS, RUN_FACTS
 
 
 def metric_keys(df: pd.DataFrame) -> list[str]:
@@ -24,7 +24,8 @@ def metric_keys(df: pd.DataFrame) -> list[str]:
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """Per (suite, dataset, backbone, method, variant, setting): ``<m>`` mean, ``<m>_std`` (ddof=1),
-    ``<m>_n`` (seeds with a value), ``seeds`` (count) and ``seed_list``."""
+    ``<m>_n`` (seeds with a value), ``seeds`` (count), ``seed_list`` and what was run
+    (:data:`.frame.RUN_FACTS`, :func:`joined` over the seeds)."""
     if df.empty:
         return pd.DataFrame(columns=[*GROUP_KEYS, "seeds", "seed_list"])
     keys = metric_keys(df)
@@ -37,6 +38,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
             row[m] = float(vals.mean()) if len(vals) else math.nan
             row[f"{m}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
             row[f"{m}_n"] = len(vals)
+        row.update({col: joined(g[key]) if key in g else None for col, key in RUN_FACTS.items()})
         row["large_batch"] = single(g["large_batch"])
         row["reused_members"] = bool(g["reused_members"].any())
         rows.append(row)
@@ -47,3 +49,11 @@ def single(values: pd.Series) -> Any:
     """The one distinct value of ``values`` (absent values ignored), else ``None``."""
     u = sorted({v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))}, key=str)
     return u[0] if len(u) == 1 else None
+
+
+def joined(values: pd.Series) -> str | None:
+    """The distinct values as text, sorted and joined by ``, `` (whole floats as integers: a
+    column with gaps is float in pandas); ``None`` when every value is absent."""
+    u = {str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+         for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    return ", ".join(sorted(u)) if u else None

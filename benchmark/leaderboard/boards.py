@@ -210,11 +210,13 @@ def comparability_fact(dataset: str, backbone: str, frame: pd.DataFrame) -> str:
 
 
 def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """The header facts of one block: comparability, data, corrupted data, budget, seeds, provenance, mCE, OOD."""
+    """The header facts of one block: comparability, data, subsets, corrupted data, budget, seeds, provenance, mCE, OOD."""
     commits = sorted({(str(r)[:12], bool(d)) for r, d in zip(frame["git_commit"], frame["git_dirty"])})
+    subsets = subset_fact(records)
     facts = [
         ("Comparability", comparability_fact(dataset, backbone, frame)),
         ("Data", data_fact(frame)),
+        *([("Subsets", subsets)] if subsets else []),
         ("Corrupted data", corrupted_fact(frame)),
         ("Budget", f"backbone {backbone}; epochs {_join(frame['epochs'])}; batch {_join(frame['batch_size'])}; "
                    f"precision {_join(frame['precision'])}"),
@@ -222,9 +224,6 @@ def block_facts(dataset: str, backbone: str, frame: pd.DataFrame, records: list[
         ("Provenance", "git " + ", ".join(f"{c}{' (dirty)' if d else ''}" for c, d in commits) + f"; devices {_join(frame['device_name'])} "
                        f"({_join(frame['device'])}); torch {_join(frame['torch'])}; records created {_span(frame['created'])}"),
     ]
-    subsets = subset_fact(records)
-    if subsets:
-        facts.append(("Subsets", subsets))
     if frame.get("mCE") is not None and frame["mCE"].notna().any():
         facts.append(("mCE", f"corruption error relative to {mce_basis(dataset)}, mean over corruptions, x100; "
                              "rel. mCE subtracts each model's clean error"))

@@ -17,6 +17,24 @@ A row whose records lack a usable sidecar (none, missing, or not matching its sh
 two are also listed among the leaderboard's problems) gets "n/a" with the reason in the block's
 facts, never a value from elsewhere. Results are cached by the sidecars' sha256 (and the number of
 resamples), so a build computes each once and the plots reuse them.
+
+Published precision (:func:`published`). The CSV writes these numbers (``dee``, ``d_<metric>``,
+``_low``, ``_high``) rounded to :data:`PUBLISHED_DECIMALS` (7) decimal places, and says so in its
+``sidecar_decimals`` column, so that the same records give the same file on any CPU. Their last
+float64 digits depend on the CPU, not on the records: numpy's float64 ``exp``/``log`` take other
+code paths on AVX-512 than on AVX2 (the calibrated NLL, Brier and ECE use them), and OpenBLAS's
+matrix products (every resample's sums) sum in a kernel-dependent order. Measured on the three
+reference boards (an AVX-512 Xeon against the same machine emulating AVX2 with
+``OPENBLAS_CORETYPE=Haswell`` and ``NPY_DISABLE_CPU_FEATURES``): 83 of 165 values differ, by at
+most 2.6e-15. A fixed summation order alone cannot remove the ``exp``/``log`` part. Seven decimals
+keep all the information the inputs hold: the predictions are stored in float32 (relative
+precision 6e-8, so a mean NLL or Brier near 1 is known to about 1e-7), an accuracy difference of
+one example is 100/N percentage points (1e-3 for N = 100,000), and the intervals' own Monte Carlo
+error is far larger; yet they sit 8 orders above the CPU noise: on the reference boards the
+chance that some value lands on the other side of a rounding boundary is about 1e-7 per build.
+Decimals, not significant digits: the noise is absolute (it comes from sums of values of order 1),
+so a difference close to 0 would keep noise digits under a relative rule. The Markdown, HTML and
+LaTeX show 2 to 4 decimals of the unrounded values (:func:`format_difference`).
 """
 
 from __future__ import annotations
@@ -40,6 +58,7 @@ CAL_SPLITS, CAL_SEED = 5, 0  # test-time cross-validation, as the records' cal_*
 PAIRED_LABELS = {"accuracy": "Δ Acc (pp)", "nll": "Δ NLL", "calibrated_nll": "Δ cal. NLL", "brier": "Δ Brier", "ece": "Δ ECE"}
 PAIRED_SCALE = {"accuracy": 100.0}  # accuracy differences in percentage points
 NA = "n/a"
+PUBLISHED_DECIMALS = 7  # decimals of the CSV's numbers computed here (module docstring: why 7)
 
 _ARRAYS: dict[str, dict[str, np.ndarray]] = {}  # sha256 -> the clean / val arrays used here (one build's records)
 _CURVES: dict[tuple, DEECurve] = {}
@@ -221,6 +240,19 @@ def row_paired(recs: list[dict[str, Any]], base_recs: list[dict[str, Any]] | Non
     return PairedResult(_PAIRED[key], seeds=seeds)
 
 
+def published(value: float) -> float:
+    """``value`` as the CSV publishes a number computed from the sidecars: rounded to
+    :data:`PUBLISHED_DECIMALS` decimal places (``-0.0`` as ``0.0``; NaN kept), the same on every CPU."""
+    value = float(value)
+    return value if math.isnan(value) else round(value, PUBLISHED_DECIMALS) + 0.0
+
+
+def computed_columns(columns: Iterable[str]) -> list[str]:
+    """The numeric columns among ``columns`` that are computed here: ``dee``, ``d_<metric>``, ``_low``, ``_high``."""
+    numeric = {"dee", *(f"d_{m}{s}" for m in PAIRED_METRICS for s in ("", "_low", "_high"))}
+    return [c for c in columns if c in numeric]
+
+
 def format_difference(metric: str, d: Any) -> str:
     """``+0.0123 [+0.0050, +0.0190]*`` (accuracy in percentage points, 2 decimals; others 4); ``*``:
     the interval excludes 0."""
@@ -315,9 +347,14 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
         facts.append(("DEE", f"deep-ensemble equivalent: members of {label(table.loc[de[0]])} (curve of 1..{m_de} members from its stored "
                              "member predictions) whose calibrated NLL equals the row's, interpolated; '< 1' worse than one member, "
                              f"'> {m_de}' better than all {m_de}; n/a: no usable sidecar"))
+    else:  # the column is n/a in every row for this reason, not for want of stored predictions
+        facts.append(("DEE", f"n/a in every row: no {DEE_METHOD} rows in this block (the DEE curve is built from a "
+                             f"{DEE_METHOD} row's stored member predictions)"))
     if base_recs:
         facts.append(("Paired differences", f"row - {base_label}, {header}; 95% percentile intervals, "
                                             "* = the interval excludes 0 (table below the main one)"))
+    else:
+        facts.append(("Paired differences", f"none: no {BASELINE_METHOD} row in this block to compare with"))
     by_reason: dict[str, list[str]] = {}
     for reason, what in notes:
         by_reason.setdefault(reason, []).append(what)

@@ -33,6 +33,14 @@ ROW_IDENTITY = ("suite", "dataset", "backbone", "method", "variant", "members", 
 FRAME_ORDER = ["suite", "dataset", "backbone", "method", "variant", "setting", "seed", "path"]
 # Read from every corrupted cell (mCE reads accuracy, the severity plot all three).
 CELL_METRICS = ("accuracy", "nll", "ece")
+# What was run, per row of every export (the CSV's columns; the Markdown, HTML and LaTeX say it in
+# the block's facts): export column -> frame key. Subsets: 0 = all images; ``*_split_images`` the
+# full split the subset was drawn from; corrupted: the source, set, severities and image sample.
+RUN_FACTS = {"data_source": "data_source", "train_subset": "train_subset", "train_images": "train_images",
+             "train_split_images": "train_split_images", "subset_seed": "subset_seed", "test_subset": "test_subset",
+             "test_images": "test_size", "test_split_images": "test_split_images", "test_subset_seed": "test_subset_seed",
+             "epochs": "epochs", "batch_size": "batch_size", "precision": "precision", "corrupted_source": "c_source",
+             "corrupted_set": "c_set", "corrupted_severities": "c_severities", "corrupted_subset": "c_subset"}
 # Config keys that do not shape a result (they never split a row).
 NON_SHAPING = ("run.seed", "run.name", "run.suite", "data.download", "eval.latency_repeats", "eval.latency_batch", "eval.batch_size",
                "train.nan_check_every", "eval.ood", "train.log", "eval.predictions", "eval.predictions_dtype")
@@ -154,6 +162,7 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
     })
     prov, data, budget = rec.get("provenance") or {}, rec.get("data") or {}, rec.get("budget") or {}
     train_cfg = _dig(rec, "config", "train") or {}
+    row.update(subset_facts(data, budget))
     row.update({
         "data_source": data.get("source"), "test_size": data.get("test_size"), "num_classes": data.get("num_classes"),
         "epochs": budget.get("epochs", train_cfg.get("epochs")), "batch_size": budget.get("batch_size", train_cfg.get("batch_size")),
@@ -163,6 +172,23 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": config_fingerprint(rec["config"] if isinstance(rec["config"], dict) else {}), "path": rec.get("_path"),
     })
     return row
+
+
+def subset_facts(data: dict[str, Any], budget: dict[str, Any]) -> dict[str, Any]:
+    """The training and clean test subsets of a record: ``train_subset``/``test_subset`` (0: all
+    images), ``train_images`` (used), ``*_split_images`` (the split drawn from) and the subset seeds
+    (None without a subset); a record from before subsets existed used all images."""
+    out: dict[str, Any] = {}
+    subsets = data.get("subsets") if isinstance(data.get("subsets"), dict) else {}
+    for split, seed_key in (("train", "subset_seed"), ("test", "test_subset_seed")):
+        sub = subsets.get(split) if isinstance(subsets.get(split), dict) else {}
+        used = budget.get(f"{split}_images", data.get(f"{split}_size"))
+        out[f"{split}_subset"] = budget.get(f"{split}_subset", sub.get("size", 0))
+        out[f"{split}_split_images"] = sub.get("of", used)
+        out[seed_key] = sub.get("seed")
+        if split == "train":
+            out["train_images"] = used
+    return out
 
 
 def sidecar_problems(records: list[dict[str, Any]], *, required: bool = False) -> list[tuple[str, str]]:

@@ -1,7 +1,8 @@
 """Rendering, the only place values are rounded: number formats, table cells, and the Markdown,
-CSV (full precision), HTML and LaTeX tables of a board, plus the HTML document frame and the
-left-out sections that the tables and the page (:mod:`.page`) share. A later step may add a
-section of its own (``sections``: :mod:`.reproduced`, which formats with :data:`FORMATS`).
+CSV (full precision; the numbers computed from the sidecars at 7 decimals, the same on any CPU),
+HTML and LaTeX tables of a board, plus the HTML document frame and the left-out sections that
+the tables and the page (:mod:`.page`) share. A later step may add a section of its own
+(``sections``: :mod:`.reproduced`, which formats with :data:`FORMATS`).
 
 The HTML tables (only they) have column views, so that they fit the window: every metric column
 belongs to a group (:func:`column_group`: accuracy and calibration, robustness, OOD, cost); a bar
@@ -22,8 +23,8 @@ import pandas as pd
 from ..evaluation.metric_specs import metric_specs
 from .boards import Block, SuiteBoard
 from .columns import COST_COLUMNS, MCE_COLUMNS, MI_OOD_PREFIX, OOD_PREFIX, Column
-from .comparisons import PAIRED_LABELS, PairedTable
-from .frame import GROUP_KEYS
+from .comparisons import PAIRED_LABELS, PUBLISHED_DECIMALS, PairedTable, computed_columns, published
+from .frame import GROUP_KEYS, RUN_FACTS
 
 
 def si(v: float) -> str:
@@ -114,7 +115,8 @@ LEGEND = ("Acc, cA, AUROC in %; NLL in nats; ECE top-label, 15 bins; Brier summe
           "MI-AUROC: OOD detection scored by the ensemble's mutual information; mCE x100 (lower is better); "
           "FLOPs per test example; ms/ex: measured median test time per example at batch 1 and a large batch; "
           "train time: wall time of the run's training (‡: some members reused from other runs, not counted). "
-          "(n=k): only k of the row's seeds have this metric. —: not measured. n/a: needs stored predictions the row's records lack.")
+          "(n=k): only k of the row's seeds have this metric. —: not measured. n/a: not computable for this row, the block's facts "
+          "say why (no deep-ensemble row for DEE, or stored predictions the records lack).")
 
 
 def paired_cells(block: Block) -> tuple[str, list[str], list[list[str]]] | None:
@@ -163,11 +165,15 @@ def _problems_markdown(board: SuiteBoard) -> list[str]:
 
 
 def render_csv(board: SuiteBoard) -> str:
-    """Every row at full precision: mean, std, count and best flag per metric."""
+    """Every row at full precision: what was run (data source, subsets, budget, corrupted data:
+    :data:`.frame.RUN_FACTS`; seeds), then mean, std, count and best flag per metric; the numbers
+    computed from the prediction sidecars (DEE, paired differences) rounded to
+    :data:`.comparisons.PUBLISHED_DECIMALS` decimals (``sidecar_decimals``), so that they are the
+    same on every CPU."""
     frames = []
     for block in board.blocks:
         t = block.table.copy()
-        keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list"]
+        keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list", *RUN_FACTS]
         for c in block.columns:
             keep += [c.key] + [k for k in (f"{c.key}_std", f"{c.key}_n", f"{c.key}_display") if k in t] + [f"best_{c.key}"]
         keep += [k for k in t.columns if k.startswith("d_") and k not in keep]  # paired differences (scaled as shown) and intervals
@@ -176,8 +182,13 @@ def render_csv(board: SuiteBoard) -> str:
                 t[k] = math.nan
         frames.append(t[keep])
     if not frames:
-        return ",".join([*GROUP_KEYS, "kind", "source", "seeds", "seed_list"]) + "\n"
+        return ",".join([*GROUP_KEYS, "kind", "source", "seeds", "seed_list", *RUN_FACTS]) + "\n"
     out = pd.concat(frames, ignore_index=True)
+    computed = computed_columns(out.columns)
+    for k in computed:  # the same on every CPU (comparisons.py: why 7 decimals)
+        out[k] = out[k].astype(float).map(published)
+    if computed:
+        out["sidecar_decimals"] = pd.array([PUBLISHED_DECIMALS if k == "measured" else None for k in out["kind"]], dtype="Int64")
     return out.to_csv(index=False, lineterminator="\n")
 
 
@@ -370,14 +381,19 @@ def tex_escape(s: str) -> str:
     return "".join(TEX_ESCAPES.get(ch, ch) for ch in s)
 
 
+# The block facts a LaTeX caption carries: what was run (as the Markdown and HTML say it), so a
+# table from a subset or a short budget never reads like a full-data run.
+CAPTION_FACTS = ("Comparability", "Data", "Corrupted data", "Subsets", "Budget", "Seeds")
+
+
 def render_latex(board: SuiteBoard) -> str:
-    """One booktabs table per block; the facts go in the caption."""
+    """One booktabs table per block; what was run (:data:`CAPTION_FACTS`) goes in the caption."""
     out = [f"% Leaderboard {board.suite}: generated from the run records by plures; do not edit.", "% Needs \\usepackage{booktabs}."]
     for k, v in board.facts:
         out.append(f"% {k}: {v}")
     for block in board.blocks:
         header, rows, measured = table_cells(block)
-        caption = f"{block.title}. " + " ".join(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in ("Comparability", "Data", "Corrupted data", "Budget", "Seeds"))
+        caption = f"{block.title}. " + " ".join(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in CAPTION_FACTS)
         label = re.sub(r"[^A-Za-z0-9]+", "-", f"{board.suite}-{block.slug}")
         out += ["", r"\begin{table}[t]", r"\centering", r"\scriptsize", f"\\caption{{{tex_escape(caption)}}}",
                 f"\\label{{tab:{label}}}",
