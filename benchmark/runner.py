@@ -40,7 +40,8 @@ from .core import config as C
 from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
 from .core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, Environment, StopRequested, hash_seed, select_device, stop_on_signals
-from .data.base import Dataset, check_ood_names, check_subset, dataset_spec, load_dataset, subset_facts, take_subset, with_train_subset
+from .data.base import (Dataset, check_data_sizes, check_ood_names, dataset_spec, hold_out_validation, load_dataset, subset_facts, take_subset,
+                        with_train_subset)
 from .data.corrupted.base import corrupted_source
 from .evaluation.cost import measure_cost, peak_memory_mb
 from .corruptions import corruption_set
@@ -508,15 +509,12 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
 
 
 def _load_data(resolved: dict[str, Any], env: Environment) -> Dataset:
-    """The run's dataset with its training subset; ConfigError for a subset or batch larger than the data."""
-    data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, val_size=resolved["data"]["val_size"],
-                        val_seed=resolved["run"]["seed"], download=resolved["data"]["download"], progress=env.progress)
-    data = with_train_subset(data, int(resolved["data"]["train_subset"]), int(resolved["data"]["subset_seed"]))
-    check_subset("eval.test_subset", int(resolved["eval"]["test_subset"]), len(data.test), f"the test split of {data.name}")
-    batch, train_size = resolved["train"]["batch_size"], len(data.train)
-    if batch > train_size:
-        raise C.ConfigError(f"train.batch_size = {batch} is not valid: it exceeds the {train_size} training images of {data.name}")
-    return data
+    """The run's dataset with its training subset; ConfigError for a hold-out, subset or batch larger than the data."""
+    data = load_dataset(resolved["run"]["dataset"], env.data_dir, env.cache_dir, download=resolved["data"]["download"], progress=env.progress)
+    check_data_sizes(resolved, len(data.train), len(data.test))
+    if resolved["data"]["val_size"]:
+        data = hold_out_validation(data, int(resolved["data"]["val_size"]), int(resolved["run"]["seed"]))
+    return with_train_subset(data, int(resolved["data"]["train_subset"]), int(resolved["data"]["subset_seed"]))
 
 
 def _train_and_record(resolved: dict[str, Any], run_id: str, data: Dataset, device: torch.device, env: Environment) -> list[Path]:

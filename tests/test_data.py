@@ -139,8 +139,12 @@ def test_validation_split_is_held_out(cifar10_dir) -> None:
 
 
 def test_data_root_resolution(monkeypatch, tmp_path: Path) -> None:
+    """--data-dir, else $PLURES_DATA_DIR, else ../shared/data when that folder exists, else ./data; the source is named."""
     monkeypatch.delenv(D.DATA_ENV, raising=False)
-    assert D.resolve_data_dir(None) == Path("data")
+    monkeypatch.chdir(tmp_path / "checkout" if (tmp_path / "checkout").mkdir() is None else tmp_path)
+    assert D.resolve_data_dir(None) == Path("data") and D.data_dir_source(None)[1] == "the default ./data"
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert D.resolve_data_dir(None) == Path("../shared/data") and D.data_dir_source(None)[1] == "../shared/data (it exists)"
     monkeypatch.setenv(D.DATA_ENV, str(tmp_path))
     assert D.resolve_data_dir(None) == tmp_path
     assert D.resolve_data_dir(tmp_path / "x") == tmp_path / "x"

@@ -320,14 +320,18 @@ def load_dataset(
         splits, classes, source, src = spec.load(root, cache, download, progress)
     except DataError as exc:
         raise DataError(f"{exc}\n  (data root {root}, from {why}; the rule: {DATA_RULE})") from None
-    train, val = splits["train"], None
-    if val_size:
-        if not 0 < val_size < len(train):
-            raise ValueError(f"val_size={val_size} must be between 1 and {len(train) - 1} (training images)")
-        perm = np.random.default_rng(val_seed).permutation(len(train))
-        keep, held = np.sort(perm[val_size:]), np.sort(perm[:val_size])
-        val, train = train.take(held), train.take(keep)
-    return Dataset(name, classes, train, splits["test"], spec.mean, spec.std, source, str(src), val)
+    data = Dataset(name, classes, splits["train"], splits["test"], spec.mean, spec.std, source, str(src), None)
+    return hold_out_validation(data, val_size, val_seed) if val_size else data
+
+
+def hold_out_validation(data: Dataset, val_size: int, val_seed: int) -> Dataset:
+    """``data`` with ``val_size`` of its training images (a seeded random subset) held out as its validation split."""
+    train = data.train
+    if not 0 < val_size < len(train):
+        raise ValueError(f"val_size={val_size} must be between 1 and {len(train) - 1} (training images)")
+    perm = np.random.default_rng(val_seed).permutation(len(train))
+    keep, held = np.sort(perm[val_size:]), np.sort(perm[:val_size])
+    return dataclasses.replace(data, train=train.take(keep), val=train.take(held))
 
 
 
@@ -375,6 +379,27 @@ def check_subset(key: str, size: int, full: int, what: str) -> None:
         from ..core.config import ConfigError
 
         raise ConfigError(f"{key} = {size} is not valid: {what} has {full} images; use a smaller number, or 0 for all of them")
+
+
+def check_data_sizes(resolved: dict[str, Any], train_images: int, test_images: int) -> None:
+    """ConfigError when run ``resolved``'s validation hold-out, training or test subset, or its batch does
+    not fit a dataset of ``train_images`` training (before any hold-out) and ``test_images`` test images:
+    the one check of a run's sizes, made by the run once its data is read and by a sweep's launch before it
+    submits anything."""
+    from ..core.config import ConfigError
+
+    name = resolved["run"]["dataset"]
+    train, val = train_images, int(resolved["data"]["val_size"])
+    if val and not 0 < val < train:
+        raise ConfigError(f"data.val_size = {val} is not valid: the training split of {name} has {train} images")
+    train -= val
+    held = f" ({val} of its images held out for validation)" if val else ""
+    check_subset("data.train_subset", int(resolved["data"]["train_subset"]), train, f"the training split of {name}{held}")
+    check_subset("eval.test_subset", int(resolved["eval"]["test_subset"]), test_images, f"the test split of {name}")
+    train = int(resolved["data"]["train_subset"]) or train
+    batch = resolved["train"]["batch_size"]
+    if batch > train:
+        raise ConfigError(f"train.batch_size = {batch} is not valid: it exceeds the {train} training images of {name}")
 
 
 def take_subset(split: Any, size: int, seed: int) -> Any:

@@ -57,8 +57,11 @@ def _restart_note() -> str:
     return f" (requeued: restart {count} of job {job or os.environ.get('SLURM_JOB_ID', '?')})"
 
 
-def run_task(payload: dict[str, Any]) -> dict[str, Any]:
+def run_task(payload: dict[str, Any], **_submitted_before: Any) -> dict[str, Any]:
     """One array task: a harness run (``kind="run"``) or a member's training (``kind="member"``).
+
+    (Keyword arguments are ignored: jobs pickled by an earlier version pass ``resume=...``, which the
+    run now decides by itself.)
 
     The same call on the first start and after any requeue (submitit's, or the scheduler's own
     after a node failure or a preemption): the run decides from disk whether it is done, resumes

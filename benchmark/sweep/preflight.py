@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..core import config as C
-from ..data.base import DATA_ENV, DataError, check_subset, data_dir_source, load_dataset, resolve_cache_dir
+from ..data.base import DATA_ENV, DataError, check_data_sizes, data_dir_source, load_dataset, resolve_cache_dir
 from ..runner import member_config
 from .plan import SweepTask
 from .spec import Sweep
@@ -78,20 +78,9 @@ def split_sizes(sweep: Sweep, dataset: str, download: bool, log: Callable[[str],
 def check_sizes(task: SweepTask, resolved: dict[str, Any], sizes: dict[str, int]) -> None:
     """ConfigError naming the run when its validation hold-out, training or test subset or its batch
     does not fit the data (``sizes``: split -> images), as the job's ``run_experiment`` would fail."""
-    name = resolved["run"]["dataset"]
     what = f"run {task.name} seed {task.seed} ({task.run_id})"
-    train, val = sizes["train"], int(resolved["data"]["val_size"])
     try:
-        if val and not 0 < val < train:
-            raise C.ConfigError(f"data.val_size = {val} is not valid: the training split of {name} has {train} images")
-        train -= val
-        held = f" ({val} of its images held out for validation)" if val else ""
-        check_subset("data.train_subset", int(resolved["data"]["train_subset"]), train, f"the training split of {name}{held}")
-        check_subset("eval.test_subset", int(resolved["eval"]["test_subset"]), sizes["test"], f"the test split of {name}")
-        train = int(resolved["data"]["train_subset"]) or train
-        batch = resolved["train"]["batch_size"]
-        if batch > train:
-            raise C.ConfigError(f"train.batch_size = {batch} is not valid: it exceeds the {train} training images of {name}")
+        check_data_sizes(resolved, sizes["train"], sizes["test"])
     except C.ConfigError as exc:
         raise C.ConfigError(f"{what}: {exc}; nothing was submitted") from None
 
