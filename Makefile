@@ -65,11 +65,12 @@ clean-venv:
 perf: $(STAMP)
 	$(BIN)/python -m benchmark perf $(ARGS)
 
+# NO_MKDOCS_2_WARNING: the theme's banner about its successor, printed on every build.
 docs: $(DOCS_STAMP)
-	$(BIN)/python -m mkdocs build --strict --site-dir "$(SITE_DIR)"
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir "$(SITE_DIR)"
 
 docs-serve: $(DOCS_STAMP)
-	$(BIN)/python -m mkdocs serve --strict $(ARGS)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --strict $(ARGS)
 
 sweep: $(STAMP)
 	$(BIN)/python -m benchmark sweep "$(SWEEP)" $(ARGS)
