@@ -163,7 +163,7 @@ def test_method_page_shows_the_registry_metadata(pages: dict[str, str], name: st
     assert module_doc.split()[0] in page and ":class:`" not in page and ":func:`" not in page
     published = [r for r in D.reference_records() if r["identity"]["method"] == name]
     if published:
-        assert f"| {published[0]['identity']['dataset']} | {published[0]['identity']['backbone']} |" in page
+        assert f"| {published[0]['identity']['dataset']} / {published[0]['identity']['backbone']} |" in page
 
 
 def test_costs_follow_the_methods_declarations() -> None:

@@ -169,9 +169,9 @@ def reference_section(name: str, records: list[dict[str, Any]], link_prefix: str
         board = REFERENCE_BOARDS / suite / "index.html"
         shown = f"[{suite}]({link_prefix}results/reference/leaderboards/{suite}/index.html)" if board.is_file() else suite
         seeds = ", ".join(str(s) for s in sorted({r["identity"]["seed"] for r in recs}))
-        rows.append([shown, dataset, backbone, f"`{variant}`" if variant else "(plain)", seeds, si(cost["params"]),
+        rows.append([shown, f"{dataset} / {backbone}", f"`{variant}`" if variant else "(plain)", seeds, si(cost["params"]),
                      si(cost["flops_per_example"]), cost["forward_passes"]])
-    return table(["suite", "dataset", "backbone", "variant", "seeds", "parameters", "FLOPs per example", "forward passes"], rows)
+    return table(["suite", "dataset / backbone", "variant", "seeds", "params", "FLOPs/ex", "passes"], rows)
 
 
 def method_page(name: str, records: list[dict[str, Any]] | None = None, baseline_flops: float | None = None) -> str:
