@@ -9,6 +9,8 @@
 #   make sweep SWEEP=benchmark/sweeps/tiny.toml   submit a sweep (job arrays + leaderboard job)  [ARGS=--dry-run]
 #   make sweep-status SWEEP=...                    each run: pending, running, done, failed  [ARGS=--resubmit-failed]
 #   make gpu-check      on a GPU: facts, CUDA tests, perf, peers, gpu suite, paper epochs in 8 min (no venv)  [ARGS=--smoke: CPU]
+#   make docs           the documentation site into site/ (mkdocs build --strict)  [SITE_DIR=...]
+#   make docs-serve     the documentation site at http://127.0.0.1:8000, rebuilt on every edit  [ARGS=-a HOST:PORT]
 #
 # Data: DATA_DIR (default $PLURES_DATA_DIR, else ../shared/data when that folder exists, else ./data: python -m benchmark's rule).
 
@@ -21,13 +23,15 @@ ARGS     ?=
 PYTEST_ARGS ?=
 DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/.),../shared/data,data))
 STAMP    := $(VENV)/.plures-installed
+DOCS_STAMP := $(VENV)/.plures-docs-installed
+SITE_DIR ?= site
 
 export PLURES_DATA_DIR := $(DATA_DIR)
 
-.PHONY: bench smoke test test-slow leaderboard sweep sweep-status perf gpu-check venv clean-venv help
+.PHONY: bench smoke test test-slow leaderboard sweep sweep-status perf gpu-check docs docs-serve venv clean-venv help
 
 help:
-	@sed -n '1,15p' Makefile
+	@sed -n '1,14p' Makefile
 
 # pip, not uv/poetry: torch and torchvision come from pip's configured sources (local wheels on the
 # plures build machines); the range in pyproject.toml admits them.
@@ -38,6 +42,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The docs extra on top of the test one (the site's pages are generated from the installed package).
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
+	@touch $(DOCS_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmark bench $(SUITE) --data-dir "$(DATA_DIR)" $(ARGS)
@@ -62,6 +71,13 @@ clean-venv:
 
 perf: $(STAMP)
 	$(BIN)/python -m benchmark perf $(ARGS)
+
+# NO_MKDOCS_2_WARNING: the theme's banner about its successor, printed on every build.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir "$(SITE_DIR)"
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --strict $(ARGS)
 
 sweep: $(STAMP)
 	$(BIN)/python -m benchmark sweep "$(SWEEP)" $(ARGS)
