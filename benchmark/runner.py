@@ -57,7 +57,7 @@ from .training.checkpoints import ResumePoint, resume_point
 from .training.train import fit, save_checkpoint, to_channels_last
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "RunState", "StageContextBase",
-           "TrainedRun", "WeightsError", "build_method", "check_runs", "completed_records", "final_weights", "load_trained", "member_config", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
+           "TrainedRun", "WeightsError", "build_method", "check_runs", "completed_records", "final_weights", "load_trained", "member_config", "record_matches", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
            "select_device"]
 
 LOCK_NAME = "run.lock"
@@ -392,19 +392,21 @@ def _eval_identity(ev: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in ev.items() if k not in NON_SHAPING_EVAL}
 
 
-def completed_records(results_dir: Path | str, resolved: dict[str, Any], run_id: str) -> list[Path]:
-    """The newest completed records (one per evaluated variant) of run ``resolved`` (training run
-    ``run_id``) in its suite's folder: same training run and the same evaluation settings (those
-    that shape the metrics; a setting the record predates is not compared). ``[]``: none."""
-    folder = Path(results_dir) / resolved["run"]["suite"]
+def record_matches(rec: dict[str, Any], resolved: dict[str, Any], run_id: str) -> bool:
+    """Whether record ``rec`` is one of run ``resolved``'s (training run ``run_id``): the same training run and the
+    same evaluation settings (those that shape the metrics; a setting the record predates is not compared)."""
+    if rec.get("training_run_id") != run_id:
+        return False
     want = _eval_identity(resolved["eval"])
+    got = {"test_subset": 0, "test_subset_seed": 0, **_eval_identity((rec.get("config") or {}).get("eval") or {})}
+    return all(got[k] == want[k] for k in want.keys() & got.keys())
 
-    def same_eval(r: dict[str, Any]) -> bool:
-        got = {"test_subset": 0, "test_subset_seed": 0, **_eval_identity((r.get("config") or {}).get("eval") or {})}
-        return all(got[k] == want[k] for k in want.keys() & got.keys())
 
-    mine = [r for r in load_records(folder).records if r.get("training_run_id") == run_id and same_eval(r)]
-    return [Path(r["_path"]) for r in sorted(mine, key=lambda r: r["created"])]  # in the order the run wrote them
+def completed_records(results_dir: Path | str, resolved: dict[str, Any], run_id: str) -> list[Path]:
+    """The newest completed records (one per evaluated variant) of run ``resolved`` (training run ``run_id``) in its
+    suite's folder (:func:`record_matches`), in the order the run wrote them. ``[]``: none."""
+    mine = [r for r in load_records(Path(results_dir) / resolved["run"]["suite"]).records if record_matches(r, resolved, run_id)]
+    return [Path(r["_path"]) for r in sorted(mine, key=lambda r: r["created"])]
 
 
 class RunState:

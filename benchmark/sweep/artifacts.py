@@ -21,7 +21,7 @@ from typing import Any
 from ..core import config as C
 from ..core.io import atomic_write_json
 from ..records import load_records, utc_now
-from ..runner import LOCK_NAME, record_run_id
+from ..runner import LOCK_NAME, record_matches, record_run_id
 from ..training.checkpoints import ResumePoint, resume_point  # noqa: F401  (re-exported: the sweep's status and submission)
 from .plan import SweepTask
 from .spec import Sweep
@@ -30,9 +30,12 @@ MANIFEST = "manifest.json"
 LAUNCH_LOCK = "launch.lock"
 
 
-def completed_runs(results_dir: Path) -> set[tuple[str, str]]:
-    """(suite, training run id) of every completed record under ``results_dir``."""
-    return {(r["identity"]["suite"], r.get("training_run_id", r["run_id"])) for r in load_records(results_dir).records}
+def completed_runs(results_dir: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(suite, training run id) -> the completed records under ``results_dir`` (read once for a whole plan)."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in load_records(results_dir).records:
+        out.setdefault((r["identity"]["suite"], r.get("training_run_id", r["run_id"])), []).append(r)
+    return out
 
 
 def failed_runs(results_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -63,11 +66,13 @@ def previous_failure(sweep: Sweep, task: SweepTask, failed: dict[tuple[str, str]
     return f"{err.get('type', '')}: {err.get('message', '')}" if err else None
 
 
-def is_done(task: SweepTask, sweep: Sweep, completed: set[tuple[str, str]]) -> bool:
-    """A run: its completed record exists (``completed`` from :func:`completed_runs`); a member: its final weights."""
+def is_done(task: SweepTask, sweep: Sweep, completed: dict[tuple[str, str], list[dict[str, Any]]]) -> bool:
+    """A run: a completed record of its identity exists, by the rule the run itself applies when it starts
+    (:func:`benchmark.runner.record_matches`; ``completed`` from :func:`completed_runs`); a member: its final weights."""
     if task.kind == "member":
         return (Path(sweep.paths["checkpoint_dir"]) / task.run_id / "final.pt").exists()
-    return (task.suite, task.run_id) in completed
+    candidates = completed.get((task.suite, task.run_id), [])
+    return bool(candidates) and any(record_matches(r, C.resolve(task.config), task.run_id) for r in candidates)
 
 
 WRITTEN_FOLDERS = ("results_dir", "checkpoint_dir", "log_dir", "leaderboard_dir")
