@@ -44,6 +44,11 @@ class TrainConfig:
     ``cyclic_cosine`` restarts a cosine decay (from ``lr`` to ``final_lr_fraction * lr``) at each
     of ``milestones`` (epochs), so k milestones make k + 1 cycles (Huang et al. 2017's snapshot
     schedule; no milestones: one cosine cycle).
+
+    ``bn_group``: ghost BatchNorm: in training, every BatchNorm layer normalises each group of
+    ``bn_group`` rows (as the layers see them: tiled or repeated rows counted) with the group's own
+    statistics, the same groups on 1 or N processes (uncertainty-baselines' per-core batch,
+    ``per_core_batch_size``); 0: the whole batch (``benchmark.training.ghost_norm``).
     """
 
     epochs: int = 10
@@ -62,6 +67,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward (its compile time shows in first_step_seconds)
     augment: bool = True
     nan_check_every: int = 50
+    bn_group: int = 0  # rows per BatchNorm group in training (ghost BatchNorm; 0: the whole batch)
     log: str = "none"  # training curves: "none", or "tensorboard" (event files under the run's checkpoint folder; extra plures[tensorboard])
 
     def validate(self) -> None:
@@ -156,7 +162,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("train", "epochs"): at_least(0), ("train", "batch_size"): at_least(1), ("train", "lr"): above(0),
     ("train", "momentum"): between(0, 1, high_open=True), ("train", "weight_decay"): at_least(0), ("train", "warmup_epochs"): at_least(0),
     ("train", "schedule"): one_of(SCHEDULES), ("train", "milestones"): at_least(0), ("train", "gamma"): above(0),
-    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0), ("train", "log"): one_of(TRAIN_LOGS),
+    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0), ("train", "bn_group"): at_least(0), ("train", "log"): one_of(TRAIN_LOGS),
     ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,
     ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
     ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),
