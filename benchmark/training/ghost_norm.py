@@ -53,19 +53,17 @@ class GhostNorm:
         if rows % g:
             raise ValueError(f"ghost BatchNorm: a training batch of {rows} rows is not a whole number of groups of "
                              f"train.bn_group={g} rows")
-        n = rows // g
-        if b == 1:
-            groups = [x.narrow(0, j * g, g) for j in range(n)]  # views
-        else:
-            blocks = x.unflatten(0, (b, n, g // b))
-            groups = [blocks[:, j].flatten(0, 1) for j in range(n)]
-        outs, means, inv_stds = zip(*(torch.native_batch_norm(t, self.weight, self.bias, None, None, True, 0.0, self.eps) for t in groups))
+        n, r = rows // g, g // b
+        # group j's rows become channel block j of one batch: [b*r rows, n*C channels], one BatchNorm call
+        # (on a CPU about twice as fast as n calls on the slices; the same arithmetic)
+        shape = x.shape[1:]
+        folded = x.reshape(b, n, r, *shape).transpose(1, 2).reshape(b * r, n * shape[0], *shape[1:])
+        weight = self.weight.repeat(n) if self.weight is not None else None
+        bias = self.bias.repeat(n) if self.bias is not None else None
+        y, mean, inv_std = torch.native_batch_norm(folded, weight, bias, None, None, True, 0.0, self.eps)
         if self.track_running_stats and self.running_mean is not None:
-            self._update_running_stats(torch.stack(means), torch.stack(inv_stds), g * x[0, 0].numel())
-        if b == 1:
-            out = torch.cat(outs)
-        else:
-            out = torch.stack([o.unflatten(0, (b, g // b)) for o in outs], dim=1).flatten(0, 2)
+            self._update_running_stats(mean.view(n, -1), inv_std.view(n, -1), g * x[0, 0].numel())
+        out = y.view(b, r, n, *shape).transpose(1, 2).reshape(x.shape)
         if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
             out = out.contiguous(memory_format=torch.channels_last)
         return out
