@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from benchmark.methods import Method, MethodOptions, register_method
+from benchmark.methods import Method, MethodOptions, NormLayout, register_method
 
 from .layers import BatchEnsembleConv2d, BatchEnsembleLinear, TiledEnsemble, batchensemble_layers
 
@@ -79,6 +79,11 @@ class BatchEnsemble(Method):
     def rows_per_example(self) -> float:
         """The network processes each training image M times (the tiled batch)."""
         return float(self.members)
+
+    def norm_layout(self) -> NormLayout:
+        """M rows per image in M member-major blocks (the batch tiled inside the network): a ghost
+        BatchNorm group holds the M tiled copies of the same images, as a reference core's batch."""
+        return NormLayout(self.members, blocks=self.members)
 
     def forward_passes(self) -> int:
         """M: the test batch is tiled M times."""

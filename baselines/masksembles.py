@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.methods import Method, MethodOptions, Task, register_method
+from benchmark.methods import Method, MethodOptions, NormLayout, Task, register_method
 
 MIN_SCALE, MAX_SCALE = 1.0, 6.0  # the reference generator's range
 SEARCH_STEPS = 1000  # bisection steps (the reference's max_iter)
@@ -297,6 +297,11 @@ class Masksembles(Method):
         if b == 0:
             raise ValueError(f"masksembles with members={m} needs training batches of at least {m} images, got {x.shape[0]}")
         return x[: m * b].view(m, b, *x.shape[1:]), y[: m * b].view(m, b)
+
+    def norm_layout(self) -> NormLayout:
+        """One row per image in M member-major blocks (the member chunks, stacked): a ghost BatchNorm
+        group takes the same share of every chunk."""
+        return NormLayout(1, blocks=self.members)
 
     def forward_passes(self) -> int:
         """M: the test batch is tiled M times."""

@@ -2,14 +2,31 @@
 
 Only the paper's abstract is available ("an ensemble of subnetworks, each corresponding to a
 non-overlapping dropout mask computed via a pruning strategy and trained independently"), so this
-is our reading of it, in three stages:
+is our reading of it. The option ``scope`` chooses which units the masks partition (README,
+"Methods", says why both readings are plausible):
+
+- ``all`` (the default, described first below): every channel of every layer, the residual
+  stream included: M networks each 1/M as wide as the parent, run as one grouped network, about
+  1/M of the parent's cost together;
+- ``dropout_sites``: only the channels where MC dropout drops (``Layers.branch_dropout``: inside
+  each residual branch, between its convolutions; a site on the residual stream stays whole). The
+  stem, the residual stream (block outputs and shortcuts) and the head stay full width: every
+  member is the parent with its branches 1/M wide, starts from its own copy of the parent's
+  weights (the branch channels restricted to its mask) and is trained independently. The members
+  run one after another (:class:`MemberNetworks`, M forward passes; each member's own copies of
+  the shared parts are counted in its parameters and FLOPs): about the parent's convolution FLOPs
+  in all, plus M-1 copies of the stem, shortcuts and head, as "a computational efficiency
+  similar to MC dropout" with M samples. The dropout sites are found by building the backbone
+  with :class:`DropoutSite` markers as its ``branch_dropout`` and tracing it.
+
+The stages (both scopes):
 
 1. **Parent.** Train the deterministic backbone (stage ``parent``) for
    ``parent_epochs_fraction * train.epochs`` epochs (the schedule's milestones scaled alike).
    With the default fraction 1 the parent *is* the deterministic run of the same seed, so it is
    obtained through ``ctx.member_model`` (its saved weights reused when the suite trained it).
-2. **Masks.** Split the channels (filters) of every layer into M disjoint, equal, non-empty
-   sets, one per subnetwork: a channel-level dropout mask with keep rate 1/M, the M masks
+2. **Masks.** Split the channels (filters) of every layer (``dropout_sites``: of every layer
+   inside a residual branch) into M disjoint, equal, non-empty sets, one per subnetwork: a channel-level dropout mask with keep rate 1/M, the M masks
    non-overlapping and covering every channel. Channels tied by a residual addition share one
    mask (a *channel group*, found by tracing the network). Channels are ranked by a pruning
    criterion of the trained parent: ``bn_scale`` (|BatchNorm scale|, Network Slimming's
@@ -24,17 +41,17 @@ is our reading of it, in three stages:
    makes the criterion irrelevant and gives an ensemble of M thin networks trained from scratch).
    Prediction averages the subnetworks' probabilities (the harness's ``combine``).
 
-Because the masks are non-overlapping and equal, the M subnetworks run as ONE grouped network
-(:class:`GroupedSubnetworks`): the parent's channels are permuted so that subnetwork m's channels
+With scope ``all``, because the masks are non-overlapping and equal, the M subnetworks run as
+ONE grouped network (:class:`GroupedSubnetworks`): the parent's channels are permuted so that subnetwork m's channels
 are contiguous, every convolution has ``groups=M`` (the stem reads the image tiled M times), each
 BatchNorm channel belongs to one subnetwork, and the head is a grouped linear layer giving
 ``[M, B, K]``. The grouped network is built by the backbone's own builder through ``Layers``
 factories; it keeps no weight connecting two subnetworks, so the shared loss (a sum over
 members) gives each subnetwork exactly its own gradient. Every width must be divisible by M.
 
-Cost: one forward pass of the grouped network; each subnetwork is 1/M as wide as the parent
-(~1/M^2 of its convolution FLOPs and parameters), so all M together cost ~1/M of the parent's
-FLOPs and parameters (the head and the tiled stem input excepted).
+Cost (scope ``all``): one forward pass of the grouped network; each subnetwork is 1/M as wide as
+the parent (~1/M^2 of its convolution FLOPs and parameters), so all M together cost ~1/M of the
+parent's FLOPs and parameters (the head and the tiled stem input excepted).
 """
 
 from __future__ import annotations
@@ -53,6 +70,7 @@ from benchmark.methods import Method, MethodOptions, SingleMember, StageContext,
 from .layers import GroupedSubnetworks, _require_divisible, grouped_layers
 
 CRITERIA = ("bn_scale", "filter_norm", "random")
+SCOPES = ("all", "dropout_sites")  # which channels the masks partition (module docstring)
 INPUT = -1  # the channel space of the images (shared by all subnetworks, never partitioned)
 
 
@@ -80,6 +98,17 @@ class ChannelGraph:
     convs: dict[str, tuple[int, int]]
     norms: dict[str, int]
     linears: dict[str, int]
+    dropout_sites: list[int] = field(default_factory=list)  # groups holding a dropout site (a DropoutSite marker), in order
+    stream: set[int] = field(default_factory=set)  # groups joined by a residual addition (the residual stream)
+
+
+class DropoutSite(nn.Identity):
+    """A marker where MC dropout would drop (``Layers.branch_dropout``: inside each residual branch);
+    it changes nothing and has no state. The ``dropout_sites`` scope partitions the channels it sees."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
 
 
 class _UnionFind:
@@ -104,6 +133,13 @@ class _UnionFind:
         return min(ra, rb)
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, keeping :class:`DropoutSite` markers as modules of the graph."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, DropoutSite) or super().is_leaf_module(m, module_qualified_name)
+
+
 _CHANNEL_MIXING = {torch.cat, torch.stack, torch.split, torch.chunk, torch.reshape}
 
 
@@ -113,7 +149,7 @@ def channel_graph(backbone: nn.Module) -> ChannelGraph:
     Convolutions start a new channel space; BatchNorm, activations, pooling, dropout and flatten
     keep it; an elementwise operation on two tensors (a residual addition) merges their spaces.
     """
-    graph = torch.fx.symbolic_trace(backbone).graph
+    graph = _Tracer().trace(backbone)
     uf = _UnionFind()
     uf.parent = [0]  # index 0 stands for INPUT
     space: dict[torch.fx.Node, int | None] = {}
@@ -121,6 +157,8 @@ def channel_graph(backbone: nn.Module) -> ChannelGraph:
     norms: dict[str, int] = {}
     linears: dict[str, int] = {}
     width: dict[int, int] = {}
+    sites: list[int] = []
+    joined: list[int] = []
 
     def arg_spaces(node: torch.fx.Node) -> list[int]:
         return [space[a] for a in node.all_input_nodes if space.get(a) is not None]
@@ -144,6 +182,9 @@ def channel_graph(backbone: nn.Module) -> ChannelGraph:
             elif isinstance(mod, nn.Linear):
                 linears[node.target] = inp
                 space[node] = None
+            elif isinstance(mod, DropoutSite):
+                sites.append(inp)
+                space[node] = inp
             elif any(True for _ in mod.parameters(recurse=False)):
                 raise ValueError(f"subnetwork: cannot partition layer {node.target!r} of type {type(mod).__name__}; "
                                  f"supported layers with weights: Conv2d, BatchNorm2d, Linear")
@@ -156,6 +197,7 @@ def channel_graph(backbone: nn.Module) -> ChannelGraph:
             merged = spaces[0] if spaces else None
             for s in spaces[1:]:
                 merged = uf.union(merged, s)
+                joined.append(merged)
             space[node] = merged
         elif node.op == "get_attr":
             raise ValueError(f"subnetwork: the parent network reads a raw tensor {node.target!r}; cannot partition")
@@ -182,7 +224,8 @@ def channel_graph(backbone: nn.Module) -> ChannelGraph:
         groups[g].norms.append(n)
     for n, g in linears.items():
         groups[g].readers.append(n)
-    return ChannelGraph(groups, convs, norms, linears)
+    site_groups = list(dict.fromkeys(gid(s) for s in sites))
+    return ChannelGraph(groups, convs, norms, linears, site_groups, {gid(s) for s in joined})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,16 +234,21 @@ def channel_graph(backbone: nn.Module) -> ChannelGraph:
 
 @dataclass
 class Partition:
-    """M disjoint channel masks per channel group: ``assignment[g][c]`` is the subnetwork that
-    owns channel c of group g (each subnetwork owns ``channels / M`` channels of every group)."""
+    """M disjoint channel masks per partitioned channel group: ``assignment[g][c]`` is the subnetwork
+    that owns channel c of group g (each subnetwork owns ``channels / M`` channels of every such
+    group); a group in ``shared`` is not partitioned: every subnetwork has all its channels (its
+    assignment is -1)."""
 
     graph: ChannelGraph
     members: int
     criterion: str
     assignment: list[torch.Tensor]
+    shared: frozenset[int] = frozenset()
 
     def indices(self, group: int, member: int) -> torch.Tensor:
-        """Channels (ascending) of ``group`` that subnetwork ``member`` owns; ``INPUT``: all image channels."""
+        """Channels (ascending) of ``group`` that subnetwork ``member`` owns (a shared group: all of them)."""
+        if group in self.shared:
+            return torch.arange(self.graph.groups[group].channels)
         return torch.nonzero(self.assignment[group] == member).flatten()
 
     def permutation(self, group: int) -> torch.Tensor:
@@ -211,14 +259,15 @@ class Partition:
         """Per layer: its channels and each subnetwork's share (for the record)."""
         out = {}
         for g, group in enumerate(self.graph.groups):
-            per = [int((self.assignment[g] == m).sum()) for m in range(self.members)]
+            per = [len(self.indices(g, m)) for m in range(self.members)]
             for name in group.writers + group.norms:
                 out[name] = {"channels": group.channels, "per_member": per, "group": g}
         return out
 
 
-def channel_scores(backbone: nn.Module, graph: ChannelGraph, criterion: str, seed: int = 0) -> list[torch.Tensor]:
-    """Importance of every channel of every group (higher = more important), ``[channels]`` each.
+def channel_scores(backbone: nn.Module, graph: ChannelGraph, criterion: str, seed: int = 0, groups: list[int] | None = None) -> list[torch.Tensor]:
+    """Importance of every channel of every group (higher = more important), ``[channels]`` each
+    (``groups``: of those groups only, in that order; default all).
 
     ``bn_scale``: mean |BatchNorm scale| over the group's norms; ``filter_norm``: L2 norm of the
     filters writing into the channel (all writing convolutions together); ``random``: i.i.d.
@@ -228,7 +277,8 @@ def channel_scores(backbone: nn.Module, graph: ChannelGraph, criterion: str, see
         raise ValueError(f"unknown subnetwork criterion {criterion!r}; valid choices: {', '.join(CRITERIA)}")
     gen = torch.Generator().manual_seed(seed)
     scores = []
-    for g, group in enumerate(graph.groups):
+    for g in range(len(graph.groups)) if groups is None else groups:
+        group = graph.groups[g]
         if criterion == "random":
             scores.append(torch.rand(group.channels, generator=gen))
         elif criterion == "bn_scale":
@@ -255,15 +305,28 @@ def snake_assignment(scores: torch.Tensor, members: int) -> torch.Tensor:
     return owner
 
 
-def partition_channels(backbone: nn.Module, members: int, criterion: str, seed: int = 0) -> Partition:
-    """M disjoint equal channel masks of every channel group of ``backbone`` from ``criterion``."""
+def partition_channels(backbone: nn.Module, members: int, criterion: str, seed: int = 0, scope: str = "all") -> Partition:
+    """M disjoint equal channel masks from ``criterion``: of every channel group of ``backbone``
+    (``scope="all"``), or only of the groups holding a dropout site (``"dropout_sites"``: the
+    backbone built with :class:`DropoutSite` markers as its ``branch_dropout``; every other group
+    is shared, whole, by all M)."""
     if members < 1:
         raise ValueError(f"subnetwork: members must be >= 1, got {members}")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown subnetwork scope {scope!r}; valid choices: {', '.join(SCOPES)}")
     graph = channel_graph(backbone)
-    scores = channel_scores(backbone, graph, criterion, seed)
-    for group, s in zip(graph.groups, scores):
-        _require_divisible(s.numel(), members, f"the channel group written by {group.writers[0]!r}")
-    return Partition(graph, members, criterion, [snake_assignment(s, members) for s in scores])
+    split = list(range(len(graph.groups)))
+    if scope == "dropout_sites":
+        split = [g for g in graph.dropout_sites if g not in graph.stream]  # a site on the residual stream stays whole
+        if not split:
+            raise ValueError("subnetwork: scope 'dropout_sites' found no dropout site inside a residual branch of the backbone "
+                             "(build it with branch_dropout=DropoutSite; a backbone without residual branches has none)")
+    scores = channel_scores(backbone, graph, criterion, seed, split)
+    assignment = [torch.full((group.channels,), -1) for group in graph.groups]
+    for g, sc in zip(split, scores):
+        _require_divisible(sc.numel(), members, f"the channel group written by {graph.groups[g].writers[0]!r}")
+        assignment[g] = snake_assignment(sc, members)
+    return Partition(graph, members, criterion, assignment, frozenset(set(range(len(graph.groups))) - set(split)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,6 +372,18 @@ def load_from_parent(grouped: GroupedSubnetworks, parent: nn.Module, partition: 
     missing = sorted({n for n, _ in net.named_parameters()} - done)
     if missing:
         raise ValueError(f"subnetwork: no parent weights were mapped to {missing}")
+
+
+class MemberNetworks(nn.Module):
+    """M networks of one architecture (``[B, C, H, W] -> [B, K]`` each) run one after another:
+    ``[B, C, H, W] -> [M, B, K]``. Nothing is shared, so each member's loss reaches only its own weights."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x) for net in self.members])
 
 
 def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
@@ -357,12 +432,14 @@ class SubnetworkOptions(MethodOptions):
     """``members``: M subnetworks; ``criterion``: pruning criterion ranking the channels
     (bn_scale, filter_norm, random); ``parent_epochs_fraction``: parent training epochs as a
     fraction of ``train.epochs`` (0: masks from the untrained parent); ``reinit``: re-initialise
-    the subnetworks instead of keeping the parent's weights."""
+    the subnetworks instead of keeping the parent's weights; ``scope``: which channels the masks
+    partition (all, dropout_sites)."""
 
     members: int = 4
     criterion: str = "bn_scale"
     parent_epochs_fraction: float = 1.0
     reinit: bool = False
+    scope: str = "all"  # which channels the masks split: "all" (every layer's: M networks 1/M as wide, one grouped pass) or "dropout_sites" (only those inside the residual branches: M full-width networks with thin branches, M passes)
 
 
 @register_method("subnetwork")
@@ -380,7 +457,13 @@ class Subnetwork(Method):
             raise ValueError(f"subnetwork: members must be >= 1, got {options.members}")
         if not options.parent_epochs_fraction >= 0:
             raise ValueError(f"subnetwork: parent_epochs_fraction must be >= 0, got {options.parent_epochs_fraction}")
+        if options.scope not in SCOPES:
+            raise ValueError(f"unknown subnetwork scope {options.scope!r}; valid choices: {', '.join(SCOPES)}")
         self.facts: dict[str, Any] = {}
+
+    @property
+    def scope(self) -> str:
+        return str(self.options.scope)
 
     def variant(self) -> str:
         parts = [f"M={self.members}"]
@@ -390,6 +473,8 @@ class Subnetwork(Method):
             parts.append("reinit")
         if self.options.parent_epochs_fraction != 1.0:
             parts.append(f"parent={self.options.parent_epochs_fraction:g}")
+        if self.scope != "all":
+            parts.append(self.scope)
         return " ".join(parts)
 
     def parent_method(self) -> Method:
@@ -400,9 +485,29 @@ class Subnetwork(Method):
         """The untrained parent: the task's backbone, ``[B, C, H, W] -> [1, B, K]``."""
         return SingleMember(self.task.backbone_net())
 
-    def build(self) -> GroupedSubnetworks:
-        """The untrained grouped network of M subnetworks, ``[B, C, H, W] -> [M, B, K]``."""
-        return GroupedSubnetworks(self.task.backbone_net(grouped_layers(self.task.layers(), self.members)), self.members)
+    def marked_backbone(self) -> nn.Module:
+        """The parent's backbone with a :class:`DropoutSite` marker at every dropout site (same state-dict keys)."""
+        return self.task.backbone_net(self.task.layers(branch_dropout=DropoutSite))
+
+    def build(self) -> nn.Module:
+        """The untrained ensemble, ``[B, C, H, W] -> [M, B, K]``: scope ``all``, the grouped network of
+        M subnetworks; ``dropout_sites``, M member networks (thin residual branches) run one by one."""
+        if self.scope == "all":
+            return GroupedSubnetworks(self.task.backbone_net(grouped_layers(self.task.layers(), self.members)), self.members)
+        nets = []
+        for m in range(self.members):  # each member its own initialisation; the masks' layout is contiguous (any would do)
+            parent = self.marked_backbone()
+            nets.append(extract_subnetwork(parent, partition_channels(parent, self.members, "random", seed=m, scope=self.scope), m))
+        return MemberNetworks(nets)
+
+    def from_parent(self, parent: nn.Module, partition: Partition, fresh: nn.Module | None = None) -> nn.Module:
+        """The M subnetworks of ``parent`` (a backbone) under ``partition``, starting from its weights
+        (scope ``all``: loaded into ``fresh``, an untrained :meth:`build`, or a new one)."""
+        if self.scope == "all":
+            grouped = (fresh if fresh is not None else self.build()).to(next(parent.parameters()).device)
+            load_from_parent(grouped, parent, partition)
+            return grouped
+        return MemberNetworks([extract_subnetwork(parent, partition, m) for m in range(self.members)])
 
     def run(self, ctx: StageContext) -> nn.Module:
         """Train the parent, partition its channels, train the subnetworks (one grouped network)."""
@@ -412,7 +517,8 @@ class Subnetwork(Method):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(hash_seed(ctx.seed, "subnetwork", "parent-init"))
             parent = self.build_parent()
-            fresh = self.build()
+            # (dropout_sites builds its members from the parent's weights, after the parent is known)
+            fresh = self.build() if self.scope == "all" else None
         if frac == 1.0:
             # The parent is exactly the deterministic run of this seed: reuse its weights when that
             # run exists (the suite trains it anyway), or train it once under its own run id.
@@ -420,16 +526,28 @@ class Subnetwork(Method):
         else:
             ctx.fit(parent, self.parent_method(), stage="parent", epochs=parent_epochs, milestones=[m * frac for m in cfg.milestones])
         parent.eval()
-        partition = partition_channels(parent.net, self.members, self.options.criterion, seed=hash_seed(ctx.seed, "subnetwork", "masks"))
-        grouped = fresh.to(ctx.device)
-        if not self.options.reinit:
-            load_from_parent(grouped, parent.net, partition)
-        ctx.fit(grouped, self, stage="subnetworks")
+        backbone = parent.net
+        if self.scope == "dropout_sites":  # the same weights, with the dropout sites marked for the partition
+            backbone = self.marked_backbone().to(ctx.device)
+            backbone.load_state_dict(parent.net.state_dict())
+        partition = partition_channels(backbone, self.members, self.options.criterion, seed=hash_seed(ctx.seed, "subnetwork", "masks"),
+                                       scope=self.scope)
+        if self.options.reinit and fresh is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(hash_seed(ctx.seed, "subnetwork", "reinit"))
+                fresh = self.build()
+        model = fresh.to(ctx.device) if self.options.reinit else self.from_parent(backbone, partition, fresh)
+        ctx.fit(model, self, stage="subnetworks")
         self.facts = {"parent_epochs": parent_epochs, "channels": partition.channel_counts(), "parent_run": ctx.members[-1] if frac == 1.0 else None,
                       "parent_params": sum(p.numel() for p in parent.parameters()),
-                      "subnetwork_params": sum(p.numel() for p in grouped.parameters()) // self.members}
-        return grouped
+                      "subnetwork_params": sum(p.numel() for p in model.parameters()) // self.members}
+        return model
+
+    def forward_passes(self) -> int:
+        """1 (scope ``all``: one grouped pass) or M (``dropout_sites``: the members one after another)."""
+        return 1 if self.scope == "all" else self.members
 
     def extra_record(self) -> dict[str, Any]:
+        scope = {"scope": self.scope} if self.scope != "all" else {}
         return {"criterion": self.options.criterion, "reinit": self.options.reinit,
-                "parent_epochs_fraction": self.options.parent_epochs_fraction, **self.facts}
+                "parent_epochs_fraction": self.options.parent_epochs_fraction, **scope, **self.facts}

@@ -75,6 +75,8 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
     shaping["train"] = {k: v for k, v in resolved["train"].items()
                         if k not in NON_SHAPING_TRAIN and not (k in UNSET_OMITTED_TRAIN and v is None)}
+    if not resolved["train"].get("bn_group"):  # whole-batch BatchNorm: the ids of runs from before ghost BatchNorm
+        shaping["train"].pop("bn_group", None)
     if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
         shaping["data"] = {k: v for k, v in resolved["data"].items() if k not in SUBSET_KEYS}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]

@@ -31,11 +31,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, cfg: dict, root: str, sync_bn: bool) -> None:
+def _join(rank: int, world: int, port: int, sync_bn: bool = True) -> DistContext:
+    """This spawned process as rank ``rank`` of a gloo group on localhost (one CPU thread)."""
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist = DistContext(rank=rank, world_size=world, sync_bn=sync_bn)
     dist.init_process_group("gloo")
+    return dist
+
+
+def _worker(rank: int, world: int, port: int, cfg: dict, root: str, sync_bn: bool) -> None:
+    dist = _join(rank, world, port, sync_bn)
     try:
         env = Environment(data_dir=f"{root}/data", cache_dir=f"{root}/cache-{rank}", results_dir=Path(root) / "runs",
                           checkpoint_dir=Path(root) / "ckpt", device="cpu", progress=False, log=lambda m: None, dist=dist)
@@ -146,10 +152,7 @@ def _stopping_worker(rank: int, world: int, port: int, cfg: dict, root: str, sto
     from benchmark.core.runtime import StopFlag, StopRequested
     from tests.conftest import StopAfter
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist = DistContext(rank=rank, world_size=world)
-    dist.init_process_group("gloo")
+    dist = _join(rank, world, port)
     try:
         env = Environment(data_dir=f"{root}/data", cache_dir=f"{root}/cache-{rank}", results_dir=Path(root) / "runs",
                           checkpoint_dir=Path(root) / "ckpt", device="cpu", progress=False, log=lambda m: None, dist=dist,
@@ -182,3 +185,90 @@ def test_data_parallel_resume_keeps_the_interrupted_epochs_history(data_root: Pa
     assert [e["rows"] for e in h1] == [e["rows"] for e in h2] and len(h2) == 2
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(h1, h2)) < 1e-6
     assert runs["stopped"]["training"]["world_size"] == 2
+
+
+# ---- ghost BatchNorm: the paper recipes' BatchNorm groups (train.bn_group) are the same on 1 and 2 ranks
+
+GHOST_RECIPES = ("deterministic", "mimo", "batchensemble")  # UB's per-core BatchNorm: plain, repeated rows, tiled rows
+
+
+def _ghost_recipe(name: str, **train: object) -> dict:
+    """The paper suite's recipe ``name`` (its bn_group, method options, schedule, channels_last) on a
+    ResNet-8 of width 4 in fp32, with a global batch of two BatchNorm groups: one step per epoch."""
+    from benchmark.core import config as C
+
+    cfg = C.suite_entry(f"paper:{name}")
+    cfg = C.merge(cfg, {"run": {"backbone": "resnet8", "dataset": "cifar10"}, "backbone": {"width": 4}, "eval": {},
+                        "train": {"epochs": 1, "precision": "fp32", **train}})
+    return C.resolve(cfg)
+
+
+def _ghost_step(name: str, dist: DistContext | None, **train: object) -> dict:
+    """One training step (fit, one epoch of one batch) of recipe ``name``: its loss, gradients, and the
+    weights and BatchNorm statistics after the step."""
+    from benchmark.catalogue.methods import build_method
+    from benchmark.core.config import train_config
+    from benchmark.data.device import DeviceData
+    from benchmark.training.train import fit, norm_groups
+
+    resolved = _ghost_recipe(name, **train)
+    method = build_method(resolved, num_classes=10, image_size=16)
+    cfg = train_config(resolved)
+    if "batch_size" not in train:
+        cfg.batch_size = 2 * norm_groups(method, cfg)  # two groups: one per rank
+    gen = torch.Generator().manual_seed(1)
+
+    class Split:
+        images = torch.randint(0, 256, (cfg.batch_size, 16, 16, 3), generator=gen, dtype=torch.uint8).numpy()
+        labels = torch.randint(0, 10, (cfg.batch_size,), generator=gen).numpy()
+
+    torch.manual_seed(0)
+    model = method.build()
+    history = fit(model, method, DeviceData(Split(), (0.5,) * 3, (0.25,) * 3), cfg, seed_parts=(0, "train"), progress=False,
+                  log=lambda m: None, dist=dist)
+    return {"loss": history[0]["loss"], "bn_group": cfg.bn_group, "batch": cfg.batch_size,
+            "grads": {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None},
+            "state": {k: v.clone() for k, v in model.state_dict().items()}}
+
+
+def _ghost_worker(rank: int, world: int, port: int, out: str, sync_bn: bool, train: dict) -> None:
+    dist = _join(rank, world, port, sync_bn)
+    try:
+        results = {name: _ghost_step(name, dist, **train) for name in GHOST_RECIPES}
+        if dist.is_main:
+            torch.save(results, out)
+    finally:
+        dist.close()
+
+
+def _two_ranks(tmp_path: Path, sync_bn: bool = True, **train: object) -> dict:
+    out = tmp_path / f"two-{sync_bn}-{len(train)}.pt"
+    mp.spawn(_ghost_worker, args=(2, _free_port(), str(out), sync_bn, train), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.timeout(240)
+def test_ghost_batchnorm_step_is_the_same_on_one_and_two_ranks(tmp_path: Path) -> None:
+    """The paper recipes' ghost BatchNorm (groups of 64 rows: UB's per-core batch): the loss, every
+    gradient, the weights after the step and the running statistics of 2 gloo ranks equal 1 process's
+    at the same global batch (MIMO and BatchEnsemble groups: 16 images repeated or tiled 4 times);
+    plain data parallel (no ghost groups, no synchronised BatchNorm) does not."""
+    two = _two_ranks(tmp_path)
+    for name in GHOST_RECIPES:
+        one = _ghost_step(name, None)
+        assert one["bn_group"] == 64 and one["batch"] == (128 if name == "deterministic" else 32), (name, one["batch"])
+        assert abs(one["loss"] - two[name]["loss"]) < 1e-5, (name, one["loss"], two[name]["loss"])
+        assert set(one["grads"]) == set(two[name]["grads"])
+        # float reassociation only: every gradient within 1e-4 of its tensor's largest entry (measured: <= 2.1e-5)
+        worst = max(float((two[name]["grads"][k] - g).abs().max() / g.abs().max().clamp_min(1e-12)) for k, g in one["grads"].items())
+        print(f"{name}: loss {one['loss']:.6f} vs {two[name]['loss']:.6f}, worst gradient delta {worst:.2g} of its tensor's max")
+        assert worst < 1e-4, (name, worst)
+        assert _max_delta(one["state"], two[name]["state"]) < 1e-5, name  # weights and BatchNorm running statistics
+    # the controls, deterministic recipe at batch 128: whole-batch BatchNorm on one process differs from the
+    # groups of 64; plain data parallel (each rank normalising its own half) equals the groups on 2 ranks,
+    # so without groups the step depends on the number of processes
+    ghost = _ghost_step("deterministic", None)
+    whole = _ghost_step("deterministic", None, bn_group=0, batch_size=128)
+    plain = _two_ranks(tmp_path, sync_bn=False, bn_group=0, batch_size=128)["deterministic"]
+    print(f"deterministic, batch 128: groups of 64 {ghost['loss']:.6f}, whole batch {whole['loss']:.6f}, plain 2 ranks {plain['loss']:.6f}")
+    assert abs(whole["loss"] - ghost["loss"]) > 1e-4 and abs(plain["loss"] - ghost["loss"]) < 1e-5

@@ -116,21 +116,37 @@ def _member_grads(grouped: nn.Module, x: torch.Tensor, y: torch.Tensor, member: 
     return {n: p.grad.detach().clone() for n, p in grouped.named_parameters()}
 
 
-def test_gradients_stay_inside_each_subnetwork() -> None:
-    method = _method()
-    grouped = method.build().train()
+def _member_parts(name: str, tensor: torch.Tensor, scope: str) -> list[torch.Tensor]:
+    """Each member's part of a parameter (or its gradient): scope ``all``, the M blocks of its leading
+    axis (the grouped network); ``dropout_sites``, the whole tensor for its own member (``members.<m>.``), nothing for the others."""
+    if scope == "all":
+        return list(tensor.chunk(M, dim=0))
+    owner = int(name.split(".")[1])
+    return [tensor if m == owner else tensor.new_zeros(0) for m in range(M)]
+
+
+@pytest.mark.parametrize("scope", ["all", "dropout_sites"])
+def test_gradients_stay_inside_each_subnetwork(scope: str) -> None:
+    """A member's loss reaches its own weights only (every one of them), and the shared loss gives each
+    member the gradient of its own loss."""
+    if scope == "all":
+        model = _method().build().train()
+    else:
+        method, parent, part = _sites()
+        model = method.from_parent(parent, part).train()
     x = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 2, 3, 4, 0])
-    full = _member_grads(grouped, x, y, None)
+    full = _member_grads(model, x, y, None)
     for i in range(M):
-        own = _member_grads(grouped, x, y, i)
+        own = _member_grads(model, x, y, i)
         for name, grad in own.items():
-            blocks = grad.chunk(M, dim=0)  # every parameter's leading axis is M blocks, one per subnetwork
-            assert blocks[i].abs().sum() > 0, name
+            parts = _member_parts(name, grad, scope)
+            assert parts[i].numel() == 0 or parts[i].abs().sum() > 0, name
+            assert sum(p.numel() for p in parts) > 0
             for j in range(M):
                 if j != i:
-                    assert torch.count_nonzero(blocks[j]) == 0, (name, i, j)
-            torch.testing.assert_close(full[name].chunk(M, dim=0)[i], blocks[i], rtol=1e-4, atol=1e-6)
+                    assert torch.count_nonzero(parts[j]) == 0, (name, i, j)
+            torch.testing.assert_close(_member_parts(name, full[name], scope)[i], parts[i], rtol=1e-4, atol=1e-6)
 
 
 def test_cpu_training_dense_path_equals_the_grouped_convolution() -> None:
@@ -180,13 +196,14 @@ def test_errors_name_the_bad_value() -> None:
         _method(parent_epochs_fraction=-1.0)
 
 
-def test_run_trains_parent_then_subnetworks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scope", ["all", "dropout_sites"])
+def test_run_trains_parent_then_subnetworks(tmp_path: Path, scope: str) -> None:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, size=48)
     images = rng.integers(0, 255, size=(48, 8, 8, 3), dtype=np.uint8)
     data = Dataset("tiny", tuple("abcde"), Split(images, labels), Split(images[:8], labels[:8]), (0.5,) * 3, (0.25,) * 3, "synthetic", "")
     config = {"run": {"method": "subnetwork", "dataset": "tiny", "backbone": "resnet8", "seed": 0},
-              "method": {"members": 2, "parent_epochs_fraction": 0.5}, "backbone": {"width": 4},
+              "method": {"members": 2, "parent_epochs_fraction": 0.5, "scope": scope}, "backbone": {"width": 4},
               "train": {"epochs": 2, "batch_size": 16, "lr": 0.05, "warmup_epochs": 0.0, "augment": False}}
     resolved = C.resolve(config)
     env = Environment(results_dir=tmp_path / "runs", checkpoint_dir=tmp_path / "ckpt", progress=False, log=lambda s: None)
@@ -198,5 +215,87 @@ def test_run_trains_parent_then_subnetworks(tmp_path: Path) -> None:
     assert model(torch.zeros(3, 3, 8, 8)).shape == (2, 3, 5)
     extra = method.extra_record()
     assert extra["criterion"] == "bn_scale" and extra["parent_epochs"] == 1 and extra["reinit"] is False
-    assert extra["channels"]["stem.0"] == {"channels": 4, "per_member": [2, 2], "group": 0}
-    assert method.forward_passes() == 1 and method.variant() == "M=2 parent=0.5"
+    if scope == "all":
+        assert extra["channels"]["stem.0"] == {"channels": 4, "per_member": [2, 2], "group": 0}
+        assert method.forward_passes() == 1 and method.variant() == "M=2 parent=0.5"
+    else:  # the stem whole in both members, the branches split
+        assert extra["channels"]["stem.0"]["per_member"] == [4, 4] and extra["channels"]["stages.0.0.conv1"]["per_member"] == [2, 2]
+        assert method.forward_passes() == 2 and method.variant() == "M=2 parent=0.5 dropout_sites" and extra["scope"] == scope
+
+
+# ---- scope "dropout_sites": masks only where MC dropout drops (inside the residual branches)
+
+
+def _sites(backbone: str = "resnet8") -> tuple[Subnetwork, nn.Module, object]:
+    """The method with scope dropout_sites, a parent with non-trivial weights and statistics (its dropout
+    sites marked), and the partition of that parent."""
+    method = _method(backbone, scope="dropout_sites")
+    parent = method.marked_backbone()
+    parent.load_state_dict(_trained_like_parent(method).state_dict())
+    return method, parent, partition_channels(parent, M, "bn_scale", seed=1, scope="dropout_sites")
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_dropout_site_masks_split_the_branch_channels_and_share_the_rest(backbone: str) -> None:
+    _, _, part = _sites(backbone)
+    graph = part.graph
+    inner = {g for g, group in enumerate(graph.groups) if all(w.endswith(".conv1") for w in group.writers)}
+    assert set(graph.dropout_sites) == inner and len(inner) == 3  # one site per residual block: its inner channels
+    assert inner.isdisjoint(graph.stream) and graph.stream  # the residual stream is never split
+    assert part.shared == frozenset(range(len(graph.groups))) - inner
+    for g, group in enumerate(graph.groups):
+        masks = [set(part.indices(g, m).tolist()) for m in range(M)]
+        if g in inner:  # disjoint, equal, covering
+            assert all(len(s) == group.channels // M for s in masks) and set().union(*masks) == set(range(group.channels))
+            assert sum(map(len, masks)) == group.channels
+        else:  # whole in every member: stem, block outputs, shortcuts, head input
+            assert all(s == set(range(group.channels)) for s in masks)
+
+
+def test_dropout_site_members_start_from_the_parent_with_identical_shared_parts() -> None:
+    method, parent, part = _sites()
+    model = method.from_parent(parent, part)
+    members = list(model.members)
+    assert len(members) == M
+    graph = part.graph
+    for name, (gi, go) in graph.convs.items():
+        for m, net in enumerate(members):
+            rows, cols = part.indices(go, m), (torch.arange(3) if gi < 0 else part.indices(gi, m))
+            torch.testing.assert_close(net.get_submodule(name).weight, parent.get_submodule(name).weight[rows][:, cols], rtol=0, atol=0)
+    shared = [n for n, (gi, go) in graph.convs.items() if go in part.shared and (gi < 0 or gi in part.shared)]
+    assert {"stem.0", "stages.1.0.shortcut.0"} <= set(shared)
+    for key, value in parent.state_dict().items():  # stem, shortcuts, stream BatchNorms, head: the parent's, in every member
+        layer = key.rpartition(".")[0]
+        if layer in shared or layer in graph.linears or graph.norms.get(layer) in part.shared:
+            for net in members:
+                assert torch.equal(net.state_dict()[key], value), key
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        assert out.shape == (M, 4, 5)
+        torch.testing.assert_close(out[1], extract_subnetwork(parent, part, 1).eval()(x))
+    assert not torch.allclose(out[0], out[1])  # disjoint branch channels: different members
+
+
+def test_dropout_site_cost_is_counted_per_member() -> None:
+    """M passes of full-width networks with 1/M-wide branches: M copies of the shared parts are counted."""
+    method, parent, part = _sites()
+    model = method.build()
+    member = sum(p.numel() for p in model.members[0].parameters())
+    assert sum(p.numel() for p in model.parameters()) == M * member
+    assert sum(p.numel() for p in method.from_parent(parent, part).parameters()) == M * member
+    assert parent.get_submodule("stages.0.0.conv1").weight.shape[0] == M * model.members[0].get_submodule("stages.0.0.conv1").weight.shape[0]
+    assert method.forward_passes() == M and method.variant() == "M=4 dropout_sites"
+    assert _method().forward_passes() == 1 and _method().variant() == "M=4"
+    with pytest.raises(ValueError, match=r"'rows'.*valid choices: all, dropout_sites"):
+        _method(scope="rows")
+    with pytest.raises(ValueError, match="found no dropout site"):
+        partition_channels(_method().build_parent().net, M, "bn_scale", scope="dropout_sites")  # sites not marked
+
+
+def test_dropout_site_ensemble_meets_the_method_contract() -> None:
+    from benchmark.catalogue.checks import ALL_CHECKS, run_checks
+
+    results = run_checks("subnetwork", options={"members": M, "scope": "dropout_sites"}, checks=list(ALL_CHECKS))
+    assert results and all(r.passed for r in results), [(r.name, r.message) for r in results if not r.passed]

@@ -442,7 +442,8 @@ def test_relaunch_skips_runs_in_flight_and_depends_on_them(tmp_path: Path, data_
     tasks = S.expand(sweep)
     det = [t for t in tasks if t.stage == 0]
     ens = [t for t in tasks if t.stage == 1]
-    assert len(det) == 2 and len(ens) == 2
+    rows = {t.name for t in ens}  # the suite's subnetwork rows (both readings), each on seeds 0 and 1
+    assert len(det) == 2 and "subnetwork" in rows and len(ens) == 2 * len(rows)
     _slurm_manifest(tmp_path, sweep, {det[0].run_id: {"job_id": "40_0", "token": "old"}, det[1].run_id: {"job_id": "40_1", "token": "old"}})
     _fake_slurm_bin(tmp_path, monkeypatch, "cat <<'END'\n40_0|R|None|1|500M|1|debug|N/A|plures-sweep:old\n40_1|PD|Resources|1|500M|1|debug|N/A|plures-sweep:old\nEND")
     submitted: list[tuple[str | None, int]] = []
@@ -459,7 +460,7 @@ def test_relaunch_skips_runs_in_flight_and_depends_on_them(tmp_path: Path, data_
     logs: list[str] = []
     launched = S.launch(sweep, tasks, log=logs.append)
     assert [t.run_id for t in launched.in_flight] == [t.run_id for t in det] and launched.submitted == ens
-    assert submitted == [("afterany:40", 2), ("afterany:51:40", 1)]  # the ensembles after the members in flight; the board after both
+    assert submitted == [("afterany:40", len(ens)), ("afterany:51:40", 1)]  # the ensembles after the members in flight; the board after both
     assert sum("in flight, not submitted again" in m for m in logs) == 2
     manifest = json.loads(S.manifest_path(sweep).read_text())
     assert manifest["runs"][det[0].run_id]["job_id"] == "40_0"  # untouched

@@ -49,6 +49,10 @@ class TrainConfig:
     behaviour of the runs recorded before they existed, whose run ids they leave unchanged):
     uncertainty-baselines' CIFAR pipeline pads 2 px (``crop_pad = 2``) and its ImageNet scripts
     put L2 on kernels and biases only (``norm_weight_decay = 0.0``).
+    ``bn_group``: ghost BatchNorm: in training, every BatchNorm layer normalises each group of
+    ``bn_group`` rows (as the layers see them: tiled or repeated rows counted) with the group's own
+    statistics, the same groups on 1 or N processes (uncertainty-baselines' per-core batch,
+    ``per_core_batch_size``); 0: the whole batch (``benchmark.training.ghost_norm``).
     """
 
     epochs: int = 10
@@ -69,6 +73,7 @@ class TrainConfig:
     crop_pad: int | None = None  # random-crop padding of device-held training images, px (a shift of +-crop_pad); None: 4
     norm_weight_decay: float | None = None  # weight decay of normalisation scales and offsets; None: weight_decay; 0: kernels and biases only
     nan_check_every: int = 50
+    bn_group: int = 0  # rows per BatchNorm group in training (ghost BatchNorm; 0: the whole batch)
     log: str = "none"  # training curves: "none", or "tensorboard" (event files under the run's checkpoint folder; extra plures[tensorboard])
 
     def validate(self) -> None:
@@ -165,6 +170,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("train", "schedule"): one_of(SCHEDULES), ("train", "milestones"): at_least(0), ("train", "gamma"): above(0),
     ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0),
     ("train", "crop_pad"): at_least(0), ("train", "norm_weight_decay"): at_least(0), ("train", "log"): one_of(TRAIN_LOGS),
+    ("train", "bn_group"): at_least(0),
     ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,
     ("eval", "corruption_set"): NON_EMPTY, ("eval", "corruption_severities"): between(1, 5), ("eval", "corruption_subset"): at_least(0),
     ("eval", "corruption_seed"): at_least(0), ("eval", "latency_repeats"): at_least(1), ("eval", "latency_batch"): at_least(1),

@@ -5,8 +5,8 @@ This package re-exports the contract, so a method module writes
 ``from benchmark.methods import Method, register_method``; it imports no method itself.
 """
 
-from .base import (METHODS, EvalVariant, Method, MethodOptions, SingleMember, StageContext, Task, combine, ensemble_loss,
+from .base import (METHODS, EvalVariant, Method, MethodOptions, NormLayout, SingleMember, StageContext, Task, combine, ensemble_loss,
                    register_method)
 
-__all__ = ["METHODS", "EvalVariant", "Method", "MethodOptions", "SingleMember", "StageContext", "Task", "combine", "ensemble_loss",
-           "register_method"]
+__all__ = ["METHODS", "EvalVariant", "Method", "MethodOptions", "NormLayout", "SingleMember", "StageContext", "Task", "combine",
+           "ensemble_loss", "register_method"]

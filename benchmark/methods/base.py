@@ -149,6 +149,21 @@ class StageContext(Protocol):
     def member_model(self, overrides: dict[str, Any]) -> nn.Module: ...
 
 
+class NormLayout(NamedTuple):
+    """How a training batch's rows reach the network's BatchNorm layers, for ghost BatchNorm
+    (``train.bn_group``, :mod:`benchmark.training.ghost_norm`).
+
+    ``rows_per_image``: rows the BatchNorm layers see per training image (BatchEnsemble: M tiled
+    rows; MIMO: the batch repetition); ``blocks``: 1 when each image's rows lie together in the
+    order of the images (a group is a contiguous slice), M when the rows form M member-major blocks
+    (block m: member m's rows of the whole batch, as BatchEnsemble's tiling and Masksembles' member
+    chunks lay them out), a group then being the same slice of every block.
+    """
+
+    rows_per_image: int
+    blocks: int = 1
+
+
 class EvalVariant(NamedTuple):
     """One way a trained network is evaluated: a leaderboard row of its own."""
 
@@ -254,6 +269,11 @@ class Method:
     def rows_per_example(self) -> float:
         """Training rows the network processes per unique training image (for cost accounting)."""
         return 1.0
+
+    def norm_layout(self) -> NormLayout:
+        """How the training rows reach the BatchNorm layers (:class:`NormLayout`). Default: the
+        :meth:`rows_per_example` rows of each image together, in the images' order."""
+        return NormLayout(round(self.rows_per_example()))
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         """Optimizer parameter groups. Default: weight decay on every parameter (kernels, norm

@@ -261,6 +261,20 @@ def budget_text(plan: dict[str, Any], done: list[str], skipped: list[str], faile
     return "\n".join(lines) + "\n"
 
 
+def _bn_group_at(resolved: dict[str, Any], task: Any, batch: int) -> int:
+    """The recipe's ghost BatchNorm group (train.bn_group) where ``batch`` images hold whole groups, else 0 (the whole batch)."""
+    from ..catalogue.methods import get_method
+    from ..core.config import TrainConfig
+    from ..training.train import norm_groups
+
+    group = int(resolved["train"].get("bn_group") or 0)
+    try:
+        norm_groups(get_method(resolved["run"]["method"]).from_config(dict(resolved["method"]), task), TrainConfig(batch_size=batch, bn_group=group))
+    except ValueError:
+        return 0
+    return group
+
+
 def paper_epoch(check: CheckState, budget: float) -> tuple[str, str]:
     from ..core import config as C
     from ..data.datasets.cifar import CIFAR_MEAN, CIFAR_STD
@@ -292,7 +306,8 @@ def paper_epoch(check: CheckState, budget: float) -> tuple[str, str]:
         options = dict(r["method"])
         if backbone != r["run"]["backbone"]:  # the smoke backbone (a CIFAR ResNet) has no reference dropout sites: MC dropout's branch ones
             options.pop("sites", None)
-        bench = StepBench(name, task, data, s.paper_batch, r["train"]["precision"], r["train"]["channels_last"], options)
+        bn_group = _bn_group_at(r, task, s.paper_batch)
+        bench = StepBench(name, task, data, s.paper_batch, r["train"]["precision"], r["train"]["channels_last"], options, bn_group=bn_group)
         bench.step()  # warm-up (cuDNN autotuning, allocations)
         sync()
         t, steps = time.perf_counter(), 0
@@ -307,7 +322,7 @@ def paper_epoch(check: CheckState, budget: float) -> tuple[str, str]:
         sync()
         seconds = time.perf_counter() - t
         epoch = seconds / steps * steps_per_epoch
-        rows[label] = {"method": name, "options": r["method"], "steps": steps, "steps_per_epoch": steps_per_epoch, "seconds": seconds,
+        rows[label] = {"method": name, "options": r["method"], "bn_group": bn_group, "steps": steps, "steps_per_epoch": steps_per_epoch, "seconds": seconds,
                        "epoch_seconds": epoch, "full_epoch": steps == steps_per_epoch, "recipe_epochs": r["train"]["epochs"],
                        "recipe_hours": epoch * r["train"]["epochs"] / 3600}
         check.log(f"paper epoch {label}: {steps}/{steps_per_epoch} steps in {seconds:.1f}s -> {epoch:.1f}s per epoch, "

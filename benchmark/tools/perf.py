@@ -37,7 +37,9 @@ from ..evaluation.evaluate import evaluate
 from ..methods.base import Task, ensemble_loss
 from ..catalogue.methods import get_method, method_names
 from ..records import provenance, utc_now
-from ..training.train import to_channels_last
+from ..core.config import TrainConfig
+from ..training.ghost_norm import apply_ghost_norm, grouped_training_batch
+from ..training.train import norm_groups, to_channels_last
 from baselines.layers import grouped_kernels
 
 # Extra training-step rows: (method, options). MIMO at batch repetition 1 processes the same rows
@@ -63,13 +65,17 @@ def synthetic_data(n: int, size: int = 32, classes: int = 10, seed: int = 0) -> 
 
 
 class StepBench:
-    """One method's training step on a fixed batch of unique images (model, optimizer, inputs ready)."""
+    """One method's training step on a fixed batch of unique images (model, optimizer, inputs ready);
+    ``bn_group``: ghost BatchNorm's rows per group, as ``train.bn_group`` (0: the whole batch)."""
 
     def __init__(self, name: str, task: Task, data: DeviceData, batch: int, precision: str, channels_last: bool, options: dict | None = None,
-                 compile: bool = False) -> None:
+                 compile: bool = False, bn_group: int = 0) -> None:
         self.name = name
         self.method = get_method(name).from_config(dict(options or {}), task)
         self.model = self.method.build().to(data.device)
+        self.images_per_group = norm_groups(self.method, TrainConfig(batch_size=batch, bn_group=bn_group))
+        if self.images_per_group:
+            apply_ghost_norm(self.model, bn_group, self.method.norm_layout().blocks)
         if channels_last:
             to_channels_last(self.model)
         self.forward = torch.compile(self.model) if compile else self.model
@@ -84,7 +90,7 @@ class StepBench:
         x, y = self.data.train_batch(self.order, self.step_i % steps, self.batch, gen)
         x = x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
         self.step_i += 1
-        return self.method.training_batch(x, y, gen)
+        return grouped_training_batch(self.method, x, y, gen, self.images_per_group)
 
     def step(self, inputs: Any = None, targets: torch.Tensor | None = None) -> None:
         """One optimisation step; forms the batch (data path + the method's member inputs) unless given."""

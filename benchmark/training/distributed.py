@@ -11,7 +11,9 @@ A :class:`DistContext` passed as ``Environment(dist=...)`` makes ``fit``:
 * optionally (``sync_bn=True``, the default) normalise with full-batch BatchNorm statistics
   (:class:`SyncBatchNorm2d`, which works on the CPU with gloo as well as with NCCL); without it each
   rank normalises with its own chunk's statistics, as plain DDP does, and the result differs
-  from the 1-process run by more than float reassociation;
+  from the 1-process run by more than float reassociation; with ghost BatchNorm
+  (``train.bn_group``, :mod:`benchmark.training.ghost_norm`) every rank holds whole groups and
+  normalises them itself, as one process does, with no communication;
 * agree on stop requests across ranks (one all-reduce per poll), so every rank stops at the
   same step; only rank 0 writes checkpoints, final weights and records.
 
@@ -33,6 +35,8 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 from torch import nn
+
+from .ghost_norm import ghost_norms
 
 
 # --------------------------------------------------------------------------- BatchNorm
@@ -188,15 +192,19 @@ class DistContext:
     # ---- what ``fit`` calls
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """The module to train with: ``model`` (BatchNorm made synchronous if ``sync_bn``) in DDP.
+        """The module to train with: ``model`` (BatchNorm made synchronous if ``sync_bn``; ghost
+        BatchNorm layers, whose groups never cross ranks, stay as they are) in DDP.
 
         Checkpoints keep using ``model`` itself (same parameters, no ``module.`` prefix).
         """
         if self.sync_bn:
             convert_sync_batchnorm(model)
         device_ids = [model_device.index] if (model_device := next(model.parameters()).device).type == "cuda" else None
+        # ghost BatchNorm keeps each rank's running statistics and averages them when read (ghost_norm):
+        # rank 0's must not overwrite the others' at every forward
+        broadcast = not self.sync_bn and not ghost_norms(model)
         return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=self.find_unused_parameters,
-                                                   **buffer_sync_option(not self.sync_bn))
+                                                   **buffer_sync_option(broadcast))
 
     def shard(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         """This rank's contiguous chunk of a global training batch, and its loss weight.

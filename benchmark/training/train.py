@@ -26,6 +26,7 @@ from ..core.progress import progress_bar
 from ..core.runtime import StopFlag, StopRequested, autocast, hash_seed, make_generator
 from ..data.device import DeviceData
 from ..methods.base import Method, training_loss
+from .ghost_norm import apply_ghost_norm, average_running_stats, grouped_training_batch, remove_ghost_norm
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -182,6 +183,7 @@ def train_one_epoch(
     dist: Any = None,
     curves: Callable[[str, float, int], None] | None = None,
     partial: PartialEpoch | None = None,
+    images_per_group: int | None = None,
 ) -> EpochStats:
     """One epoch from ``start_step``; returns the mean loss over the steps run.
 
@@ -190,6 +192,8 @@ def train_one_epoch(
     ``on_stop(step, partial)`` is called when a stop is requested mid-epoch, with the sums so far.
     ``dist`` (a ``benchmark.training.distributed.DistContext``): train on this rank's chunk of each batch.
     ``curves(tag, value, global_step)`` receives the loss per member wherever it is read anyway (the NaN checks).
+    ``images_per_group``: ghost BatchNorm's images per group (:func:`norm_groups`); the training batch is then
+    formed group by group.
     """
     device = data.device
     model.train()
@@ -215,7 +219,7 @@ def train_one_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         else:
             x = x.contiguous()
-        inputs, targets = method.training_batch(x, y, gen)
+        inputs, targets = grouped_training_batch(method, x, y, gen, images_per_group)
         rows += targets.shape[1]
         weight = 1.0
         if dist is not None:  # data parallel: this rank's rows of the global batch (benchmark.training.distributed)
@@ -254,6 +258,25 @@ def train_one_epoch(
         if carried is not None:
             loss_sum = carried + loss_sum
     return EpochStats(epoch, float(loss_sum) / n, earlier_seconds + time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step, members)
+
+
+def norm_groups(method: Method, cfg: TrainConfig, world_size: int = 1) -> int | None:
+    """Ghost BatchNorm's images per group for ``cfg.bn_group`` rows per group (None: off, or one group
+    per batch). ``bn_group`` must be a whole number of the method's rows per image and of its row
+    blocks (:class:`~benchmark.methods.base.NormLayout`), and the batch (data parallel: each rank's
+    share) a whole number of groups; a ValueError names the values otherwise."""
+    if not cfg.bn_group:
+        return None
+    layout = method.norm_layout()
+    g, r = cfg.bn_group, layout.rows_per_image
+    if g % r or g % layout.blocks:
+        raise ValueError(f"train.bn_group={g} must be a multiple of the {r} row(s) per image and of the {layout.blocks} row block(s) "
+                         f"that method {method.name!r} trains with")
+    images = g // r
+    if cfg.batch_size % images or (cfg.batch_size // images) % world_size:
+        raise ValueError(f"train.bn_group={g} rows make groups of {images} images for method {method.name!r}: train.batch_size="
+                         f"{cfg.batch_size} must be a multiple of {images * world_size} (groups of {images} images x {world_size} process(es))")
+    return images if images < cfg.batch_size else None
 
 
 def fit(
@@ -308,6 +331,9 @@ def fit(
         else:
             log(f"resuming {desc} after epoch {epoch} of {cfg.epochs} (next: epoch {epoch + 1}) from {checkpoint}")
 
+    images_per_group = norm_groups(method, cfg, dist.world_size if dist is not None else 1)
+    if images_per_group:  # ghost BatchNorm (benchmark.training.ghost_norm), for this stage only
+        apply_ghost_norm(model, cfg.bn_group, method.norm_layout().blocks)
     net = model
     if dist is not None:  # data parallel (benchmark.training.distributed): DDP wrapper; stop polled in lockstep
         net = dist.wrap(model)
@@ -316,24 +342,31 @@ def fit(
         net = torch.compile(net)
 
     def save(e: int, s: int, part: PartialEpoch | None = None) -> None:
+        if images_per_group:
+            average_running_stats(model, dist)  # every rank: the ranks' ghost BatchNorm statistics, as one process's
         if checkpoint is not None and (dist is None or dist.is_main):
             save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                          "epoch": e, "step": s, "history": history, "config": asdict(cfg),
                                          "partial": part.state() if part is not None else None})
 
-    while epoch < cfg.epochs:
-        stats = train_one_epoch(net, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
-                                stop=stop, on_stop=lambda s, part, e=epoch: save(e, s, part), progress=progress,
-                                desc=f"{desc} {epoch + 1}/{cfg.epochs}", dist=dist, curves=curves, partial=partial)
-        partial = None
-        history.append(history_entry(stats))
-        method.end_of_epoch(model, epoch + 1, cfg)  # before the checkpoint: what it keeps in the model survives a resume
-        if curves is not None:
-            for tag, value in (("loss", stats.loss), ("loss_per_member", stats.loss / stats.members), ("lr", stats.lr), ("epoch_seconds", stats.seconds)):
-                curves(f"train/{tag}", value, epoch + 1)
-        epoch, step = epoch + 1, 0
-        save(epoch, 0)
-        log(f"{desc} epoch {epoch}/{cfg.epochs}: {loss_text(stats.loss, stats.members)}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
-        if stop is not None and stop.is_set() and epoch < cfg.epochs:
-            raise StopRequested(f"stopped after epoch {epoch} of {cfg.epochs}: {stop.reason}")
+    try:
+        while epoch < cfg.epochs:
+            stats = train_one_epoch(net, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
+                                    stop=stop, on_stop=lambda s, part, e=epoch: save(e, s, part), progress=progress,
+                                    desc=f"{desc} {epoch + 1}/{cfg.epochs}", dist=dist, curves=curves, partial=partial,
+                                    images_per_group=images_per_group)
+            partial = None
+            history.append(history_entry(stats))
+            method.end_of_epoch(model, epoch + 1, cfg)  # before the checkpoint: what it keeps in the model survives a resume
+            if curves is not None:
+                for tag, value in (("loss", stats.loss), ("loss_per_member", stats.loss / stats.members), ("lr", stats.lr), ("epoch_seconds", stats.seconds)):
+                    curves(f"train/{tag}", value, epoch + 1)
+            epoch, step = epoch + 1, 0
+            save(epoch, 0)
+            log(f"{desc} epoch {epoch}/{cfg.epochs}: {loss_text(stats.loss, stats.members)}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
+            if stop is not None and stop.is_set() and epoch < cfg.epochs:
+                raise StopRequested(f"stopped after epoch {epoch} of {cfg.epochs}: {stop.reason}")
+    finally:
+        if images_per_group:
+            remove_ghost_norm(model)
     return history
