@@ -153,7 +153,7 @@ def test_off_by_default_and_suite_run_ids_unchanged() -> None:
     """bn_group = 0 leaves the run id as it was: every quick-suite run that has a committed record keeps
     its record's id; bn_group > 0 is part of the id."""
     _, runs = C.load_suite("quick")
-    recorded = {json.loads(p.read_text())["run_id"].split("-K=")[0] for p in (ROOT / "results" / "runs" / "quick").glob("*.json")}
+    recorded = {json.loads(p.read_text())["run_id"].split("-K=")[0] for p in (ROOT / "results" / "reference" / "runs" / "quick").glob("*.json")}
     ids = {run["run"]["name"]: run_id_of(C.resolve(run)) for run in runs}
     without_record = {name: i for name, i in ids.items() if i not in recorded}
     assert set(without_record) <= {"subnetwork_dropout_sites"}, without_record  # a row newer than the records

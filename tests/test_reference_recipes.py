@@ -15,6 +15,7 @@ from benchmark.core import config as C
 from benchmark.runner import member_config
 from benchmark.sweep import cli as sweep_cli
 from benchmark.tools import recipes as R
+from tests.conftest import write_cifar_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -107,12 +108,15 @@ def test_the_paper_sweep_dry_run_plans_the_tables_recipes(tmp_path: Path, monkey
     sweep_file = tmp_path / "paper.toml"
     shutil.copy(ROOT / "benchmark/sweeps/paper.toml", sweep_file)
     monkeypatch.chdir(tmp_path)  # the sweep's relative results and log folders, read by the plan
+    # the launch looks the data up where the jobs will ([paths] data_dir = "data"): tiny CIFAR-10 and CIFAR-100 of batch size or more
+    write_cifar_archive(tmp_path / "data", "cifar10", per_batch=40, as_tar=False)
+    write_cifar_archive(tmp_path / "data", "cifar100", per_batch=200, as_tar=False)
     planned = {}
     real = sweep_cli.format_plan
 
-    def keep(sweep, tasks, done, flying=None):  # the plan the command prints, kept for the assertions
+    def keep(sweep, tasks, done, *args, **kwargs):  # the plan the command prints, kept for the assertions
         planned["tasks"] = tasks
-        return real(sweep, tasks, done, flying)
+        return real(sweep, tasks, done, *args, **kwargs)
 
     monkeypatch.setattr(sweep_cli, "format_plan", keep)
     assert main(["sweep", str(sweep_file), "--dry-run"]) == 0
