@@ -133,6 +133,9 @@ def cmd_bench(p: argparse.ArgumentParser):
     add_cost_options(p)
     add_resamples_option(p)
     p.add_argument("--no-cost-pass", action="store_true", help="skip the interleaved cost pass after the runs (latency columns keep the per-run figures)")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: print each run's state (done / resume / start) and the hours left, from the step times of finished "
+                        "records of the same configuration at another seed, else a short probe of the training step; each figure's source named")
     add_env_options(p, reference=True)
 
     def run(args: argparse.Namespace) -> int:
@@ -163,6 +166,11 @@ def cmd_bench(p: argparse.ArgumentParser):
         counts = {a: sum(st.action == a for st in states) for a in ("skip", "resume", "start")}
         print(f"bench {namespace}: {len(selected)} runs in {args.results_dir / namespace}: {counts['skip']} done (skipped), "
               f"{counts['resume']} to resume from a checkpoint, {counts['start']} to start", flush=True)
+        if args.plan:  # each run's state with what it has left and where the figure comes from; nothing runs
+            from .estimate import estimate_runs, format_estimates
+
+            print("\n".join(format_estimates(*estimate_runs(list(zip(label, resolved)), env))), flush=True)
+            return 0
         for name, st in zip(label, states):
             print(f"  {name}: {st.describe()}", flush=True)
         t0 = time.perf_counter()
