@@ -29,9 +29,9 @@ from ..records import load_records
 from ..runner import completed_records, run_id_of
 
 
-def curve(suite: str, results_dir: Path) -> list[dict[str, Any]]:
-    """Per epoch budget of the curve suite: ``epochs``, ``seeds``, ``accuracy`` and ``nll`` (means), and
-    the runs not finished (``missing``)."""
+def curve(suite: str, results_dir: Path) -> tuple[str, list[dict[str, Any]]]:
+    """The curve suite's name and, per epoch budget: ``epochs``, ``seeds``, ``accuracy`` and ``nll`` (means),
+    and the runs not finished (``missing``)."""
     from ..studies import suite_cells
 
     cells = suite_cells(suite, results_dir)
@@ -53,7 +53,7 @@ def curve(suite: str, results_dir: Path) -> list[dict[str, Any]]:
         row = by_epochs[e]
         out.append({**row, "accuracy": statistics.fmean(row["acc"]) if row["acc"] else None,
                     "nll_mean": statistics.fmean(row["nll"]) if row["nll"] else None})
-    return out
+    return cells.name, out
 
 
 def study_hours(study: str, results_dir: Path, data_dir: str | None, cache_dir: str | None, device: str) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def study_hours(study: str, results_dir: Path, data_dir: str | None, cache_dir: 
     evals = [e.eval_seconds for e in estimates]
     known = [v for v in evals if v is not None]
     fill = statistics.median(known) if known else 0.0
-    return {"epochs": epochs.pop(), "train": sum(e.train_seconds for e in estimates), "eval": sum(v if v is not None else fill for v in evals),
+    return {"name": cells.name, "epochs": epochs.pop(), "train": sum(e.train_seconds for e in estimates), "eval": sum(v if v is not None else fill for v in evals),
             "unknown_eval": sum(v is None for v in evals), "eval_fill": fill, "counts": counts, "runs": len(estimates)}
 
 
@@ -114,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", help="where the probes run (default: auto)")
     args = p.parse_args(argv)
     results = args.results_dir or (REFERENCE_RUNS if args.reference else DEFAULT_RESULTS)
-    rows = curve(args.curve, results)
+    name, rows = curve(args.curve, results)
     study = None if args.no_study else study_hours(args.study, results, args.data_dir, args.cache_dir, args.device)
     hours = None
     if study is not None:
         hours = {r["epochs"]: (study["train"] * r["epochs"] / study["epochs"] + study["eval"]) / 3600 for r in rows}
     best = max((r["accuracy"] for r in rows if r["accuracy"] is not None), default=None)
-    print(f"learning curve {args.curve} (records in {Path(results) / args.curve}):")
-    print("| epochs | seeds | acc (%) | NLL | gain over previous (pp) | within %g pp of best | study hours |" % args.flat)
+    print(f"learning curve {name} (records in {Path(results) / name}):")
+    print(f"| epochs | seeds | acc (%) | NLL | gain over previous (pp) | within {args.flat:g} pp of best | study hours |")
     print("|---:|---|---:|---:|---:|---|---:|")
     prev = None
     for r in rows:
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [str(r["epochs"]), " ".join(map(str, r["seeds"])) or "—", f"{acc:.2f}" if acc is not None else "not finished",
                  f"{r['nll_mean']:.4f}" if r["nll_mean"] is not None else "—",
                  f"{acc - prev:+.2f}" if acc is not None and prev is not None else "—",
-                 ("yes" if acc >= best - args.flat else "no") if acc is not None else "—", f"{hours[r['epochs']]:.1f}" if hours else "—"]
+                 ("yes" if acc >= best - args.flat else "no") if acc is not None else "—", f"{hours[r['epochs']]:.2f}" if hours else "—"]
         print("| " + " | ".join(cells) + " |")
         prev = acc if acc is not None else prev
     missing = [m for r in rows for m in r["missing"]]
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not finished: {', '.join(missing)} (python -m benchmark bench {args.curve}{' --reference' if args.reference else ''})")
     if study is not None:
         c = study["counts"]
-        print(f"study {args.study}: {study['runs']} runs; at its file's {study['epochs']} epochs: training {study['train'] / 3600:.2f} h + "
+        print(f"study {study['name']}: {study['runs']} runs; at its file's {study['epochs']} epochs: training {study['train'] / 3600:.2f} h + "
               f"evaluation {study['eval'] / 3600:.2f} h of this machine's time (stage times: {c.get('record', 0)} from records, "
               f"{c.get('probe', 0)} probed"
               + (f"; evaluation of {study['unknown_eval']} runs not measured: the median of the others, {study['eval_fill']:.0f} s, assumed"
