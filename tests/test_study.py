@@ -181,7 +181,21 @@ def test_miniature_study_end_to_end(cifar10_dir, tmp_path: Path, capsys, monkeyp
     slope = t_interval([gaps[8][s] - gaps[4][s] for s in (0, 1)])  # two widths: the slope per doubling is the change
     assert f"{slope.mean:+.2f} [" in row.split("|")[-2]
     csv = (tmp_path / "boards" / "ministudy" / "study.csv").read_text()
-    assert csv.startswith("dataset,backbone,row,axis,value,metric,mean,low,high,n,seeds,mixed_cpu,cpus,text\n")
+    assert csv.startswith("dataset,backbone,row,axis,value,metric,mean,low,high,n,seeds,mixed_device,devices,text\n")
+
+    # a gap whose paired records ran on different kinds of CPU is marked, and each cell names its devices
+    other = next((tmp_path / "runs" / "ministudy").glob(f"{target}__*.json"))
+    rec = json.loads(other.read_text())
+    rec["provenance"]["cpu"] = {"model": "Another CPU"}
+    other.write_text(json.dumps(rec))
+    assert cli.main(["study", str(suite), "--results-dir", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "boards"), "--no-plot"]) == 0
+    capsys.readouterr()
+    page = (tmp_path / "boards" / "ministudy" / "study.md").read_text()
+    row = next(line for line in page.split("### Δ Acc (pp)")[1].splitlines() if line.startswith("| mimo"))
+    assert row.split("|")[2].strip().endswith("(2)") and row.split("|")[3].strip().endswith("(2)†")  # width 8's seed 1 ran elsewhere
+    devices = next(line for line in page.split("### Seeds and devices per cell")[1].splitlines() if line.startswith("| mimo"))
+    seeds, _, kinds = devices.split("|")[3].strip().partition(" on ")
+    assert seeds == "0 1" and set(kinds.split(", ")) == {"Another CPU", rec["provenance"]["device_name"]}
 
     # a cell without a finished record is listed as not finished, never filled from elsewhere
     for p in (tmp_path / "runs" / "ministudy").glob("mimo-*-s1-*.json"):

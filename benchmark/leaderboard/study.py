@@ -18,9 +18,9 @@ several). For every row, axis value and metric:
   the deep-ensemble row at the same axis value, from the stored member predictions (mean curve
   and mean calibrated NLL over seeds; no interval).
 
-Each record's CPU kind (``provenance.cpu.model`` where the record has it, else
-``provenance.device_name``) is listed per cell; a gap whose paired records ran on different CPU
-kinds is marked, since fp32 training differs across instruction sets. numpy and pandas only.
+Each record's device kind (:func:`device_kind`: the CPU model on a CPU run, the GPU on a GPU run)
+is listed per cell; a gap whose paired records ran on different kinds is marked, since fp32
+training differs across CPU instruction sets (and GPUs). numpy and pandas only.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .comparisons import DEEResult, dee_group, row_dee
 from .frame import config_fingerprint, flatten, record_row, settings
 from .mce import BASELINE_METHOD
 
-__all__ = ["STUDY_METRICS", "Study", "StudyBlock", "build_study", "cpu_kind", "render_study_csv", "render_study_markdown", "write_study"]
+__all__ = ["STUDY_METRICS", "Study", "StudyBlock", "build_study", "device_kind", "render_study_csv", "render_study_markdown", "write_study"]
 
 # (record_row key, label, scale): accuracy in percentage points; cNLL is the corrupted summary
 STUDY_METRICS: tuple[tuple[str, str, float], ...] = (("accuracy", "Δ Acc (pp)", 100.0), ("nll", "Δ NLL", 1.0), ("cal_nll", "Δ cal. NLL", 1.0),
@@ -48,11 +48,12 @@ STUDY_METRICS: tuple[tuple[str, str, float], ...] = (("accuracy", "Δ Acc (pp)",
 MIXED = "†"
 
 
-def cpu_kind(rec: dict[str, Any]) -> str:
-    """The CPU (or device) a record was trained on: ``provenance.cpu.model``, else ``device_name``."""
+def device_kind(rec: dict[str, Any]) -> str:
+    """What a record was trained on: on a CPU run the CPU's model (``provenance.cpu.model`` where the
+    record has it, else ``device_name``), on a GPU run the GPU's name (``device_name``)."""
     prov = rec.get("provenance") or {}
     cpu = prov.get("cpu")
-    if isinstance(cpu, dict) and cpu.get("model"):
+    if not str(prov.get("device", "cpu")).startswith("cuda") and isinstance(cpu, dict) and cpu.get("model"):
         return str(cpu["model"])
     return str(prov.get("device_name") or prov.get("device") or "unknown")
 
@@ -66,18 +67,18 @@ def _axis_fingerprint(config: dict[str, Any], axis: str) -> str:
 @dataclass
 class Gap:
     """One cell's paired difference for one metric: the interval over the paired ``seeds``, and
-    whether the paired records ran on different CPU kinds."""
+    whether the paired records ran on different device kinds."""
 
     interval: SeedInterval | None
     seeds: tuple[int, ...]
-    mixed_cpu: bool = False
+    mixed_device: bool = False
 
 
 @dataclass
 class StudyBlock:
     """The study of one (dataset, backbone): its rows (labels, baseline first), axis values, the gaps
     ``(row, axis value, metric)``, slopes ``(row, metric)``, DEE ``(row, axis value)``, the baseline's
-    own values ``(axis value, metric)`` and the CPU kinds ``(row, axis value)``."""
+    own values ``(axis value, metric)``, the device kinds and seeds ``(row, axis value)``."""
 
     dataset: str
     backbone: str
@@ -88,7 +89,7 @@ class StudyBlock:
     slopes: dict[tuple[str, str], SeedInterval | None] = field(default_factory=dict)
     dee: dict[tuple[str, Any], DEEResult] = field(default_factory=dict)
     baseline_values: dict[tuple[Any, str], SeedInterval] = field(default_factory=dict)
-    cpus: dict[tuple[str, Any], list[str]] = field(default_factory=dict)
+    devices: dict[tuple[str, Any], list[str]] = field(default_factory=dict)
     seeds: dict[tuple[str, Any], list[int]] = field(default_factory=dict)
 
 
@@ -109,7 +110,7 @@ def _frame(records: list[dict[str, Any]], axis: str) -> pd.DataFrame:
         flat = flatten(rec["config"])
         if axis not in flat:
             raise ValueError(f"record {rec.get('_path', rec.get('run_id'))} has no config key {axis!r} (the study's axis)")
-        row.update(axis=flat[axis], cpu=cpu_kind(rec), fingerprint=_axis_fingerprint(rec["config"], axis), _rec=rec)
+        row.update(axis=flat[axis], device=device_kind(rec), fingerprint=_axis_fingerprint(rec["config"], axis), _rec=rec)
         rows.append(row)
     df = pd.DataFrame(rows)
     df["setting"] = settings(df)
@@ -131,7 +132,7 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
     block = StudyBlock(dataset, backbone, baseline, rows, values)
     recs = {(r, v): g for (r, v), g in df.groupby(["row", "axis"], sort=False)}
     for (r, v), g in recs.items():
-        block.cpus[(r, v)] = sorted(set(g["cpu"]))
+        block.devices[(r, v)] = sorted(set(g["device"]))
         block.seeds[(r, v)] = sorted(int(s) for s in g["seed"])
     for v in values:
         base = recs.get((baseline, v)) if baseline else None
@@ -155,7 +156,7 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
                     continue
                 diffs = [(int(s), scale * (float(mine.at[s, key]) - float(theirs.at[s, key]))) for s in seeds]
                 diffs = [(s, d) for s, d in diffs if math.isfinite(d)]
-                mixed = any(mine.at[s, "cpu"] != theirs.at[s, "cpu"] for s, _ in diffs)
+                mixed = any(mine.at[s, "device"] != theirs.at[s, "device"] for s, _ in diffs)
                 block.gaps[(r, v, key)] = Gap(t_interval([d for _, d in diffs]) if diffs else None, tuple(s for s, _ in diffs), mixed)
     numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0]
     for r in rows:
@@ -214,7 +215,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_study_markdown(study: Study) -> str:
     """The study page (Markdown): facts, then per block the baseline's values, one gap table per metric
-    (with the slope per doubling), the DEE table and the CPU kinds per cell."""
+    (with the slope per doubling), the DEE table and the seeds and devices per cell."""
     axis = study.axis
     lines = [f"# Study: {study.name}", "", f"Generated from the run records by `{study.command or 'python -m benchmark study ' + study.name}`; "
              "do not edit.", ""]
@@ -231,8 +232,8 @@ def render_study_markdown(study: Study) -> str:
         "has (2 or more), then the t interval over seeds.",
         f"- **DEE**: deep-ensemble equivalent against the deep-ensemble row at the same {axis.split('.')[-1]} (the leaderboard's procedure: "
         "mean member curve and mean calibrated NLL over seeds, no interval); '< 1' worse than one member, '> M' better than all M.",
-        f"- **CPU kinds**: {MIXED} = the paired records of a gap ran on different CPU kinds (fp32 training differs across instruction "
-        "sets by more than rounding).",
+        f"- **Devices**: {MIXED} = the paired records of a gap ran on different kinds of CPU (or GPU): fp32 training differs across "
+        "instruction sets by more than rounding, so such a gap mixes the two differences.",
     ]
     if study.missing:
         lines.append(f"- **Not finished** ({len(study.missing)}): " + "; ".join(study.missing))
@@ -260,7 +261,7 @@ def render_study_markdown(study: Study) -> str:
                 cells = []
                 for v in values:
                     gap = block.gaps.get((r, v, key))
-                    cells.append(_interval_text(gap.interval, key, gap.mixed_cpu) if gap is not None else "—")
+                    cells.append(_interval_text(gap.interval, key, gap.mixed_device) if gap is not None else "—")
                 body.append([r, *cells, _interval_text(block.slopes.get((r, key)), key)])
             lines += _table(head, body)
         if block.dee:
@@ -270,15 +271,15 @@ def render_study_markdown(study: Study) -> str:
             reasons = sorted({d.reason for d in block.dee.values() if d.reason})
             if reasons:
                 lines += ["", "n/a: " + "; ".join(reasons)]
-        lines += ["", "### Seeds and CPU kinds per cell", ""]
+        lines += ["", "### Seeds and devices per cell", ""]
         lines += _table(["Row", *(_axis_label(axis, v) for v in values)],
-                        [[r, *(f"{' '.join(map(str, block.seeds[(r, v)]))} on {', '.join(block.cpus[(r, v)])}" if (r, v) in block.cpus else "—"
+                        [[r, *(f"{' '.join(map(str, block.seeds[(r, v)]))} on {', '.join(block.devices[(r, v)])}" if (r, v) in block.devices else "—"
                                for v in values)] for r in block.rows])
     return "\n".join(lines) + "\n"
 
 
 def render_study_csv(study: Study) -> str:
-    """Long format: one line per (block, row, axis value, metric) with mean, low, high, n, seeds and CPU kinds;
+    """Long format: one line per (block, row, axis value, metric) with mean, low, high, n, seeds and device kinds;
     the slope per doubling as axis value ``slope``; DEE as metric ``dee`` (its display in ``text``)."""
     out = []
     for b in study.blocks:
@@ -286,18 +287,18 @@ def render_study_csv(study: Study) -> str:
             iv = gap.interval
             out.append({"dataset": b.dataset, "backbone": b.backbone, "row": r, "axis": study.axis, "value": v, "metric": key,
                         "mean": iv.mean if iv else math.nan, "low": iv.low if iv else math.nan, "high": iv.high if iv else math.nan,
-                        "n": iv.n if iv else 0, "seeds": " ".join(map(str, gap.seeds)), "mixed_cpu": gap.mixed_cpu,
-                        "cpus": "; ".join(b.cpus.get((r, v), [])), "text": ""})
+                        "n": iv.n if iv else 0, "seeds": " ".join(map(str, gap.seeds)), "mixed_device": gap.mixed_device,
+                        "devices": "; ".join(b.devices.get((r, v), [])), "text": ""})
         for (r, key), iv in b.slopes.items():
             if iv is not None:
                 out.append({"dataset": b.dataset, "backbone": b.backbone, "row": r, "axis": study.axis, "value": "slope", "metric": key,
-                            "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "seeds": "", "mixed_cpu": False, "cpus": "", "text": ""})
+                            "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "seeds": "", "mixed_device": False, "devices": "", "text": ""})
         for (r, v), d in b.dee.items():
             out.append({"dataset": b.dataset, "backbone": b.backbone, "row": r, "axis": study.axis, "value": v, "metric": "dee",
                         "mean": d.value, "low": math.nan, "high": math.nan, "n": len(b.seeds.get((r, v), [])),
-                        "seeds": " ".join(map(str, b.seeds.get((r, v), []))), "mixed_cpu": False, "cpus": "; ".join(b.cpus.get((r, v), [])),
+                        "seeds": " ".join(map(str, b.seeds.get((r, v), []))), "mixed_device": False, "devices": "; ".join(b.devices.get((r, v), [])),
                         "text": d.display})
-    cols = ["dataset", "backbone", "row", "axis", "value", "metric", "mean", "low", "high", "n", "seeds", "mixed_cpu", "cpus", "text"]
+    cols = ["dataset", "backbone", "row", "axis", "value", "metric", "mean", "low", "high", "n", "seeds", "mixed_device", "devices", "text"]
     return pd.DataFrame(out, columns=cols).to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
