@@ -148,7 +148,10 @@ def measured_by_key(results_dir: Path) -> dict[str, Measured]:
         prov = first.get("provenance") or {}
         cpu = (prov.get("cpu") or {}).get("model") if isinstance(prov.get("cpu"), dict) else None
         where = f"{Path(str(first.get('_path', run_id))).name}, {prov.get('hostname', '?')}, {cpu or prov.get('device_name', '?')}"
-        key = training_key(first["config"])
+        try:
+            key = training_key(first["config"])
+        except (KeyError, TypeError, AttributeError):  # a record older than some config table: not comparable
+            continue
         newest = max(str(r.get("created")) for r in recs)
         if key not in out or newest > out[key][0]:
             out[key] = (newest, Measured(rate, evaluation if evaluation >= 0 else None, f"record {where}"))
