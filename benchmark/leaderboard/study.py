@@ -130,7 +130,9 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
     rows = sorted(set(df["row"]), key=lambda r: (r != baseline, r))
     values = sorted(set(df["axis"]), key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
     block = StudyBlock(dataset, backbone, baseline, rows, values)
-    recs = {(r, v): g for (r, v), g in df.groupby(["row", "axis"], sort=False)}
+    # one record per seed and cell (the newest, should a run have been recorded twice)
+    recs = {(r, v): g.sort_values("created", kind="stable").drop_duplicates("seed", keep="last")
+            for (r, v), g in df.groupby(["row", "axis"], sort=False)}
     for (r, v), g in recs.items():
         block.devices[(r, v)] = sorted(set(g["device"]))
         block.seeds[(r, v)] = sorted(int(s) for s in g["seed"])
