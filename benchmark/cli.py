@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,bench,cost,leaderboard,list,check-method} ...`` (``--help`` on each)."""
+"""Command line: ``python -m benchmark {run,bench,study,cost,leaderboard,list,check-method} ...`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -133,6 +133,9 @@ def cmd_bench(p: argparse.ArgumentParser):
     add_cost_options(p)
     add_resamples_option(p)
     p.add_argument("--no-cost-pass", action="store_true", help="skip the interleaved cost pass after the runs (latency columns keep the per-run figures)")
+    p.add_argument("--plan", action="store_true",
+                   help="run nothing: print each run's state (done / resume / start) and the hours left, from the step times of finished "
+                        "records of the same configuration at another seed, else a short probe of the training step; each figure's source named")
     add_env_options(p, reference=True)
 
     def run(args: argparse.Namespace) -> int:
@@ -163,6 +166,11 @@ def cmd_bench(p: argparse.ArgumentParser):
         counts = {a: sum(st.action == a for st in states) for a in ("skip", "resume", "start")}
         print(f"bench {namespace}: {len(selected)} runs in {args.results_dir / namespace}: {counts['skip']} done (skipped), "
               f"{counts['resume']} to resume from a checkpoint, {counts['start']} to start", flush=True)
+        if args.plan:  # each run's state with what it has left and where the figure comes from; nothing runs
+            from .estimate import estimate_runs, format_estimates
+
+            print("\n".join(format_estimates(*estimate_runs(list(zip(label, resolved)), env))), flush=True)
+            return 0
         for name, st in zip(label, states):
             print(f"  {name}: {st.describe()}", flush=True)
         t0 = time.perf_counter()
@@ -235,6 +243,50 @@ def bench_cost_pass(suite: str, args: argparse.Namespace) -> None:
     except Exception as exc:  # noqa: BLE001 - the runs' records stand; only the latency columns lose the interleaved figures
         print(f"warning: cost pass of suite {suite} failed ({type(exc).__name__}: {exc}); latency columns keep the per-run figures",
               file=sys.stderr, flush=True)
+
+
+@command("study")
+def cmd_study(p: argparse.ArgumentParser):
+    """A study along one config axis from the records of a suite's (or sweep's) runs, e.g. capacity: each method's gap to the
+    deterministic model against the width, paired by seed, with t intervals over seeds, the slope per doubling and DEE; writes
+    <leaderboard dir>/<suite>/study.{md,csv,png,svg}. Cells without a finished record are listed as not finished."""
+    p.add_argument("suite", nargs="?", help="suite name or path whose runs are the cells (as bench runs them)")
+    p.add_argument("--sweep", type=Path, default=None, help="a sweep file instead of a suite: its runs, grid points included, are the "
+                                                            "cells (records read from, and the study written beside, its [paths])")
+    p.add_argument("--axis", default=None, help="the config key the study runs along, e.g. backbone.width (default: the one backbone option "
+                                                "that differs between the cells)")
+    p.add_argument("--seeds", type=_seed_list, default=None, metavar="S,S,...", help="the seeds the suite was benched at (bench --seeds)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="the overrides the suite was benched with (bench --set): its namespace <suite>+<hash>")
+    p.add_argument("--results-dir", type=Path, default=None, help=f"records to read (default: {DEFAULT_RESULTS}; with --reference: {REFERENCE_RUNS})")
+    p.add_argument("--leaderboard-dir", type=Path, default=None,
+                   help="output folder (default: results/leaderboards; with --reference: results/reference/leaderboards)")
+    p.add_argument("--reference", action="store_true", help=f"the project's published records ({REFERENCE_ROOT}) instead of your own")
+    p.add_argument("--no-plot", action="store_true", help="the tables only")
+
+    def run(args: argparse.Namespace) -> int:
+        from .studies import suite_cells, sweep_cells, write_cells_study
+
+        if (args.suite is None) == (args.sweep is None):
+            raise C.ConfigError("study: give a suite (e.g. python -m benchmark study capacity) or --sweep FILE, not both")
+        if args.sweep is not None:
+            cells = sweep_cells(args.sweep)
+            out = Path(C.load_toml(args.sweep).get("paths", {}).get("leaderboard_dir") or "results/leaderboards")
+        else:
+            resolve_result_dirs(args)
+            name = C.load_suite(args.suite)[0]["name"]
+            cells = suite_cells(args.suite, args.results_dir, args.seeds, suite_namespace(name, args.overrides))
+            out = args.leaderboard_dir
+        how = (f"python -m benchmark study {args.suite if args.sweep is None else f'--sweep {args.sweep}'}"
+               + "".join(f" --set {o}" for o in args.overrides) + (" --reference" if args.reference else ""))
+        study, paths = write_cells_study(cells, out, args.axis, how, plot=not args.no_plot)
+        done = len(cells.cells) - len(study.missing)
+        print(f"study {cells.name} along {study.axis}: {done} of {len(cells.cells)} runs finished", flush=True)
+        for path in paths:
+            print(f"study: {path}")
+        return 0
+
+    return run
 
 
 @command("cost")
