@@ -38,10 +38,16 @@ def doc_page(rel: str) -> str:
 
 
 def doc_section(rel: str, title: str) -> str:
-    """The text of ``docs/<rel>`` under the heading ``title`` (any level), up to the next heading of the same or a higher level."""
-    text = doc_page(rel)
-    found = re.search(rf"^(#+) {re.escape(title)}\n", text, re.M)
-    assert found, f"docs/{rel} has no heading '{title}'"
-    level = len(found.group(1))
-    end = re.search(rf"^#{{1,{level}}} ", text[found.end():], re.M)
-    return text[found.end():found.end() + end.start()] if end else text[found.end():]
+    """The text of ``docs/<rel>`` under the heading ``title`` (any level), up to the next heading of the same or a
+    higher level (lines in fenced code blocks are not headings)."""
+    lines, fenced, start, level = doc_page(rel).splitlines(keepends=True), False, None, 0
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        heading = None if fenced else re.match(r"(#+) (.*)$", line.rstrip("\n"))
+        if heading and start is None and heading.group(2) == title:
+            start, level = i + 1, len(heading.group(1))
+        elif heading and start is not None and len(heading.group(1)) <= level:
+            return "".join(lines[start:i])
+    assert start is not None, f"docs/{rel} has no heading '{title}'"
+    return "".join(lines[start:])
