@@ -46,7 +46,7 @@ from .leaderboard.costs import COST_PASS_KIND, COST_PASS_VERSION, cost_file
 from .records import load_records, provenance, utc_now
 from .runner import WeightsError, final_weights, load_trained
 
-MIN_REPEATS = 2  # the README's figures use the default, 5; tests may use 2
+MIN_REPEATS = 2  # the documented figures (docs/records.md) use the default, 5; tests may use 2
 DEFAULT_REPEATS = 5
 DEFAULT_CALLS_B1 = 10  # forward passes per sample at batch 1 (one pass of a small network is ~1 ms: timer and scheduler noise)
 ORDER = "round-robin over the models in each repeat (warm-up rounds first); the starting model rotates by one per repeat"

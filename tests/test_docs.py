@@ -1,6 +1,7 @@
-"""The README's contributor docs hold: the method template passes the contract checks, plans its
-member run and runs end to end; the export example writes a table; the how-tos and the published
-numbers' sources name what exists in the repository."""
+"""The documentation's contributor guides hold (docs/how-to/): the method template passes the contract
+checks, plans its member run and runs end to end; the export and Python API examples run; the how-tos
+and the published numbers' sources name what exists in the repository; the worked reading of the
+published quick leaderboard quotes it."""
 
 from __future__ import annotations
 
@@ -16,23 +17,16 @@ from benchmark.catalogue.checks import CHECKS, contract_task, fixed_batch, run_c
 from benchmark.catalogue.methods import get_method, load_methods
 from benchmark.core import config as C
 from benchmark.core.runtime import Environment
-from tests.test_plugins import only_builtins_after, readme_block, write_module  # noqa: F401 - the autouse fixture unloads plug-ins
+from tests.doc_text import doc_block, doc_page, doc_section
+from tests.test_plugins import only_builtins_after, write_module  # noqa: F401 - the autouse fixture unloads plug-ins
 
 REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
-
-
-def section(title: str) -> str:
-    """The README text under ``## title`` up to the next ``## `` heading."""
-    found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.S | re.M)
-    assert found, f"README.md has no section '## {title}'"
-    return found.group(1)
 
 
 @pytest.fixture
 def template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> type:
-    """The README's method template, written outside the repository and loaded as a plug-in: its class."""
-    filename, code = readme_block("method-template")
+    """The documentation's method template, written outside the repository and loaded as a plug-in: its class."""
+    filename, code = doc_block("method-template")
     module = filename.removesuffix(".py")
     monkeypatch.syspath_prepend(str(write_module(tmp_path / "research", module, code)))
     monkeypatch.setenv(P.ENV_VAR, module)
@@ -70,7 +64,7 @@ def test_template_overrides_every_hook_as_documented(template) -> None:
     plain = template.from_config({"members": 2, "mirror": False}, task)
     assert (plain.test_members(), plain.forward_passes(), plain.variant()) == (2, 1, "M=2")
     # Every hook of the contract named in the tutorial's table.
-    tutorial = section("Tutorial: every hook of the method contract")
+    tutorial = doc_page("how-to/method-contract.md")
     for hook in ["Options", *hooks]:
         assert f"| `{hook}" in tutorial, hook
 
@@ -111,11 +105,11 @@ def test_template_runs_end_to_end(template, cifar10_dir, tiny_run_config: dict, 
 
 
 def test_export_example_writes_a_booktabs_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's CSV-to-LaTeX example, run on the leaderboard of the fixture records."""
+    """The documentation's CSV-to-LaTeX example, run on the leaderboard of the fixture records."""
     from benchmark.leaderboard import write_leaderboards
 
     write_leaderboards(REPO / "tests" / "fixtures" / "records", tmp_path / "boards", ["fixture-c10"], plots=False)
-    _, code = readme_block("export-example")
+    _, code = doc_block("export-example")
     line = 'folder, dataset = "results/leaderboards/paper", "cifar10"'
     assert line in code
     monkeypatch.chdir(tmp_path)
@@ -125,9 +119,9 @@ def test_export_example_writes_a_booktabs_table(tmp_path: Path, monkeypatch: pyt
 
 
 def test_howtos_name_modules_and_functions_that_exist() -> None:
-    """Every repository path the contributor sections name exists, and so does each registration function."""
-    text = "".join(section(t) for t in ("Tutorial: every hook of the method contract", "How to add a dataset, a backbone, a metric or a plot",
-                                        "Compare with published numbers", "Export a table to a paper"))
+    """Every repository path the how-to guides name exists, and so does each registration function."""
+    text = "".join(doc_page(f"how-to/{page}.md") for page in ("own-method", "method-contract", "extend", "published-numbers", "export",
+                                                              "run", "sweeps", "gpu-check", "reliability", "python-api"))
     paths = set(re.findall(r"`((?:benchmark|tests|baselines|mimo)/[\w/.]+?)/?`(?!\]\()", text))  # not links to other repositories
     assert {"benchmark/backbones.py", "benchmark/data/base.py", "benchmark/leaderboard/reported.py", "tests/test_extension_points.py"} <= paths
     missing = [p for p in sorted(paths) if "<" not in p and not (REPO / p).exists()]
@@ -145,14 +139,38 @@ def test_howtos_name_modules_and_functions_that_exist() -> None:
 
 
 def test_published_numbers_sources_are_in_the_repository() -> None:
-    """Every reported row's source is listed with its address in reported.py's references and the README."""
+    """Every reported row's source is listed with its address in reported.py's references and the how-to guide."""
     from benchmark.leaderboard import reported
 
     doc = reported.__doc__ or ""
     assert "References" in doc and "shared/notes" not in doc
-    compare = section("Compare with published numbers")
+    compare = doc_page("how-to/published-numbers.md")
     for r in reported.REPORTED:
         assert r.url in doc and r.url in compare, r.url
         assert r.source.removeprefix("UB ") in doc
     for fact in ("Comparability", "PAPER_RECIPES", "2106.04767", "Havasi"):
         assert fact in compare and (fact in doc or fact == "Comparability")
+
+
+def test_python_api_example_reads_the_published_results(capsys: pytest.CaptureFixture) -> None:
+    """The Python API guide's example, as written: the published quick records and their leaderboard as data."""
+    _, code = doc_block("python-api-example")
+    exec(compile(code, "read_published.py", "exec"), {})
+    out = capsys.readouterr().out
+    assert "deterministic" in out and "mimo" in out and "cifar10-jpeg / resnet8" in out and "baseline" in out
+
+
+def test_worked_reading_quotes_the_published_quick_leaderboard() -> None:
+    """Every interval the worked reading quotes is in the published quick leaderboard, so a rebuilt board that
+    changes them fails here instead of leaving the reading stale."""
+    reading = doc_section("metrics.md", "A worked reading of the published quick leaderboard")
+    board = (REPO / "results" / "reference" / "leaderboards" / "quick" / "leaderboard.md").read_text()
+    intervals = [" ".join(i.split()) for i in re.findall(r"\[[-+]\d+\.\d+,\s+[-+]\d+\.\d+\]", reading)]
+    assert len(intervals) >= 5, intervals
+    assert [i for i in intervals if i not in board] == []
+    # the differences quoted without their interval, perhaps to fewer decimals: each is a board's difference rounded
+    starred = re.findall(r"([-+]\d+\.\d+)(?: points)?\*", reading)
+    differences = [float(d) for d in re.findall(r"\| ([-+]\d+\.\d+) \[", board)]
+    decimals = {s: len(s.split(".")[1]) for s in starred}
+    unmatched = [s for s in starred if not any(round(d, decimals[s]) == float(s) for d in differences)]
+    assert len(starred) >= 10 and unmatched == [], (starred, unmatched)

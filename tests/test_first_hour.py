@@ -14,7 +14,7 @@ import pytest
 
 import plures
 from benchmark import cli
-from test_plugins import readme_block
+from tests.doc_text import doc_block
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,9 +64,9 @@ def test_first_hour(cifar10_dir, tmp_path: Path, capsys) -> None:
 
 
 def test_first_hour_plugin_with_its_own_loss(cifar10_dir, tmp_path: Path) -> None:
-    """The README's label-smoothing plug-in, in the researcher's own folder: check-method passes, and it runs."""
+    """The documentation's label-smoothing plug-in, in the researcher's own folder: check-method passes, and it runs."""
     root, _ = cifar10_dir
-    filename, code = readme_block("plugin-loss-example")
+    filename, code = doc_block("plugin-loss-example")
     (tmp_path / "research").mkdir()
     (tmp_path / "research" / filename).write_text(code)
     env = {**os.environ, "PLURES_PLUGINS": filename.removesuffix(".py"), "OMP_NUM_THREADS": "1",

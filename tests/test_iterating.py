@@ -23,7 +23,7 @@ def env_for(tmp_path: Path, data_dir: Path, logs: list[str] | None = None, **kw)
 
 
 def smoke_argv(method: str, root: Path, tmp_path: Path) -> list[str]:
-    """The README's smoke recipe (``run --from-suite quick:<method>`` with subsets, one epoch, fp32, no
+    """The documentation's smoke recipe (docs/how-to/run.md) (``run --from-suite quick:<method>`` with subsets, one epoch, fp32, no
     corrupted sets), on the tiny CIFAR-10 of the fixtures instead of the JPEG copy."""
     return ["run", "--from-suite", f"quick:{method}", "--set", "train.precision=fp32", "--set", "train.epochs=1",
             "--set", "data.train_subset=64", "--set", "eval.test_subset=20", "--set", "eval.corruptions=none",

@@ -1,6 +1,6 @@
 """The training-loss hook of the method contract (``Method.loss``, taken by ``training_loss``):
 the default is the shared cross-entropy, bit for bit as before the hook; soft targets ``[M, B, K]``
-train; the README's label-smoothing plug-in passes ``check-method``, trains, and its loss is the
+train; the documentation's label-smoothing plug-in passes ``check-method``, trains, and its loss is the
 one label smoothing predicts; broken loss hooks fail ``check-method`` (and a run) with messages
 that name what is wrong.
 
@@ -28,9 +28,9 @@ from benchmark.methods import Method, ensemble_loss
 from benchmark.methods.base import LossError, training_loss
 from benchmark.runner import Environment, run_experiment
 from benchmark.training.distributed import DistContext
-from tests.test_plugins import only_builtins_after, readme_block, write_module  # noqa: F401 - the autouse fixture unloads plug-ins
+from tests.doc_text import doc_block, doc_page, doc_section
+from tests.test_plugins import only_builtins_after, write_module  # noqa: F401 - the autouse fixture unloads plug-ins
 
-REPO = Path(__file__).resolve().parents[1]
 
 SOFT = '''
 import torch
@@ -117,8 +117,8 @@ def load_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, co
 
 @pytest.fixture
 def smoothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> type[Method]:
-    """The README's label-smoothing plug-in, loaded from its own module: its class."""
-    filename, code = readme_block("plugin-loss-example")
+    """The documentation's label-smoothing plug-in, loaded from its own module: its class."""
+    filename, code = doc_block("plugin-loss-example")
     load_plugin(tmp_path, monkeypatch, filename.removesuffix(".py"), code)
     return get_method("label_smoothing")
 
@@ -207,10 +207,10 @@ def test_data_parallel_shards_soft_targets_on_the_batch_axis() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The README's label-smoothing plug-in
+# The documentation's label-smoothing plug-in (docs/how-to/own-method.md)
 
 
-def test_readme_label_smoothing_passes_check_method(smoothing: type[Method], capsys) -> None:
+def test_docs_label_smoothing_passes_check_method(smoothing: type[Method], capsys) -> None:
     assert P.plugin_of("label_smoothing").module == "smooth_labels"
     assert cli.main(["check-method", "label_smoothing", "--set", "method.smoothing=0.2"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -269,7 +269,7 @@ def test_soft_targets_pass_check_method_and_train(cifar10_dir, tiny_run_config: 
     """Smoothed labels as soft targets on the shared loss: the contract holds, the loss equals the
     label-smoothing hook's, and a run trains on them (counting its rows as the deterministic run does)."""
     load_plugin(tmp_path, monkeypatch, "plures_test_soft", SOFT)
-    filename, code = readme_block("plugin-loss-example")
+    filename, code = doc_block("plugin-loss-example")
     load_plugin(tmp_path, monkeypatch, filename.removesuffix(".py"), code)
     results = run_checks("soft_smoothing")
     assert all(r.passed for r in results), results
@@ -328,7 +328,5 @@ def test_a_run_with_a_non_scalar_loss_stops_with_the_message(cifar10_dir, tiny_r
 
 
 def test_tutorial_table_lists_the_loss_hook() -> None:
-    readme = (REPO / "README.md").read_text()
-    tutorial = readme.split("## Tutorial: every hook of the method contract", 1)[1].split("\n## ", 1)[0]
-    assert "| `loss(logits, targets)` | `ensemble_loss`" in tutorial
-    assert "<!-- plugin-loss-example: smooth_labels.py -->" in readme.split("## Benchmark your own method (plug-ins)", 1)[1].split("\n## ", 1)[0]
+    assert "| `loss(logits, targets)` | `ensemble_loss`" in doc_page("how-to/method-contract.md")
+    assert "<!-- plugin-loss-example: smooth_labels.py -->" in doc_section("how-to/own-method.md", "A method with its own training loss")

@@ -1,6 +1,6 @@
 """Methods from outside the package: plug-in modules loaded through PLURES_PLUGINS or the
 ``plures.methods`` entry points, their errors, ``list`` and ``check-method``, the contract tests'
-``--plures-plugin`` option, and the README's plug-in example run end to end.
+``--plures-plugin`` option, and the documentation's plug-in example run end to end.
 
 Every plug-in module here is written to a temporary folder outside the repository; each test
 unloads what it loaded, so other tests see only the built-in methods.
@@ -23,6 +23,7 @@ from benchmark.methods import METHODS
 from benchmark.catalogue import plugins as P
 from benchmark.catalogue.methods import build_method, get_method, load_methods, method_names
 from benchmark.catalogue.checks import CHECKS, contract_task, fixed_batch, run_checks
+from tests.doc_text import doc_block
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,22 +211,14 @@ def test_pytest_option_adds_a_plugins_methods_to_the_contract_tests(tmp_path: Pa
 
 
 # ---------------------------------------------------------------------------------------------
-# The README's example
-
-
-def readme_block(marker: str) -> tuple[str, str]:
-    """(file name, text) of the README code block right after ``<!-- marker: file name -->``."""
-    text = (REPO / "README.md").read_text()
-    found = re.search(rf"<!-- {marker}: (\S+) -->\n```\w+\n(.*?)```", text, re.S)
-    assert found, f"README.md has no code block marked <!-- {marker}: FILE -->"
-    return found.group(1), found.group(2)
+# The plug-in example of the documentation (docs/how-to/own-method.md)
 
 
 @pytest.fixture
-def readme_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
-    """The README's example module written to a folder outside the repository, named in
+def docs_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
+    """The documentation's example module written to a folder outside the repository, named in
     PLURES_PLUGINS: (folder, module name)."""
-    filename, code = readme_block("plugin-example")
+    filename, code = doc_block("plugin-example")
     module = filename.removesuffix(".py")
     folder = write_module(tmp_path / "research", module, code)
     monkeypatch.syspath_prepend(str(folder))
@@ -238,8 +231,8 @@ def plugin_methods(module: str) -> tuple[str, ...]:
     return plugin.methods
 
 
-def test_readme_example_passes_the_contract_checks(readme_plugin: tuple[Path, str]) -> None:
-    _, module = readme_plugin
+def test_docs_example_passes_the_contract_checks(docs_plugin: tuple[Path, str]) -> None:
+    _, module = docs_plugin
     load_methods()
     assert plugin_methods(module) == ("multihead",)
     for check, passed, message in run_checks("multihead") + run_checks("multihead", options={"members": 2}):
@@ -249,8 +242,8 @@ def test_readme_example_passes_the_contract_checks(readme_plugin: tuple[Path, st
     assert method.build()(fixed_batch(contract_task())[0]).shape == (3, 12, 5)
 
 
-def test_readme_suite_runs_the_example(readme_plugin: tuple[Path, str], tmp_path: Path) -> None:
-    filename, text = readme_block("plugin-suite")
+def test_docs_suite_runs_the_example(docs_plugin: tuple[Path, str], tmp_path: Path) -> None:
+    filename, text = doc_block("plugin-suite")
     suite = tmp_path / filename
     suite.write_text(text)
     meta, runs = C.load_suite(str(suite))
@@ -260,11 +253,11 @@ def test_readme_suite_runs_the_example(readme_plugin: tuple[Path, str], tmp_path
         assert build_method(resolved, num_classes=10, image_size=32).name == resolved["run"]["method"]
 
 
-def test_readme_example_runs_end_to_end_from_the_command_line(readme_plugin: tuple[Path, str], cifar10_dir, tiny_run_config: dict,
+def test_docs_example_runs_end_to_end_from_the_command_line(docs_plugin: tuple[Path, str], cifar10_dir, tiny_run_config: dict,
                                                             tmp_path: Path, capsys) -> None:
     """``python -m benchmark run --set run.method=multihead`` in a fresh process with PLURES_PLUGINS
     set writes a record; a leaderboard built from the records lists the method."""
-    folder, module = readme_plugin
+    folder, module = docs_plugin
     root, _ = cifar10_dir
     cfg = C.merge(tiny_run_config, {"run": {"method": "multihead"}, "method": {"members": 2}, "train": {"epochs": 1}})
     sets = [f"--set={table}.{key}={value}" for table, values in cfg.items() for key, value in values.items()]

@@ -6,7 +6,7 @@ every free an ``munmap``, so each large activation of a forward or backward pass
 in again, page by page, at every step. A bf16 ResNet-8 at 512 rows has 16 MiB activations (below
 the threshold); the same network on a BatchEnsemble batch tiled 4 times, or an MC-dropout batch
 repeated K times, has 64 MiB ones (above it), and those steps ran 2x slower per row than the
-deterministic model's for that reason alone (``python -m benchmark perf``; README, Performance).
+deterministic model's for that reason alone (``python -m benchmark perf``; docs/performance.md).
 
 :func:`tune_host_allocator` (called at the start of every CLI command, run, sweep job and perf
 measurement) sets, through ``mallopt``:

@@ -3,7 +3,9 @@
 - one page per registered method (:func:`method_page`): its class and module docstrings, its
   ``Options`` dataclass (type, default, help: what ``python -m benchmark describe NAME`` prints),
   what it costs at its defaults (members, forward passes, training rows per image, parameters and
-  FLOPs counted on the quick suite's network) and its rows in the published reference records;
+  FLOPs counted on the quick suite's network) and its rows in the published reference records,
+  around the page's hand-written notes (``docs/methods/notes/<name>.md``: how plures implements
+  the method, its departures from the reference recipe);
 - the method catalogue (:func:`methods_index`);
 - the metric and column definitions (:func:`metric_table`, :func:`column_table`) from
   :mod:`benchmark.evaluation.metric_specs` and :mod:`benchmark.leaderboard.columns`;
@@ -32,6 +34,9 @@ from typing import Any, Iterable
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_RUNS = REPO / "results" / "reference" / "runs"
 REFERENCE_BOARDS = REPO / "results" / "reference" / "leaderboards"
+# Hand-written notes of a method page (how plures implements it, its departures from the reference
+# recipe): docs/methods/notes/<name>.md, included in the generated page; not pages of their own.
+METHOD_NOTES = REPO / "docs" / "methods" / "notes"
 
 # The network the cost table counts on: the quick suite's (ResNet-8 of width 16, CIFAR-sized images).
 COST_TASK = {"backbone": "resnet8", "backbone_options": {"width": 16}, "num_classes": 10, "image_size": 32}
@@ -99,7 +104,7 @@ def options_table(name: str) -> str:
     docs = C.describe_options(get_method(name).Options)
     if not docs:
         return "No options."
-    return table(["option", "type", "default", "meaning"], ([f"`{d.name}`", f"`{d.type}`", f"`{d.default!r}`", d.help] for d in docs))
+    return table(["option", "type", "default", "meaning"], ([f"`{d.name}`", f"`{d.type}`", f"`{d.default!r}`", roles_to_code(d.help)] for d in docs))
 
 
 @functools.lru_cache(maxsize=None)
@@ -174,8 +179,14 @@ def reference_section(name: str, records: list[dict[str, Any]], link_prefix: str
     return table(["suite", "dataset / backbone", "variant", "seeds", "params", "FLOPs/ex", "passes"], rows)
 
 
+def method_notes(name: str, folder: Path = METHOD_NOTES) -> str:
+    """The hand-written notes of a method's page (``docs/methods/notes/<name>.md``), or "" when it has none."""
+    path = folder / f"{name}.md"
+    return path.read_text().strip() if path.is_file() else ""
+
+
 def method_page(name: str, records: list[dict[str, Any]] | None = None, baseline_flops: float | None = None) -> str:
-    """The page of one registered method."""
+    """The page of one registered method: the generated sections around its hand-written notes."""
     from benchmark.catalogue.methods import get_method
 
     cls = get_method(name)
@@ -186,7 +197,8 @@ def method_page(name: str, records: list[dict[str, Any]] | None = None, baseline
         f"**{first_paragraph(cls.__doc__)}**" if cls.__doc__ else "",
         f"Registered as `{name}` by `{cls.__module__}.{cls.__qualname__}` (`{source_path(cls)}`). Run it with "
         f"`--set run.method={name}`; `python -m benchmark describe {name}` prints the options below.",
-        "## The method",
+        method_notes(name),
+        "## The method in detail" if method_notes(name) else "## The method",
         markdown_of_docstring(module.__doc__),
         "## Options",
         f"Set with `--set method.KEY=VALUE` or a run config's `[method]` table; unknown keys and wrong types fail before any data is read.\n\n"
@@ -216,7 +228,9 @@ def methods_index(names: list[str] | None = None) -> str:
             "in the network it builds, how it forms each member's inputs and targets, and the stages it runs.\n\n"
             + table(["method", "idea", "module", "forward passes per test example (default rows)"], rows)
             + "\n\nEach page is generated from the method's code (docstrings, options, a cost count at the defaults) and the "
-            "published records. `python -m benchmark list -v` prints the same options in a terminal.\n")
+            "published records, around notes on how plures implements the method and where it departs from the reference recipe. "
+            "What every method shares, the departures that concern several methods and the equal-cost single models: "
+            "[Recipes and departures](recipes.md). `python -m benchmark list -v` prints the same options in a terminal.\n")
 
 
 def metric_table() -> str:
