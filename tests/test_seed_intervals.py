@@ -130,7 +130,7 @@ def test_the_interval_in_every_format(board, tmp_path):
     md, html, tex = lb.render_markdown(board), lb.render_html(board), lb.render_latex(board)
     for text, esc in ((md, str), (html, escape)):
         assert esc("Student-t interval over the row's seeds") in text and esc(ONE_SEED_LEGEND) in text
-    assert cells["M=3"]["Acc (%)"] in md and cells["M=3"]["Acc (%)"].replace(" ", "&nbsp;").replace("&nbsp;[", " [") in html
+    assert cells["M=3"]["Acc (%)"] in md and cells["M=3"]["Acc (%)"].replace(" ", "&nbsp;").replace("&nbsp;[", " [").replace(",&nbsp;", ", ") in html
     assert r"1 \S{}" in tex and "Student-t interval over the row" in tex and "covers test-set sampling only" in tex
     csv = pd.read_csv(pd.io.common.StringIO(lb.render_csv(board)))
     c = csv.set_index("variant").loc["M=3"]

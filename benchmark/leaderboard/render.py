@@ -297,11 +297,12 @@ def _view_controls(board: SuiteBoard) -> str:
 
 
 def _cell_html(cell: Cell, css: str) -> str:
-    """A ``<td>`` whose text may wrap only before ``±``, ``[`` and ``(n=k)``, so a narrow table puts
-    the interval under the mean instead of overflowing; numbers and units never break."""
+    """A ``<td>`` whose text may wrap only before ``±``, ``[`` and ``(n=k)`` and after an interval's
+    comma, so a narrow table puts the interval under the mean instead of overflowing; numbers and
+    units never break."""
     text = html.escape(cell.text)
     if css.startswith("col "):  # a metric cell (identity cells wrap as text does)
-        text = text.replace(" ", "&nbsp;").replace("&nbsp;±", " ±").replace("&nbsp;[", " [").replace("&nbsp;(n=", " (n=")
+        text = text.replace(" ", "&nbsp;").replace("&nbsp;±", " ±").replace("&nbsp;[", " [").replace(",&nbsp;", ", ").replace("&nbsp;(n=", " (n=")
     return f'<td class="{css}"><strong>{text}</strong></td>' if cell.bold else f'<td class="{css}">{text}</td>'
 
 
