@@ -195,7 +195,7 @@ def test_leaderboard_shows_the_new_columns_in_every_format(benched) -> None:
     for label in ("cal. NLL", "DEE", "T", "AURC", "AUROC svhn (%)", "MI-AUROC svhn (%)"):
         assert f"| {label} |" in header, label
     assert "paired bootstrap over 40 test examples, 1000 resamples, 3 seed(s)" in md
-    assert "| Method | Δ Acc (pp) | Δ NLL | Δ cal. NLL | Δ Brier | Δ ECE |" in md
+    assert "| Method | Seeds | Δ Acc (pp) | Δ NLL | Δ cal. NLL | Δ Brier | Δ ECE |" in md
     html = (folder / "leaderboard.html").read_text()
     assert 'class="paired"' in html and "MI-AUROC svhn (%)" in html and ">DEE<" in html
     tex = (folder / "leaderboard.tex").read_text()
@@ -209,7 +209,7 @@ def test_leaderboard_shows_the_new_columns_in_every_format(benched) -> None:
         assert isinstance(row["dee_display"], str) and row["dee_display"] != "n/a"
         if name != "deterministic":
             assert isinstance(row["d_nll_display"], str) and "[" in row["d_nll_display"]
-    # quick3-style blocks: mean ± std over the seeds of each record's value
+    # quick3-style blocks: mean, std and 95% t interval over the seeds of each record's value
     de = _by_seed(benched["records"], "deep_ensemble")
     vals = [r["metrics"]["clean"]["cal_nll"] for r in de]
     assert rows["deep_ensemble M=3"]["cal_nll"] == pytest.approx(np.mean(vals), rel=1e-12)
@@ -240,7 +240,7 @@ def test_leaderboard_values_equal_direct_calls(benched) -> None:
         assert nll == pytest.approx(np.mean([r["metrics"]["clean"]["cal_nll"] for r in group]), rel=1e-9)
         expected = dee_mod.deep_ensemble_equivalent(float(nll), mean_curve)
         assert rows[name]["dee_display"] == expected.display, name
-    # paired differences: pooled over the 3 seeds (seeds resampled too), validation temperatures, 1000 resamples
+    # paired differences: pooled over the 3 seeds (t interval with the seed spread), validation temperatures, 1000 resamples
     for name, group in (("deep_ensemble M=3", de), ("mc_dropout K=2", mc)):
         pairs, vals = [], []
         for b, r in zip(det, group):
@@ -248,7 +248,7 @@ def test_leaderboard_values_equal_direct_calls(benched) -> None:
             pairs.append((a_b["clean/log_probs"], a_r["clean/log_probs"], a_b["clean/targets"]))
             vals.append((a_b["val/log_probs"], a_r["val/log_probs"], a_b["val/targets"]))
         res = paired_bootstrap(pairs, val_pairs=vals, n_resamples=1000, seed=0)
-        assert res.hierarchical and res.n_seeds == 3
+        assert res.over_seeds == "t" and res.covers_seeds and res.n_seeds == 3
         for m, d in res.differences.items():
             scale = 100.0 if m == "accuracy" else 1.0
             row = rows[name]
@@ -257,7 +257,7 @@ def test_leaderboard_values_equal_direct_calls(benched) -> None:
             assert row[f"d_{m}_low"] == pytest.approx(published(scale * d.low), abs=1e-12), (name, m)
             assert row[f"d_{m}_high"] == pytest.approx(published(scale * d.high), abs=1e-12), (name, m)
             assert bool(row[f"d_{m}_excl"]) == d.excludes_zero
-            assert row[f"d_{m}_display"].endswith("*") == d.excludes_zero
+            assert row[f"d_{m}_display"].endswith("†") == d.excludes_zero  # † : exceeds the seed spread
     assert rows["deterministic"]["d_nll_display"] == "baseline"
 
 

@@ -1,6 +1,7 @@
 """benchmark.evaluation.paired: point estimates against calibration.py, resample statistics against
 a by-hand computation on the repeated examples, the bootstrap standard error against the analytic
-one, seeds (pooled, hierarchical), and the interval's coverage by simulation."""
+one, seeds (pooled: t with the seed spread, hierarchical, fixed), and the interval's coverage by
+simulation (several seeds: tests/test_seed_intervals.py)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def test_clearly_better_model_excludes_zero():
     assert res.differences["nll"].low < res.differences["nll"].high < 0 and res.differences["nll"].b_better is True
 
 
-def test_seeds_pooled_and_hierarchical():
+def test_seeds_pooled_t_and_hierarchical():
     rng = np.random.default_rng(5)
     n, k = 300, 3
     y = rng.integers(0, k, n)
@@ -87,15 +88,29 @@ def test_seeds_pooled_and_hierarchical():
         base = np.eye(k)[y] + rng.normal(size=(n, k))
         pairs.append((log_softmax(2 * (base + 0.5 * rng.normal(size=(n, k))), 1),
                       log_softmax(2 * (base + [0.1, 1.5, 0.2, 1.4][s] * rng.normal(size=(n, k))), 1), y))
-    h = pb.paired_bootstrap(pairs, n_resamples=500, n_splits=1)
-    flat = pb.paired_bootstrap(pairs, n_resamples=500, n_splits=1, resample_seeds=False)
-    assert h.hierarchical and not flat.hierarchical and h.shared_examples and h.n_seeds == 4
+    t = pb.paired_bootstrap(pairs, n_resamples=500, n_splits=1)
+    h = pb.paired_bootstrap(pairs, n_resamples=500, n_splits=1, over_seeds="bootstrap")
+    flat = pb.paired_bootstrap(pairs, n_resamples=500, n_splits=1, over_seeds="fixed")
+    assert t.over_seeds == "t" and t.covers_seeds and not t.hierarchical  # the default with 2+ seeds
+    assert h.hierarchical and h.covers_seeds and not flat.hierarchical and not flat.covers_seeds
+    assert h.shared_examples and h.n_seeds == 4
     per_seed = [pb.paired_bootstrap(p, n_resamples=10, n_splits=1).differences["nll"].diff for p in pairs]
-    assert h.differences["nll"].diff == pytest.approx(np.mean(per_seed))
-    assert flat.differences["nll"].diff == pytest.approx(np.mean(per_seed))
+    for r in (t, h, flat):
+        assert r.differences["nll"].diff == pytest.approx(np.mean(per_seed))
+        assert r.differences["nll"].per_seed == pytest.approx(per_seed)
+        assert r.differences["nll"].seed_std == pytest.approx(np.std(per_seed, ddof=1))
     width = lambda r: r.differences["nll"].high - r.differences["nll"].low  # noqa: E731
     assert width(h) > 1.5 * width(flat)  # seed-to-seed spread enters the hierarchical interval
-    assert not pb.paired_bootstrap(pairs[:2], n_resamples=50, n_splits=1).hierarchical
+    assert width(t) > width(h)  # and the t interval (3 df) more: 4 seeds say little about the spread
+    # the t interval: the examples' standard error (seeds fixed) and the seeds' combined, Welch-Satterthwaite df
+    d = t.differences["nll"]
+    se_ex, se_seed2 = flat.differences["nll"].se, np.var(per_seed, ddof=1) / 4
+    assert t.samples["nll"].std(ddof=1) == pytest.approx(se_ex)  # the same example draws as "fixed"
+    assert d.se == pytest.approx(np.sqrt(se_ex ** 2 + se_seed2))
+    assert d.df == pytest.approx((se_ex ** 2 + se_seed2) ** 2 / (se_seed2 ** 2 / 3)) and 3 < d.df < 30
+    assert (d.low, d.high) == pytest.approx((d.diff - pb.t_quantile(0.95, d.df) * d.se, d.diff + pb.t_quantile(0.95, d.df) * d.se))
+    one = pb.paired_bootstrap(pairs[0], n_resamples=50, n_splits=1)
+    assert one.over_seeds == "fixed" and not one.covers_seeds and np.isnan(one.differences["nll"].seed_std)
     # different test sets per seed: each seed draws its own examples
     other = _pair(np.random.default_rng(6), n=200)
     assert not pb.paired_bootstrap([pairs[0], other], n_resamples=50, n_splits=1).shared_examples
@@ -123,6 +138,10 @@ def test_bad_inputs():
         pb.paired_bootstrap((a, b, y), level=95)
     with pytest.raises(ValueError, match=r"pairs\[0\]\[2\] \(targets\)"):
         pb.paired_bootstrap((a, b, y[:10]))
+    with pytest.raises(ValueError, match="over_seeds must be one of t, bootstrap, fixed"):
+        pb.paired_bootstrap([(a, b, y), (a, b, y)], over_seeds="hierarchical")
+    with pytest.raises(ValueError, match="needs at least 2 seeds"):
+        pb.paired_bootstrap((a, b, y), over_seeds="t")
 
 
 def test_coverage_of_the_interval_by_simulation():

@@ -130,7 +130,8 @@ def block_columns(table: pd.DataFrame) -> list[Column]:
     if "dee_display" in measured and measured["dee_display"].notna().any():
         cols.insert(next((i + 1 for i, c in enumerate(cols) if c.key == "cal_nll"), len(cols)), DEE_COLUMN)
     for prefix in (OOD_PREFIX, MI_OOD_PREFIX):
-        ood = sorted(k for k in measured.columns if k.startswith(prefix) and not k.endswith(("_std", "_n")) and measured[k].notna().any())
+        ood = sorted(k for k in measured.columns if k.startswith(prefix) and f"{k}_n" in measured  # a value, not its _std, _low, _high
+                     and measured[k].notna().any())
         cols += [ood_column(k) for k in ood]
     large = single(measured["large_batch"]) if "large_batch" in measured else None
     for c in COST_COLUMNS:
@@ -305,7 +306,8 @@ def build_boards(records: list[dict[str, Any]], problems: list[tuple[str, str]],
                 or _problem_suite(p, results_dir) not in known]  # a file outside any known suite's folder is shown everywhere
         fails = [(_rel(r.get("_path", r["run_id"]), results_dir), _failure(r)) for r in failed or [] if r["identity"]["suite"] == suite]
         facts = [("Suite", suite), *suite_facts(suite),
-                 ("Table", f"mean ± sample std (ddof=1) over seeds; rows ranked by clean {RANK_BY.upper()}; best measured value per column in bold")]
+                 ("Table", f"mean over seeds, with 2+ seeds [its 95% Student-t interval over seeds] (the sample std, ddof=1, in the CSV); "
+                           f"rows ranked by clean {RANK_BY.upper()}; best measured value per column in bold")]
         boards.append(SuiteBoard(suite, blocks, facts, sorted(mine), sorted(fails)))
     return boards
 

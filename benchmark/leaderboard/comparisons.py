@@ -9,9 +9,15 @@
   halves; the mean over the row's seeds) is read off it: ``< 1``, a number, or ``> M``.
 * **Paired differences** against the block's deterministic row (:data:`BASELINE_METHOD`, the plain
   variant): ``row - deterministic`` in accuracy, NLL, calibrated NLL, Brier and ECE with a 95%
-  paired-bootstrap interval over the test examples
-  (:func:`benchmark.evaluation.paired.paired_bootstrap`; the seeds both rows have, paired by seed,
-  pooled; seeds resampled too when there are at least 3).
+  interval (:func:`benchmark.evaluation.paired.paired_bootstrap`). Seeds are paired by number:
+  seed s of the row with seed s of the deterministic row, and the estimate is the mean of the
+  per-seed differences. A seed that only one of the two rows has is left out of that row's
+  differences (the block's "Unpaired seeds" fact names it); no seed in common gives n/a. With 2
+  or more paired seeds the interval adds the seed-to-seed spread of the differences to their
+  test-set sampling (a t interval, ``over_seeds="t"``), so it covers training randomness, and a
+  difference whose interval excludes 0 is marked :data:`SEED_MARK` (it exceeds the seed spread);
+  with one paired seed it is the percentile interval over the test examples, which covers
+  test-set sampling only: marked :data:`ONE_SEED_MARK` in the table, ``*`` where it excludes 0.
 
 A row whose records lack a usable sidecar (none, missing, or not matching its sha256: the latter
 two are also listed among the leaderboard's problems) gets "n/a" with the reason in the block's
@@ -50,6 +56,7 @@ from ..evaluation.calibration import temperature_scale
 from ..evaluation.dee import DEECurve, dee_curve, deep_ensemble_equivalent
 from ..evaluation.paired import METRICS as PAIRED_METRICS, PairedBootstrap, paired_bootstrap
 from ..evaluation.predictions import PredictionsError, load_predictions, sidecar_problem
+from .aggregate import SEED_LEVEL
 from .mce import BASELINE_METHOD
 
 DEE_METHOD = "deep_ensemble"  # the rows whose stored members give the DEE curve
@@ -58,7 +65,16 @@ CAL_SPLITS, CAL_SEED = 5, 0  # test-time cross-validation, as the records' cal_*
 PAIRED_LABELS = {"accuracy": "Δ Acc (pp)", "nll": "Δ NLL", "calibrated_nll": "Δ cal. NLL", "brier": "Δ Brier", "ece": "Δ ECE"}
 PAIRED_SCALE = {"accuracy": 100.0}  # accuracy differences in percentage points
 NA = "n/a"
+EXCLUDES_MARK = "*"  # one paired seed: the test-examples interval excludes 0
+SEED_MARK = "†"  # 2+ paired seeds: the interval with the seed-to-seed spread excludes 0
+ONE_SEED_MARK = "§"  # a row (or a pairing) of one seed: its interval ignores training randomness
+ONE_SEED_LEGEND = (f"{ONE_SEED_MARK} one seed: the row has no interval over seeds, and its paired-difference interval covers "
+                   "test-set sampling only, not training randomness.")
+INTERVALS = {"fixed": "95% percentile over test examples (1 seed)", "t": "95% t over seeds and test examples",
+             "bootstrap": "95% percentile over seeds and test examples"}  # the CSV's d_interval, by over_seeds
 PUBLISHED_DECIMALS = 7  # decimals of the CSV's numbers computed here (module docstring: why 7)
+SEED_INTERVAL_CSV = f"{100 * SEED_LEVEL:.0f}% Student t over seeds (bounds at {PUBLISHED_DECIMALS} decimals)"  # the CSV's seed_interval
+ONE_SEED_CSV = "none: one seed"
 
 _ARRAYS: dict[str, dict[str, np.ndarray]] = {}  # sha256 -> the clean / val arrays used here (one build's records)
 _CURVES: dict[tuple, DEECurve] = {}
@@ -200,16 +216,19 @@ def row_dee(recs: list[dict[str, Any]], de_recs: list[dict[str, Any]] | None) ->
 @dataclass(frozen=True)
 class PairedResult:
     """A row's paired bootstrap against the baseline (``result``), or why it is n/a (``reason``);
-    ``baseline``: this row is the baseline itself; ``seeds``: the seeds paired."""
+    ``baseline``: this row is the baseline itself; ``seeds``: the seeds paired; ``row_only`` and
+    ``baseline_only``: the seeds of one row without a partner in the other (left out)."""
 
     result: PairedBootstrap | None = None
     reason: str | None = None
     baseline: bool = False
     seeds: tuple[int, ...] = ()
+    row_only: tuple[int, ...] = ()
+    baseline_only: tuple[int, ...] = ()
 
 
 def row_paired(recs: list[dict[str, Any]], base_recs: list[dict[str, Any]] | None, n_resamples: int = DEFAULT_RESAMPLES) -> PairedResult:
-    """``row - baseline`` with paired-bootstrap intervals, over the seeds both have."""
+    """``row - baseline`` with paired-bootstrap intervals, over the seeds both have (seed s with seed s)."""
     if not base_recs:
         return PairedResult(reason=f"no {BASELINE_METHOD} row in this block")
     if {r.get("_path") for r in recs} == {r.get("_path") for r in base_recs}:
@@ -217,8 +236,10 @@ def row_paired(recs: list[dict[str, Any]], base_recs: list[dict[str, Any]] | Non
     base_by_seed = {int(r["identity"]["seed"]): r for r in base_recs}
     pairs = sorted((int(r["identity"]["seed"]), base_by_seed[int(r["identity"]["seed"])], r) for r in recs
                    if int(r["identity"]["seed"]) in base_by_seed)
+    row_seeds = {int(r["identity"]["seed"]) for r in recs}
+    unpaired = {"row_only": tuple(sorted(row_seeds - set(base_by_seed))), "baseline_only": tuple(sorted(set(base_by_seed) - row_seeds))}
     if not pairs:
-        return PairedResult(reason=f"no seed in common with the {BASELINE_METHOD} row")
+        return PairedResult(reason=f"no seed in common with the {BASELINE_METHOD} row", **unpaired)
     why = unusable([x for _, b, r in pairs for x in (b, r)])
     if why:
         return PairedResult(reason=why)
@@ -228,16 +249,16 @@ def row_paired(recs: list[dict[str, Any]], base_recs: list[dict[str, Any]] | Non
         try:
             arrays = [(_arrays(b), _arrays(r)) for _, b, r in pairs]
         except PredictionsError as exc:
-            return PairedResult(reason=str(exc), seeds=seeds)
+            return PairedResult(reason=str(exc), seeds=seeds, **unpaired)
         for a, b in arrays:
             if a["clean/targets"].shape != b["clean/targets"].shape or not np.array_equal(a["clean/targets"], b["clean/targets"]):
-                return PairedResult(reason="evaluated on different test examples than the baseline", seeds=seeds)
+                return PairedResult(reason="evaluated on different test examples than the baseline", seeds=seeds, **unpaired)
         use_val = all("val/log_probs" in a and "val/log_probs" in b and np.array_equal(a["val/targets"], b["val/targets"]) for a, b in arrays)
         _PAIRED[key] = paired_bootstrap(
             [(a["clean/log_probs"], b["clean/log_probs"], a["clean/targets"]) for a, b in arrays],
             val_pairs=[(a["val/log_probs"], b["val/log_probs"], a["val/targets"]) for a, b in arrays] if use_val else None,
             n_resamples=int(n_resamples), seed=0, n_splits=CAL_SPLITS)
-    return PairedResult(_PAIRED[key], seeds=seeds)
+    return PairedResult(_PAIRED[key], seeds=seeds, **unpaired)
 
 
 def published(value: float) -> float:
@@ -248,18 +269,31 @@ def published(value: float) -> float:
 
 
 def computed_columns(columns: Iterable[str]) -> list[str]:
-    """The numeric columns among ``columns`` that are computed here: ``dee``, ``d_<metric>``, ``_low``, ``_high``."""
-    numeric = {"dee", *(f"d_{m}{s}" for m in PAIRED_METRICS for s in ("", "_low", "_high"))}
+    """The numeric columns among ``columns`` that are computed here: ``dee``, ``d_<metric>``, ``_low``, ``_high``, ``_seed_std``."""
+    numeric = {"dee", *(f"d_{m}{s}" for m in PAIRED_METRICS for s in ("", "_low", "_high", "_seed_std"))}
     return [c for c in columns if c in numeric]
 
 
-def format_difference(metric: str, d: Any) -> str:
-    """``+0.0123 [+0.0050, +0.0190]*`` (accuracy in percentage points, 2 decimals; others 4); ``*``:
-    the interval excludes 0."""
+def format_difference(metric: str, d: Any, covers_seeds: bool = False) -> str:
+    """``+0.0123 [+0.0050, +0.0190]*`` (accuracy in percentage points, 2 decimals; others 4); where
+    the interval excludes 0: ``*`` (``covers_seeds`` False: test-set sampling only) or
+    :data:`SEED_MARK` (the interval includes the seed-to-seed spread)."""
     scale = PAIRED_SCALE.get(metric, 1.0)
     digits = 2 if metric in PAIRED_SCALE else 4
     text = f"{scale * d.diff:+.{digits}f} [{scale * d.low:+.{digits}f}, {scale * d.high:+.{digits}f}]"
-    return text + ("*" if d.excludes_zero else "")
+    return text + ((SEED_MARK if covers_seeds else EXCLUDES_MARK) if d.excludes_zero else "")
+
+
+def paired_marks(one_seed: bool, several: bool) -> str:
+    """What the paired table's marks mean, for a block with rows of one paired seed and/or several."""
+    parts = []
+    if several:
+        parts.append(f"2+ seeds: seed s paired with seed s, t interval over the seeds and the test examples (the seed-to-seed spread "
+                     f"included), {SEED_MARK} = it excludes 0: the difference exceeds the seed spread")
+    if one_seed:
+        parts.append(f"{ONE_SEED_MARK} 1 seed: percentile interval over the test examples, which covers test-set sampling only, "
+                     f"not training randomness, {EXCLUDES_MARK} = it excludes 0")
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -270,12 +304,14 @@ def format_difference(metric: str, d: Any) -> str:
 @dataclass
 class PairedTable:
     """The paired-difference table of a block: ``header`` (the procedure in one line), ``rows``:
-    (row label, cells by metric) in table order, ``baseline`` (its label) and ``notes`` (n/a reasons)."""
+    (row label, cells by metric and ``"seeds"``: the seeds paired) in table order, ``baseline``
+    (its label), ``notes`` (n/a reasons) and ``marks`` (what the marks mean: :func:`paired_marks`)."""
 
     header: str
     baseline: str | None
     rows: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    marks: str = ""
 
 
 def _row_records(row: pd.Series, frame: pd.DataFrame, by_path: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,8 +324,10 @@ def _row_records(row: pd.Series, frame: pd.DataFrame, by_path: dict[str, dict[st
 def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[dict[str, Any]], label: Any,
                        n_resamples: int = DEFAULT_RESAMPLES) -> tuple[pd.DataFrame, PairedTable, list[tuple[str, str]]]:
     """Add ``dee``, ``dee_display`` and, per paired metric ``m``, ``d_m``, ``d_m_low``, ``d_m_high``,
-    ``d_m_excl`` and ``d_m_display`` to the measured rows of ``table``; return it, the block's
-    :class:`PairedTable` and facts. ``label(row)`` names a row."""
+    ``d_m_excl`` and ``d_m_display``, then ``d_seeds`` (the seeds paired), ``d_interval`` (which
+    interval: :data:`INTERVALS`) and ``d_m_seed_std`` (std of the per-seed differences) to the
+    measured rows of ``table``; return it, the block's :class:`PairedTable` and facts. ``label(row)``
+    names a row."""
     by_path = {str(r.get("_path")): r for r in records}
     measured = table["kind"] == "measured"
     groups = [(i, _row_records(row, frame, by_path)) for i, row in table[measured].iterrows()]
@@ -303,9 +341,14 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
         table[col] = math.nan
     for m in PAIRED_METRICS:
         table[f"d_{m}_excl"] = None
+    table["d_seeds"], table["d_interval"] = None, None
+    for m in PAIRED_METRICS:
+        table[f"d_{m}_seed_std"] = math.nan
     notes: list[tuple[str, str]] = []  # (reason, what is n/a)
+    unpaired: list[str] = []
     n_examples, n_seeds, n_res = set(), set(), set()
     rows = []
+    base_label = label(table.loc[base[0]]) if base else None
     for i, recs in groups:
         name = label(table.loc[i])
         d = row_dee(recs, de_recs)
@@ -313,7 +356,8 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
         if d.reason and de_recs:
             notes.append((d.reason, f"DEE of {name}"))
         p = row_paired(recs, base_recs, n_resamples)
-        cells = {}
+        cells = {"seeds": str(len(base_recs or ())) if p.baseline else
+                 f"{len(p.seeds)}{f' {ONE_SEED_MARK}' if len(p.seeds) == 1 else ''}" if p.result is not None else NA}
         for m in PAIRED_METRICS:
             if p.baseline:
                 cells[m] = "baseline"
@@ -325,22 +369,29 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
                 table.at[i, f"d_{m}"], table.at[i, f"d_{m}_low"], table.at[i, f"d_{m}_high"] = (scale * diff.diff, scale * diff.low,
                                                                                                scale * diff.high)
                 table.at[i, f"d_{m}_excl"] = diff.excludes_zero
-                cells[m] = format_difference(m, diff)
+                table.at[i, f"d_{m}_seed_std"] = scale * diff.seed_std
+                cells[m] = format_difference(m, diff, p.result.covers_seeds)
             table.at[i, f"d_{m}_display"] = cells[m]
         if p.result is not None:
             n_examples.update(p.result.n_examples)
             n_seeds.add(p.result.n_seeds)
             n_res.add(p.result.n_resamples)
+            table.at[i, "d_seeds"] = " ".join(map(str, p.seeds))
+            table.at[i, "d_interval"] = INTERVALS[p.result.over_seeds]
         if p.reason and base_recs:
             notes.append((p.reason, f"paired differences of {name}"))
+        if (p.row_only or p.baseline_only) and base_recs and not p.baseline:
+            left = [f"seed{'s' * (len(s) > 1)} {' '.join(map(str, s))} ({who} only)" for s, who in ((p.row_only, name), (p.baseline_only, base_label))
+                    if s]
+            unpaired.append(f"{name}: {' and '.join(left)} left out" + (f", paired over seeds {' '.join(map(str, p.seeds))}" if p.seeds else ""))
         rows.append((name, cells))
-    base_label = label(table.loc[base[0]]) if base else None
     if n_examples:
         ex = ", ".join(f"{n:,}" for n in sorted(n_examples))
         header = (f"paired bootstrap over {ex} test examples, {', '.join(map(str, sorted(n_res)))} resamples, "
                   f"{', '.join(map(str, sorted(n_seeds)))} seed(s)")
     else:
         header = "paired bootstrap: no row could be paired with the baseline"
+    marks = paired_marks(1 in n_seeds, any(n > 1 for n in n_seeds))
     facts = []
     if de_recs:
         m_de = int(de_recs[0]["identity"]["members"])
@@ -351,8 +402,10 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
         facts.append(("DEE", f"n/a in every row: no {DEE_METHOD} rows in this block (the DEE curve is built from a "
                              f"{DEE_METHOD} row's stored member predictions)"))
     if base_recs:
-        facts.append(("Paired differences", f"row - {base_label}, {header}; 95% percentile intervals, "
-                                            "* = the interval excludes 0 (table below the main one)"))
+        facts.append(("Paired differences", f"row - {base_label}, {header}; 95% intervals{f': {marks}' if marks else ''} "
+                                            "(table below the main one)"))
+        if unpaired:
+            facts.append(("Unpaired seeds", f"seeds are paired by number with the {base_label} row; " + "; ".join(unpaired)))
     else:
         facts.append(("Paired differences", f"none: no {BASELINE_METHOD} row in this block to compare with"))
     by_reason: dict[str, list[str]] = {}
@@ -361,7 +414,7 @@ def attach_comparisons(table: pd.DataFrame, frame: pd.DataFrame, records: list[d
     lines = [f"{', '.join(whats)}: n/a ({reason})" for reason, whats in by_reason.items()]
     if lines:
         facts.append(("n/a", "; ".join(lines)))
-    return table, PairedTable(header, base_label, rows if base_recs else [], lines), facts
+    return table, PairedTable(header, base_label, rows if base_recs else [], lines, marks), facts
 
 
 def cached_paired(groups: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, PairedResult]]:
@@ -378,7 +431,9 @@ def cached_paired(groups: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[
         shas = tuple((_sha(base_by_seed[s]), _sha(r)) for s, r in pairs if s in base_by_seed)
         hit = [v for k, v in _PAIRED.items() if k[0] == shas]
         if hit and unusable([x for s, r in pairs if s in base_by_seed for x in (base_by_seed[s], r)]) is None:
-            out.append((name, PairedResult(hit[-1], seeds=tuple(s for s, _ in pairs if s in base_by_seed))))
+            out.append((name, PairedResult(hit[-1], seeds=tuple(s for s, _ in pairs if s in base_by_seed),
+                                           row_only=tuple(s for s, _ in pairs if s not in base_by_seed),
+                                           baseline_only=tuple(sorted(set(base_by_seed) - {s for s, _ in pairs})))))
         else:
             out.append((name, row_paired(recs, base[1])))
     return out

@@ -23,7 +23,9 @@ import pandas as pd
 from ..evaluation.metric_specs import metric_specs
 from .boards import Block, SuiteBoard
 from .columns import COST_COLUMNS, MCE_COLUMNS, MI_OOD_PREFIX, OOD_PREFIX, Column
-from .comparisons import PAIRED_LABELS, PUBLISHED_DECIMALS, PairedTable, computed_columns, published
+from .aggregate import SEED_INTERVAL_LEGEND
+from .comparisons import (ONE_SEED_CSV, ONE_SEED_LEGEND, ONE_SEED_MARK, PAIRED_LABELS, PUBLISHED_DECIMALS, SEED_INTERVAL_CSV, PairedTable,
+                          computed_columns, published)
 from .frame import GROUP_KEYS, RUN_FACTS
 
 
@@ -36,13 +38,16 @@ def si(v: float) -> str:
 
 
 def _duration(v: float, unit_of: float | None = None) -> str:
-    """Seconds as s, min or h (chosen by ``unit_of``, default ``v``: a spread takes its mean's unit)."""
-    ref = v if unit_of is None else unit_of
-    if ref < 60:
-        return f"{v:.3g} s"
-    if ref < 3600:
-        return f"{v / 60:.3g} min"
-    return f"{v / 3600:.3g} h"
+    """Seconds as s, min or h with 3 significant digits; with ``unit_of`` (an interval bound's mean)
+    in the mean's unit and decimals, without the unit."""
+    if unit_of is None:
+        scale, unit = next(((s, u) for s, u in _UNITS if v >= s), (1, "s"))
+        return f"{v / scale:.3g} {unit}"
+    scale = {u: s for s, u in _UNITS}[_duration(unit_of).split(" ")[1]]
+    return f"{v / scale:.{_decimals(unit_of / scale)}f}"
+
+
+_UNITS = ((3600, "h"), (60, "min"), (1, "s"))
 
 
 def _decimals(v: float, digits: int = 3) -> int:
@@ -54,14 +59,20 @@ FORMATS: dict[str, Callable[[float], str]] = {
     "pct": lambda v: f"{100 * v:.2f}", "f1": lambda v: f"{v:.1f}", "f2": lambda v: f"{v:.2f}", "f3": lambda v: f"{v:.3f}", "f4": lambda v: f"{v:.4f}",
     "int": lambda v: f"{v:.0f}" if float(v).is_integer() else f"{v:.2f}", "si": si, "ms": lambda v: f"{v:.{_decimals(v)}f}", "duration": _duration,
 }
-# Spreads printed with the mean's decimals where the mean uses significant digits.
-SPREAD_FORMATS: dict[str, Callable[[float, float], str]] = {
+# Interval bounds printed with the mean's decimals where the mean uses significant digits.
+BOUND_FORMATS: dict[str, Callable[[float, float], str]] = {
     "ms": lambda s, v: f"{s:.{_decimals(v)}f}", "duration": lambda s, v: _duration(s, unit_of=v),
 }
 
 
+def _bound(kind: str, v: float, mean: float) -> str:
+    """An interval bound as its mean is shown (:data:`BOUND_FORMATS`)."""
+    return BOUND_FORMATS[kind](v, mean) if kind in BOUND_FORMATS else FORMATS[kind](v)
+
+
 def format_value(row: pd.Series, col: Column) -> str:
-    """``mean ± std`` (std only with 2+ seeds), ``(n=k)`` when fewer seeds than the row has, ``—`` when absent;
+    """``mean [low, high]`` (the 95% t interval over seeds, only with 2+ seeds:
+    :func:`.aggregate.seed_interval`), ``(n=k)`` when fewer seeds than the row has, ``—`` when absent;
     a column with a ``<key>_display`` text in the row (DEE: ``< 1``, ``> M``, ``n/a``) shows that text."""
     shown = row.get(f"{col.key}_display")
     if isinstance(shown, str):
@@ -71,10 +82,9 @@ def format_value(row: pd.Series, col: Column) -> str:
         return "—"
     fmt = FORMATS[col.kind]
     text = fmt(float(v))
-    std = row.get(f"{col.key}_std")
-    if row["kind"] == "measured" and col.spread and std is not None and not math.isnan(std):
-        spread = SPREAD_FORMATS.get(col.kind)
-        text += f" ± {spread(float(std), float(v)) if spread else fmt(float(std))}"
+    low, high = row.get(f"{col.key}_low"), row.get(f"{col.key}_high")
+    if row["kind"] == "measured" and col.spread and low is not None and high is not None and not (math.isnan(low) or math.isnan(high)):
+        text += f" [{_bound(col.kind, float(low), float(v))}, {_bound(col.kind, float(high), float(v))}]"
     n = row.get(f"{col.key}_n")
     if row["kind"] == "measured" and n is not None and not math.isnan(n) and int(n) < int(row["seeds"]):
         text += f" (n={int(n)})"
@@ -100,13 +110,19 @@ def table_cells(block: Block) -> tuple[list[str], list[list[Cell]], int]:
         measured = row["kind"] == "measured"
         rank += measured
         cells = [Cell(str(rank) if measured else ""), Cell(str(row["method"])), Cell(str(row["variant"]) or "—"), Cell(str(row["setting"]) or "—"),
-                 Cell("measured" if measured else str(row["source"])), Cell(str(int(row["seeds"])) if measured else "—")]
+                 Cell("measured" if measured else str(row["source"])), Cell(seeds_text(row) if measured else "—")]
         cells += [Cell(format_value(row, c), bool(row.get(f"best_{c.key}", False))) for c in block.columns]
         rows.append(cells)
     if drop_setting:
         header.pop(3)
         rows = [r[:3] + r[4:] for r in rows]
     return header, rows, rank
+
+
+def seeds_text(row: pd.Series) -> str:
+    """A measured row's seed count, with :data:`.comparisons.ONE_SEED_MARK` for one seed."""
+    n = int(row["seeds"])
+    return f"{n} {ONE_SEED_MARK}" if n == 1 else str(n)
 
 
 LEGEND = ("Acc, cA, AUROC in %; NLL in nats; ECE top-label, 15 bins; Brier summed over classes; "
@@ -119,15 +135,27 @@ LEGEND = ("Acc, cA, AUROC in %; NLL in nats; ECE top-label, 15 bins; Brier summe
           "say why (no deep-ensemble row for DEE, or stored predictions the records lack).")
 
 
+def seed_legend(blocks: Sequence[Block]) -> list[str]:
+    """What the seed marks of ``blocks`` mean: :data:`SEED_INTERVAL_LEGEND` where a measured row has
+    2+ seeds, :data:`ONE_SEED_LEGEND` where one has a single seed."""
+    seeds = {int(n) for b in blocks for n, k in zip(b.table["seeds"], b.table["kind"]) if k == "measured"}
+    return [*([SEED_INTERVAL_LEGEND] if any(n > 1 for n in seeds) else []), *([ONE_SEED_LEGEND] if 1 in seeds else [])]
+
+
+def legend(board: SuiteBoard) -> str:
+    """:data:`LEGEND`, then what the board's seed marks mean (:func:`seed_legend`)."""
+    return " ".join([LEGEND, *seed_legend(board.blocks)])
+
+
 def paired_cells(block: Block) -> tuple[str, list[str], list[list[str]]] | None:
     """(header line, column labels, rows) of the block's paired-difference table, or None."""
     p: PairedTable | None = block.paired
     if p is None or not p.rows:
         return None
     metrics = list(PAIRED_LABELS)
-    labels = ["Method", *(PAIRED_LABELS[m] for m in metrics)]
-    return (f"Paired differences vs {p.baseline} (row - baseline; 95% interval; * excludes 0): {p.header}", labels,
-            [[name, *(cells[m] for m in metrics)] for name, cells in p.rows])
+    labels = ["Method", "Seeds", *(PAIRED_LABELS[m] for m in metrics)]
+    return (f"Paired differences vs {p.baseline} ({'; '.join(filter(None, ('row - baseline', '95% interval', p.marks)))}): {p.header}", labels,
+            [[name, cells["seeds"], *(cells[m] for m in metrics)] for name, cells in p.rows])
 
 
 def render_markdown(board: SuiteBoard, sections: Sequence[str] = ()) -> str:
@@ -149,7 +177,7 @@ def render_markdown(board: SuiteBoard, sections: Sequence[str] = ()) -> str:
             line, labels, prow = paired
             out += ["", f"**{esc(line)}**", "", "| " + " | ".join(labels) + " |", "|---|" + "---:|" * (len(labels) - 1)]
             out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in prow]
-    out += ["", f"_{LEGEND}_"]
+    out += ["", f"_{legend(board)}_"]
     out += [line for text in sections for line in ["", *text.splitlines()]]
     out += _problems_markdown(board)
     return "\n".join(out) + "\n"
@@ -166,16 +194,22 @@ def _problems_markdown(board: SuiteBoard) -> list[str]:
 
 def render_csv(board: SuiteBoard) -> str:
     """Every row at full precision: what was run (data source, subsets, budget, corrupted data:
-    :data:`.frame.RUN_FACTS`; seeds), then mean, std, count and best flag per metric; the numbers
-    computed from the prediction sidecars (DEE, paired differences) rounded to
-    :data:`.comparisons.PUBLISHED_DECIMALS` decimals (``sidecar_decimals``), so that they are the
-    same on every CPU."""
+    :data:`.frame.RUN_FACTS`; seeds and ``seed_interval``, the interval over seeds), then mean,
+    std, the interval over seeds (``<key>_low``, ``<key>_high``; with 2+ seeds), count and best
+    flag per metric; the interval bounds and the numbers computed from the prediction sidecars
+    (DEE, paired differences) rounded to :data:`.comparisons.PUBLISHED_DECIMALS` decimals
+    (``sidecar_decimals``), so that they are the same on every CPU."""
     frames = []
+    bounds = []  # the intervals over seeds (t quantile: math's lgamma/log/exp), published like the sidecar numbers
     for block in board.blocks:
         t = block.table.copy()
-        keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list", *RUN_FACTS]
+        t["seed_interval"] = [SEED_INTERVAL_CSV if k == "measured" and n > 1 else ONE_SEED_CSV if k == "measured" else None
+                              for k, n in zip(t["kind"], t["seeds"])]
+        keep = list(GROUP_KEYS) + ["kind", "source", "seeds", "seed_list", *RUN_FACTS, "seed_interval"]
         for c in block.columns:
-            keep += [c.key] + [k for k in (f"{c.key}_std", f"{c.key}_n", f"{c.key}_display") if k in t] + [f"best_{c.key}"]
+            ci = [f"{c.key}_low", f"{c.key}_high"] if c.spread and f"{c.key}_low" in t else []
+            bounds += [k for k in ci if k not in bounds]
+            keep += [c.key] + [k for k in (f"{c.key}_std", *ci, f"{c.key}_n", f"{c.key}_display") if k in t] + [f"best_{c.key}"]
         keep += [k for k in t.columns if k.startswith("d_") and k not in keep]  # paired differences (scaled as shown) and intervals
         for k in keep:
             if k not in t:
@@ -185,7 +219,7 @@ def render_csv(board: SuiteBoard) -> str:
         return ",".join([*GROUP_KEYS, "kind", "source", "seeds", "seed_list", *RUN_FACTS]) + "\n"
     out = pd.concat(frames, ignore_index=True)
     computed = computed_columns(out.columns)
-    for k in computed:  # the same on every CPU (comparisons.py: why 7 decimals)
+    for k in computed + bounds:  # the same on every CPU (comparisons.py: why 7 decimals)
         out[k] = out[k].astype(float).map(published)
     if computed:
         out["sidecar_decimals"] = pd.array([PUBLISHED_DECIMALS if k == "measured" else None for k in out["kind"]], dtype="Int64")
@@ -263,11 +297,12 @@ def _view_controls(board: SuiteBoard) -> str:
 
 
 def _cell_html(cell: Cell, css: str) -> str:
-    """A ``<td>`` whose text may wrap only before ``±`` and ``(n=k)``, so a narrow table puts the
-    spread under the mean instead of overflowing; numbers and units never break."""
+    """A ``<td>`` whose text may wrap only before ``±``, ``[`` and ``(n=k)`` and after an interval's
+    comma, so a narrow table puts the interval under the mean instead of overflowing; numbers and
+    units never break."""
     text = html.escape(cell.text)
     if css.startswith("col "):  # a metric cell (identity cells wrap as text does)
-        text = text.replace(" ", "&nbsp;").replace("&nbsp;±", " ±").replace("&nbsp;(n=", " (n=")
+        text = text.replace(" ", "&nbsp;").replace("&nbsp;±", " ±").replace("&nbsp;[", " [").replace(",&nbsp;", ", ").replace("&nbsp;(n=", " (n=")
     return f'<td class="{css}"><strong>{text}</strong></td>' if cell.bold else f'<td class="{css}">{text}</td>'
 
 
@@ -303,7 +338,7 @@ def render_html_tables(board: SuiteBoard) -> str:
             out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in prow]
             out.append("</tbody></table></div>")
         out.append("</section>")
-    out.append(f'<p class="legend">{e(LEGEND)}</p>')
+    out.append(f'<p class="legend">{e(legend(board))}</p>')
     out.append(f'<p class="legend cost-note" id="cost-note">{e(COST_NOTE)}</p>')
     out.append("</div>")
     return "\n".join(out)
@@ -373,7 +408,7 @@ def problems_html(board: SuiteBoard) -> str:
 
 TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "—": "--", "‡": r"$\ddagger$",
-               "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$"}
+               "Δ": r"$\Delta$", "<": r"$<$", ">": r"$>$", "†": r"$\dagger$", "§": r"\S{}", "√": r"$\surd$"}
 
 
 def tex_escape(s: str) -> str:
@@ -393,7 +428,7 @@ def render_latex(board: SuiteBoard) -> str:
         out.append(f"% {k}: {v}")
     for block in board.blocks:
         header, rows, measured = table_cells(block)
-        caption = f"{block.title}. " + " ".join(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in CAPTION_FACTS)
+        caption = " ".join([f"{block.title}.", *(f"{k}: {v.rstrip('.')}." for k, v in block.facts if k in CAPTION_FACTS), *seed_legend([block])])
         label = re.sub(r"[^A-Za-z0-9]+", "-", f"{board.suite}-{block.slug}")
         out += ["", r"\begin{table}[t]", r"\centering", r"\scriptsize", f"\\caption{{{tex_escape(caption)}}}",
                 f"\\label{{tab:{label}}}",

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--examples", type=int, default=10_000, help="test examples (default: 10,000)")
     p.add_argument("--classes", type=int, default=10, help="classes (default: 10)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1,000)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per row (>= 3: hierarchical bootstrap; default: 1)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per row (>= 2: t interval with the seed spread; default: 1)")
     p.add_argument("--members", type=int, default=4, help="deep-ensemble members for the DEE curve (default: 4)")
     args = p.parse_args(argv)
     for name in ("examples", "classes", "resamples", "seeds", "members"):

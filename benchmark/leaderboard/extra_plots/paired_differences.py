@@ -49,5 +49,6 @@ def paired_differences_figure(groups: Groups):
 
 register_plot(PlotSpec("paired_differences", "Paired differences against the deterministic row",
                        f"Row minus the {BASELINE_METHOD} row on the same test examples: point estimate and 95% paired-bootstrap interval "
-                       "(pooled over the seeds both rows have; seeds resampled too with 3 or more); filled: the interval excludes 0. "
+                       "(seed s paired with seed s over the seeds both rows have; with 2+ seeds the interval adds the seed-to-seed spread, "
+                       "with one it covers test-set sampling only); filled: the interval excludes 0. "
                        "Accuracy in percentage points.", paired_differences_figure))
