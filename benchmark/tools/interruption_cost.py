@@ -86,8 +86,16 @@ def bench(work: Path, suite: Path, data_dir: str, cache_dir: str, sig: int | Non
 
 
 def resumed_from(output: str) -> str:
+    """What the bench said MIMO would do when it started (done / resume from ... / start), without paths."""
     m = re.search(r"^  mimo seed 0: (.*)$", output, re.M)
-    return re.sub(r" \(/\S+\)$", "", m.group(1)) if m else "?"
+    if not m:
+        return "?"
+    return "done: skipped" if m.group(1).startswith("done") else re.sub(r" \(/\S+\)$", "", m.group(1))
+
+
+def epochs_trained(output: str) -> int:
+    """Training epochs completed in a bench's output (one log line per epoch of every run)."""
+    return len(re.findall(r"^\S+ train epoch \d+/\d+:", output, re.M))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,16 +121,19 @@ def main(argv: list[str] | None = None) -> int:
             return work
 
         bench(fresh("warm"), suite, args.data_dir, args.cache_dir)  # decode the data into the cache once
-        straight, _ = bench(fresh("straight"), suite, args.data_dir, args.cache_dir)
+        straight, out = bench(fresh("straight"), suite, args.data_dir, args.cache_dir)
+        base_epochs = epochs_trained(out)
         again, out = bench(root / "straight", suite, args.data_dir, args.cache_dir)
-        rows.append({"scenario": "uninterrupted", "wall_s": straight, "extra_s": 0.0, "mimo": "start"})
-        rows.append({"scenario": "finished bench run again", "wall_s": again, "extra_s": again, "mimo": resumed_from(out)})
+        rows.append({"scenario": "uninterrupted", "wall_s": straight, "extra_s": 0.0, "epochs": base_epochs, "mimo": "start"})
+        rows.append({"scenario": "finished bench run again", "wall_s": again, "extra_s": again, "epochs": epochs_trained(out),
+                     "mimo": resumed_from(out)})
         for name, sig in (("SIGTERM, then the same command", signal.SIGTERM), ("SIGKILL, then the same command", signal.SIGKILL)):
             work = fresh(name.split(",")[0])
-            first, _ = bench(work, suite, args.data_dir, args.cache_dir, sig=sig, delay=args.delay)
-            second, out = bench(work, suite, args.data_dir, args.cache_dir)
-            rows.append({"scenario": name, "wall_s": first + second, "extra_s": first + second - straight, "mimo": resumed_from(out)})
-            print(f"{name}: {first:.1f} s + {second:.1f} s; mimo: {resumed_from(out)}", flush=True)
+            first, out1 = bench(work, suite, args.data_dir, args.cache_dir, sig=sig, delay=args.delay)
+            second, out2 = bench(work, suite, args.data_dir, args.cache_dir)
+            rows.append({"scenario": name, "wall_s": first + second, "extra_s": first + second - straight,
+                         "epochs": epochs_trained(out1) + epochs_trained(out2), "mimo": resumed_from(out2)})
+            print(f"{name}: {first:.1f} s + {second:.1f} s; mimo: {resumed_from(out2)}", flush=True)
     facts = {"cpu_model": cpu_model(), "epochs": args.epochs, "train_subset": args.subset, "delay_s": args.delay,
              "command": "python -m benchmark.tools.interruption_cost " + " ".join(argv if argv is not None else sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -132,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
              f"CIFAR-10 JPEG training images, 1,000 test images, no corrupted sets), each scenario a separate `bench` process "
              f"from empty results and checkpoint folders; the signal comes {args.delay:g} s into MIMO's second epoch.", "",
              f"CPU: {facts['cpu_model']}. Command: `{facts['command']}`.", "",
-             "| scenario | wall s | extra s over uninterrupted | MIMO on the next start |", "|---|---:|---:|---|"]
-    lines += [f"| {r['scenario']} | {r['wall_s']:.1f} | {r['extra_s']:+.1f} | {r['mimo']} |" for r in rows]
+             "Epochs completed counts the training epochs the processes finished in all (an epoch stopped part-way and "
+             "resumed at its step counts once; one restarted from its start after a SIGKILL counts once too, its lost steps "
+             "being the cost); wall seconds depend on what else the machine was doing.", "",
+             "| scenario | wall s | extra s over uninterrupted | epochs completed | MIMO on the next start |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {r['scenario']} | {r['wall_s']:.1f} | {r['extra_s']:+.1f} | {r['epochs']} | {r['mimo']} |" for r in rows]
     atomic_write_text(args.out / "interruption-cost.md", "\n".join(lines) + "\n")
     print(json.dumps(rows, indent=1))
     return 0
