@@ -15,6 +15,8 @@ from typing import Any
 
 import cloudpickle
 import pytest
+
+pytest.importorskip("submitit", reason="the sweep submits through submitit (pip install submitit; the GPU machine has none)")
 import submitit
 
 from benchmark.core.io import atomic_write_json

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("submitit", reason="the sweep submits through submitit (pip install submitit; the GPU machine has none)")
+
 from benchmark import sweep as S
 from benchmark.data.base import load_dataset
 from tests.test_sweep import data_dir, write_sweep  # noqa: F401  (data_dir: the tiny CIFAR fixture, 200 training and 40 test images)

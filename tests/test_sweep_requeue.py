@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("submitit", reason="the sweep submits through submitit (pip install submitit; the GPU machine has none)")
+
 from benchmark import sweep as S
 from benchmark.records import load_records
 from benchmark.sweep.slurm_job import wait_all

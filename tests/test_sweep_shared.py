@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytest.importorskip("submitit", reason="the sweep submits through submitit (pip install submitit; the GPU machine has none)")
+
 from benchmark import sweep as S
 from benchmark.records import load_records
 from tests.test_sweep import _slurm_sweep, _until, data_dir  # noqa: F401  (data_dir: the tiny CIFAR fixture)
