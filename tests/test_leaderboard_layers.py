@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "benchmark" / "leaderboard"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "records"
 # Each module may import only the ones before it; the package __init__ is imported by none.
-ORDER = ("reported", "columns", "costs", "frame", "mce", "aggregate", "comparisons", "boards", "render", "reproduced", "plots", "page", "write", "__main__")
+ORDER = ("reported", "columns", "costs", "frame", "mce", "aggregate", "comparisons", "boards", "render", "reproduced", "plots", "study",
+         "study_plot", "page", "write", "__main__")
 
 
 def fixture_records(suite: str = "fixture-c10") -> list[dict]:
