@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data_dir:
         p.error("--data-dir (or $PLURES_DATA_DIR) is required")
     rows: list[dict[str, Any]] = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         suite = root / "interruption.toml"
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"scenario": name, "wall_s": first + second, "extra_s": first + second - straight,
                          "epochs": epochs_trained(out1) + epochs_trained(out2), "mimo": resumed_from(out2)})
             print(f"{name}: {first:.1f} s + {second:.1f} s; mimo: {resumed_from(out2)}", flush=True)
-    facts = {"cpu_model": cpu_model(), "epochs": args.epochs, "train_subset": args.subset, "delay_s": args.delay,
+    facts = {"cpu_model": cpu_model(), "cpus": os.cpu_count(), "load_average_1min_before_after": [load_before[0], os.getloadavg()[0]],
+             "epochs": args.epochs, "train_subset": args.subset, "delay_s": args.delay,
              "command": "python -m benchmark.tools.interruption_cost " + " ".join(argv if argv is not None else sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "interruption-cost.json", {**facts, "rows": rows})
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
              f"A real bench of the deterministic model and MIMO M=3 (ResNet-8 width 16, {args.epochs} epochs on {args.subset:,} "
              f"CIFAR-10 JPEG training images, 1,000 test images, no corrupted sets), each scenario a separate `bench` process "
              f"from empty results and checkpoint folders; the signal comes {args.delay:g} s into MIMO's second epoch.", "",
-             f"CPU: {facts['cpu_model']}. Command: `{facts['command']}`.", "",
+             f"CPU: {facts['cpu_model']} ({facts['cpus']} logical CPUs; 1-minute load average {load_before[0]:.2f} before, "
+             f"{facts['load_average_1min_before_after'][1]:.2f} after). Command: `{facts['command']}`.", "",
              "Epochs completed counts the training epochs the processes finished in all (an epoch stopped part-way and "
              "resumed at its step counts once; one restarted from its start after a SIGKILL counts once too, its lost steps "
              "being the cost); wall seconds depend on what else the machine was doing.", "",
