@@ -123,8 +123,10 @@ def provenance(device: str, method_classes: Iterable[type] = ()) -> dict[str, An
         dev["cpu_threads"] = torch.get_num_threads()
     from . import __version__
     from .core.allocator import host_allocator_state
+    from .core.cpu import cpu_facts
 
     dev["host_allocator"] = host_allocator_state()
+    dev["cpu"] = cpu_facts()  # model and capability (avx2, avx512, avx512_bf16, amx): the host of the data path, and the device on a CPU run
     return {**git_state(), **dev, "torch": torch.__version__, "torchvision": tv, "numpy": numpy.__version__,
             "python": platform.python_version(), "hostname": socket.gethostname(), "plures": __version__, "argv": list(sys.argv),
             "method_modules": module_provenance(method_classes)}

@@ -83,3 +83,19 @@ def test_record_names_the_method_modules_that_ran(cifar10_dir, tiny_run_config, 
     assert {"baselines.deep_ensemble", "baselines.deterministic"} <= set(modules), modules  # the ensemble and its members' method
     for entry in modules.values():
         assert entry["sha256"] == hashlib.sha256((REPO_ROOT / entry["path"]).read_bytes()).hexdigest()
+
+
+def test_provenance_names_the_cpu_kind(tmp_path) -> None:
+    """Every record states the CPU it ran on: model and the instruction sets that decide which kernels are fast
+    (fp32 training differs between CPU kinds); the leaderboard's reference comparison shows it."""
+    from benchmark.core.cpu import capability_of, parse_cpuinfo
+    from benchmark.leaderboard.reproduced import cpu_kind
+    from benchmark.records import provenance
+
+    cpu = provenance("cpu")["cpu"]
+    assert cpu["model"] and set(cpu["capability"]) == {"avx2", "avx512", "avx512_bf16", "amx"}
+    text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\ncore id\t\t: 0\n\n"
+    info = parse_cpuinfo(text)
+    assert info["model"] == "AMD EPYC 7B13" and capability_of(info["flags"]) == {"avx2": True, "avx512": False, "avx512_bf16": False, "amx": False}
+    rec = {"provenance": {"cpu": {"model": "AMD EPYC 7B13", "capability": capability_of(info["flags"])}}}
+    assert cpu_kind(rec) == "AMD EPYC 7B13 (avx2)"

@@ -139,7 +139,9 @@ class Reproduced:
 
 
 def _text(value: Any) -> str | None:
-    """A non-empty text (a list joined by spaces), else None."""
+    """A non-empty text (a list joined by spaces; a mapping of flags: the names of the true ones), else None."""
+    if isinstance(value, dict):
+        value = [k for k, v in value.items() if v is True]
     if isinstance(value, (list, tuple)):
         value = " ".join(str(v) for v in value if v)
     return (str(value).strip() or None) if value is not None else None
