@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .core.cpu import cpu_model
 from .core.io import atomic_write_json
 from .core.runtime import autocast, select_device
 from .data.base import Dataset, load_dataset
@@ -188,17 +189,6 @@ def measure_interleaved(models: list[Measured], *, repeats: int = DEFAULT_REPEAT
         del inputs
         log(f"cost pass: {field} measured ({repeats} interleaved repeats over {n} models)")
     return out
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def kept_entries(path: Path, records: list[dict[str, Any]], measured: set[tuple[str, str]]) -> list[dict[str, Any]]:

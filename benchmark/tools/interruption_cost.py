@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.io import atomic_write_json, atomic_write_text
-from ..cost_pass import cpu_model
+from ..core.cpu import cpu_model
 
 SUITE = """
 name = "interruption"
