@@ -72,7 +72,10 @@ def is_done(task: SweepTask, sweep: Sweep, completed: dict[tuple[str, str], list
     if task.kind == "member":
         return (Path(sweep.paths["checkpoint_dir"]) / task.run_id / "final.pt").exists()
     candidates = completed.get((task.suite, task.run_id), [])
-    return bool(candidates) and any(record_matches(r, C.resolve(task.config), task.run_id) for r in candidates)
+    if not candidates:
+        return False
+    resolved = C.resolve(task.config)
+    return any(record_matches(r, resolved, task.run_id) for r in candidates)
 
 
 WRITTEN_FOLDERS = ("results_dir", "checkpoint_dir", "log_dir", "leaderboard_dir")
