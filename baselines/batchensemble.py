@@ -9,11 +9,12 @@ chunk m), so ``forward(x [B,C,H,W]) -> [M, B, K]`` and each test example costs M
 
 Optimisation, as the reference recipe: no weight decay on the fast weights r and s (weight decay
 on everything else: kernels, BatchNorm scales/offsets, per-member biases); the gradients of r, s
-and the per-member biases are multiplied by ``grad_scale`` (0.5 on CIFAR, 0.25 on ImageNet) by
-tensor hooks that :meth:`BatchEnsemble.build` registers on those parameters. A hook scales the
-loss gradient only (weight decay, added by the optimizer, is not scaled); hooks live on the
-parameter objects, so they survive ``.to(device)`` and ``load_state_dict`` but not
-``copy.deepcopy`` (build a fresh model instead).
+and the per-member biases are multiplied by ``grad_scale`` (0.5 on CIFAR, 0.25 on ImageNet): each
+layer passes them through an identity whose backward scales the gradient (``grad_scale`` of the
+layers, set by :meth:`BatchEnsemble.build`). It scales the loss gradient only (weight decay, added by
+the optimizer, is not scaled); being part of the forward, it survives ``torch.compile``,
+``copy.deepcopy`` and ``load_state_dict`` (tensor hooks on the parameters, used before, were dropped
+by compiled graphs: a compiled step trained the fast weights at twice the intended rate).
 """
 
 from __future__ import annotations
@@ -61,11 +62,8 @@ class BatchEnsemble(Method):
         fast = dict(members=o.members, init_mean=o.init_mean, init_std=o.init_std)
         layers = self.task.layers(conv=partial(BatchEnsembleConv2d, **fast), linear=partial(BatchEnsembleLinear, **fast))
         model = TiledEnsemble(self.task.backbone_net(layers), o.members)
-        if o.grad_scale != 1.0:
-            scale = float(o.grad_scale)
-            for layer in batchensemble_layers(model):
-                for p in layer.member_parameters():
-                    p.register_hook(lambda g, scale=scale: g * scale)
+        for layer in batchensemble_layers(model):
+            layer.grad_scale = float(o.grad_scale)
         return model
 
     def param_groups(self, model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +38,37 @@ def _per_row(v: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
     return v.to(dtype).repeat_interleave(rows // members, dim=0)
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return v.view_as(v)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
 class _RankOneMixin:
-    """Parameters and initialisation shared by the BatchEnsemble layers."""
+    """Parameters and initialisation shared by the BatchEnsemble layers.
+
+    ``grad_scale`` (1.0: none): the loss gradients of the per-member parameters (r, s, the per-member bias)
+    are multiplied by it, through an identity in the forward whose backward scales (``_ScaleGrad``): the
+    reference's fast-weight learning-rate multiplier. Part of the forward graph, it survives ``torch.compile``
+    (a tensor hook on a parameter does not: compiled graphs drop it) and ``copy.deepcopy``.
+    """
 
     members: int
     r: nn.Parameter
     s: nn.Parameter
     bias: nn.Parameter | None
+    grad_scale: float = 1.0
+
+    def _member(self, v: torch.Tensor, rows: int, dtype: torch.dtype) -> torch.Tensor:
+        """Member parameter ``v`` ``[M, C]`` as per-row vectors ``[M*b, C]``, its gradient scaled by ``grad_scale``."""
+        return _per_row(_ScaleGrad.apply(v, self.grad_scale) if self.grad_scale != 1.0 else v, rows, dtype)
 
     def _init_fast(self, mean: float, std: float) -> None:
         with torch.no_grad():
@@ -88,10 +113,10 @@ class BatchEnsembleConv2d(_RankOneMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[M*b, in, H, W]`` -> ``[M*b, out, H', W']``; chunk m uses member m's r, s (and bias)."""
         n = x.shape[0]
-        out = F.conv2d(x * _per_row(self.r, n, x.dtype)[:, :, None, None], self.weight, None, self.stride, self.padding)
-        out = out * _per_row(self.s, n, out.dtype)[:, :, None, None]
+        out = F.conv2d(x * self._member(self.r, n, x.dtype)[:, :, None, None], self.weight, None, self.stride, self.padding)
+        out = out * self._member(self.s, n, out.dtype)[:, :, None, None]
         if self.bias is not None:
-            out = out + _per_row(self.bias, n, out.dtype)[:, :, None, None]
+            out = out + self._member(self.bias, n, out.dtype)[:, :, None, None]
         return out
 
     def extra_repr(self) -> str:
@@ -126,10 +151,10 @@ class BatchEnsembleLinear(_RankOneMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[M*b, in]`` -> ``[M*b, out]``; chunk m uses member m's r, s and bias."""
         n = x.shape[0]
-        out = F.linear(x * _per_row(self.r, n, x.dtype), self.weight)
-        out = out * _per_row(self.s, n, out.dtype)
+        out = F.linear(x * self._member(self.r, n, x.dtype), self.weight)
+        out = out * self._member(self.s, n, out.dtype)
         if self.bias is not None:
-            out = out + _per_row(self.bias, n, out.dtype)
+            out = out + self._member(self.bias, n, out.dtype)
         return out
 
     def extra_repr(self) -> str:

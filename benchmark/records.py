@@ -123,9 +123,10 @@ def provenance(device: str, method_classes: Iterable[type] = ()) -> dict[str, An
         dev["cpu_threads"] = torch.get_num_threads()
     from . import __version__
     from .core.allocator import host_allocator_state
-    from .core.cpu import cpu_facts
+    from .core.cpu import cpu_facts, thread_state
 
     dev["host_allocator"] = host_allocator_state()
+    dev["threads"] = thread_state()  # intra-/inter-op threads and where the count came from (benchmark.core.cpu.configure_threads)
     dev["cpu"] = cpu_facts()  # model and capability (avx2, avx512, avx512_bf16, amx): the host of the data path, and the device on a CPU run
     return {**git_state(), **dev, "torch": torch.__version__, "torchvision": tv, "numpy": numpy.__version__,
             "python": platform.python_version(), "hostname": socket.gethostname(), "plures": __version__, "argv": list(sys.argv),

@@ -39,6 +39,7 @@ from .backbones import check_backbone_options
 from .core import config as C
 from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
+from .core.cpu import configure_threads
 from .core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, Environment, StopRequested, hash_seed, select_device, stop_on_signals
 from .data.base import (Dataset, check_data_sizes, check_ood_names, dataset_spec, hold_out_validation, load_dataset, subset_facts, take_subset,
                         with_train_subset)
@@ -66,6 +67,10 @@ NON_SHAPING_TRAIN = ("log",)  # train keys that do not change what is trained (n
 NON_SHAPING_EVAL = ("batch_size", "latency_repeats", "latency_batch", "predictions", "predictions_dtype")
 # train keys added after runs were recorded, whose None is the earlier behaviour: in the run id only when set
 UNSET_OMITTED_TRAIN = ("crop_pad", "norm_weight_decay")
+# train keys that choose how the arithmetic is scheduled, not what is computed (memory layout, kernel fusion): hashed at
+# their original defaults, so a run keeps its id (and its finished records) whichever the execution; the record's
+# config states the values used. Their effect on the numbers is float reassociation, as between CPU kinds.
+EXECUTION_TRAIN = {"channels_last": False, "compile": False}
 SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
@@ -75,6 +80,7 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
     shaping["train"] = {k: v for k, v in resolved["train"].items()
                         if k not in NON_SHAPING_TRAIN and not (k in UNSET_OMITTED_TRAIN and v is None)}
+    shaping["train"].update({k: v for k, v in EXECUTION_TRAIN.items() if k in shaping["train"]})
     if not resolved["train"].get("bn_group"):  # whole-batch BatchNorm: the ids of runs from before ghost BatchNorm
         shaping["train"].pop("bn_group", None)
     if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
@@ -486,6 +492,8 @@ def run_experiment(config: dict[str, Any], env: Environment | None = None) -> li
     """
     env = env or Environment()
     tune_host_allocator()  # idempotent; also for runs started without the CLI (sweep jobs, notebooks)
+    # intra-op = physical cores (data parallel: each rank its share), inter-op = 1 (idempotent; benchmark.core.cpu)
+    configure_threads(processes=env.dist.world_size if env.dist is not None else 1)
     resolved = C.resolve(config)  # every value's type and range: a bad one fails here, nothing written
     run_id = run_id_of(resolved)
     device = select_device(env.device)

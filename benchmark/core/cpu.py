@@ -8,8 +8,8 @@ physical cores; and the thread settings every run starts with.
   Which precision is faster is not read from these flags: ``benchmark.training.precision`` measures it.
 - :func:`configure_threads`: intra-op threads = the physical cores this process may run on
   (hyper-threads share a core's vector units: a second thread per core slows the convolutions
-  down), inter-op threads = 1 (a training step is one chain of operators). ``OMP_NUM_THREADS`` or
-  ``PLURES_THREADS`` set by the user win; the state is recorded in provenance (``threads``).
+  down), inter-op threads = 1 (a training step is one chain of operators). ``PLURES_THREADS``, a SLURM task's
+  ``SLURM_CPUS_PER_TASK`` or ``OMP_NUM_THREADS`` win (in that order); the state is recorded in provenance (``threads``).
 """
 
 from __future__ import annotations
@@ -112,10 +112,12 @@ def has_native_bf16() -> bool:
     return cap["avx512_bf16"] or cap["amx"]
 
 
-def configure_threads(environ: dict[str, str] | None = None) -> dict[str, Any]:
+def configure_threads(environ: dict[str, str] | None = None, processes: int = 1) -> dict[str, Any]:
     """Intra-op threads = usable physical cores, inter-op threads = 1 (idempotent; see the module
     docstring). ``PLURES_THREADS=N`` sets N intra-op threads; with ``OMP_NUM_THREADS`` set, PyTorch's
-    own choice from it is kept. Returns the state recorded in provenance."""
+    own choice from it is kept. ``processes``: how many processes of one job share this machine's cores
+    (data-parallel ranks; torchrun's ``LOCAL_WORLD_SIZE`` wins): each takes its share. Returns the state
+    recorded in provenance."""
     global _threads
     import torch
 
@@ -127,10 +129,14 @@ def configure_threads(environ: dict[str, str] | None = None) -> dict[str, Any]:
         if not requested.isdigit() or int(requested) < 1:
             raise ValueError(f"{THREADS_ENV}={requested!r} is not a thread count; valid values: integers >= 1")
         intra, source = int(requested), THREADS_ENV
+    elif env.get("SLURM_CPUS_PER_TASK", "").strip().isdigit():  # a SLURM task's share of the node
+        intra, source = max(1, int(env["SLURM_CPUS_PER_TASK"])), "SLURM_CPUS_PER_TASK"
     elif env.get("OMP_NUM_THREADS"):
         intra, source = torch.get_num_threads(), "OMP_NUM_THREADS"
     else:
-        intra, source = usable_physical_cores(), "physical cores"
+        local = env.get("LOCAL_WORLD_SIZE", "").strip()  # torchrun: the node's cores shared by its processes
+        ranks = int(local) if local.isdigit() and int(local) > 0 else max(1, int(processes))
+        intra, source = max(1, usable_physical_cores() // ranks), "physical cores" + (f" / {ranks} processes" if ranks > 1 else "")
     torch.set_num_threads(intra)
     inter_note = ""
     try:

@@ -9,9 +9,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..core import config as C
+from ..core.cpu import configure_threads
 from ..core.io import atomic_write_json
 from ..core.runtime import Environment, StopRequested, select_device, stop_on_signals
 from ..data.base import load_dataset
@@ -78,8 +77,7 @@ def run_task(payload: dict[str, Any], **_submitted_before: Any) -> dict[str, Any
     the sweep counts the run done once that process writes its record.
     """
     _use_launch_plugins(payload)
-    if os.environ.get("SLURM_CPUS_PER_TASK"):  # torch would use every core of the node, not the task's share
-        torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+    configure_threads()  # SLURM_CPUS_PER_TASK: the task's share of the node, not every core (benchmark.core.cpu)
     dist = DistContext.from_environment(sync_bn=payload.get("sync_bn", True))
     e = payload["env"]
     env = Environment(data_dir=e["data_dir"], cache_dir=e["cache_dir"], results_dir=Path(e["results_dir"]), checkpoint_dir=Path(e["checkpoint_dir"]),

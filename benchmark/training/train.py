@@ -101,6 +101,51 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
 
 
+class CompiledNet:
+    """``net`` through ``torch.compile`` (inductor on the CPU), falling back to ``net`` itself when compilation
+    fails: no C++ compiler, an operator the backend cannot lower, a torch build without inductor.
+
+    Compilation happens at the first call (the forward graph) and at the first backward (the backward graph);
+    the training loop runs the first step's forward and backward under :meth:`fall_back`'s guard and repeats the
+    step eagerly when either fails, so a failed compilation costs its own time and nothing else. ``note``
+    says what happened (the epoch's history carries it). ``backend``: torch.compile's (tests pass one that fails).
+    """
+
+    def __init__(self, net: nn.Module, backend: Any = "inductor") -> None:
+        self.eager = net
+        self.compiled = torch.compile(net, backend=backend)
+        self.failed: str | None = None
+
+    def __call__(self, x: Any) -> torch.Tensor:
+        return (self.eager if self.failed is not None else self.compiled)(x)
+
+    def train(self, mode: bool = True) -> "CompiledNet":
+        self.eager.train(mode)
+        return self
+
+    @property
+    def note(self) -> str:
+        return f"torch.compile failed, trained eagerly: {self.failed}" if self.failed is not None else "compiled"
+
+    def fall_back(self, exc: BaseException) -> bool:
+        """After ``exc`` in a compiled step: switch to eager and return True (repeat the step); False when already
+        eager (``exc`` is the step's own error)."""
+        if self.failed is not None or not isinstance(exc, Exception):
+            return False
+        def line(e: BaseException) -> str:
+            text = str(e).strip().splitlines()
+            return f"{type(e).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+        root = exc  # the underlying error (dynamo wraps the backend's in BackendCompilerFailed.inner_exception)
+        for _ in range(8):
+            inner = getattr(root, "inner_exception", None) or root.__cause__
+            if not isinstance(inner, BaseException) or inner is root:
+                break
+            root = inner
+        self.failed = line(exc) + (f" ({line(root)})" if root is not exc else "")
+        return True
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file and a rename: the previous checkpoint survives a crash."""
     atomic_write(path, lambda fh: torch.save(state, fh))
@@ -123,6 +168,7 @@ class EpochStats:
     rows: int
     first_step_seconds: float = 0.0  # includes torch.compile's compilation in a compiled run's first epoch
     members: int = 1  # M of the trained logits [M, B, K] (for the log; not part of the history)
+    compile: str = ""  # with train.compile: "compiled", or why it fell back to eager (history: only when set)
 
 
 @dataclass
@@ -162,6 +208,8 @@ def history_entry(stats: EpochStats) -> dict[str, Any]:
     """One epoch of the record's history (the summed loss as always; ``members`` is the log's only)."""
     entry = asdict(stats)
     entry.pop("members")
+    if not entry["compile"]:
+        entry.pop("compile")
     return entry
 
 
@@ -224,12 +272,23 @@ def train_one_epoch(
         weight = 1.0
         if dist is not None:  # data parallel: this rank's rows of the global batch (benchmark.training.distributed)
             inputs, targets, weight = dist.shard(inputs, targets)
-        with autocast(cfg.precision, device):
-            logits = model(inputs)
-        loss = training_loss(method, logits, targets)
+
+        def forward_backward() -> tuple[torch.Tensor, torch.Tensor]:
+            with autocast(cfg.precision, device):
+                out = model(inputs)
+            value = training_loss(method, out, targets)
+            optimizer.zero_grad(set_to_none=True)
+            (value * weight if dist is not None else value).backward()
+            return out, value
+
+        try:
+            logits, loss = forward_backward()
+        except Exception as exc:  # a compiled step whose compilation failed: the same step again, eagerly
+            if not (isinstance(model, CompiledNet) and model.fall_back(exc)):
+                raise
+            torch.manual_seed(hash_seed(*seed_parts, "global", epoch, step))
+            logits, loss = forward_backward()
         members = int(logits.shape[0]) if logits.dim() == 3 else 1
-        optimizer.zero_grad(set_to_none=True)
-        (loss * weight if dist is not None else loss).backward()
         optimizer.step()
         scheduler.step()
         loss_sum += loss.detach() * weight
@@ -257,7 +316,8 @@ def train_one_epoch(
         loss_sum = dist.average(loss_sum)  # the global batch's mean loss, as one process reports it
         if carried is not None:
             loss_sum = carried + loss_sum
-    return EpochStats(epoch, float(loss_sum) / n, earlier_seconds + time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step, members)
+    return EpochStats(epoch, float(loss_sum) / n, earlier_seconds + time.perf_counter() - t0, scheduler.get_last_lr()[0], rows, first_step, members,
+                      model.note if isinstance(model, CompiledNet) else "")
 
 
 def norm_groups(method: Method, cfg: TrainConfig, world_size: int = 1) -> int | None:
@@ -339,7 +399,7 @@ def fit(
         net = dist.wrap(model)
         stop = dist.agreed_stop(stop) if stop is not None else None
     if cfg.compile:  # the first step of the first epoch then includes the compilation (history: first_step_seconds)
-        net = torch.compile(net)
+        net = CompiledNet(net)
 
     def save(e: int, s: int, part: PartialEpoch | None = None) -> None:
         if images_per_group:
@@ -349,6 +409,7 @@ def fit(
                                          "epoch": e, "step": s, "history": history, "config": asdict(cfg),
                                          "partial": part.state() if part is not None else None})
 
+    fallback_logged = False
     try:
         while epoch < cfg.epochs:
             stats = train_one_epoch(net, method, optimizer, scheduler, data, cfg, seed_parts=seed_parts, epoch=epoch, start_step=step,
@@ -364,6 +425,9 @@ def fit(
             epoch, step = epoch + 1, 0
             save(epoch, 0)
             log(f"{desc} epoch {epoch}/{cfg.epochs}: {loss_text(stats.loss, stats.members)}, lr {stats.lr:.4g}, {stats.seconds:.1f}s")
+            if isinstance(net, CompiledNet) and net.failed is not None and not fallback_logged:
+                log(f"{desc}: {net.note}")
+                fallback_logged = True
             if stop is not None and stop.is_set() and epoch < cfg.epochs:
                 raise StopRequested(f"stopped after epoch {epoch} of {cfg.epochs}: {stop.reason}")
     finally:
