@@ -45,7 +45,7 @@ from .core.runtime import autocast, select_device
 from .data.base import Dataset, load_dataset
 from .leaderboard.costs import COST_PASS_KIND, COST_PASS_VERSION, cost_file
 from .records import load_records, provenance, utc_now
-from .runner import WeightsError, final_weights, load_trained
+from .runner import WeightsError, final_weights, load_trained, trained_precision
 
 MIN_REPEATS = 2  # the documented figures (docs/records.md) use the default, 5; tests may use 2
 DEFAULT_REPEATS = 5
@@ -143,7 +143,7 @@ def load_models(records: list[dict[str, Any]], checkpoint_dir: Path | str, *, da
         except WeightsError as exc:
             raise CostPassError(str(exc)) from None
         trained[key] = (run.method, run.model)
-        precision = resolved["eval"].get("precision") or resolved["train"]["precision"]
+        precision = resolved["eval"].get("precision") or trained_precision(resolved["train"]["precision"], rec)
         out.append(Measured(rec["run_id"], rec, run.network, precision, channels_last, int(resolved["eval"]["latency_batch"]),
                             run.forward_passes, path, example))
         log(f"cost pass: loaded {rec['run_id']} from {path}")

@@ -25,6 +25,7 @@ reads trained values to decide what to train next is probed up to that point).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
 from dataclasses import dataclass, field
@@ -37,10 +38,11 @@ from torch import nn
 from .catalogue.methods import build_method
 from .core import config as C
 from .core.runtime import Environment, select_device
-from .data.base import load_dataset
+from .data.base import load_dataset, resolve_cache_dir
 from .methods.base import Method
 from .records import load_records
 from .runner import RunState, StageContextBase, run_id_of, run_state
+from .training.precision import choose_precision
 from .training.probe import StepProbe, probe_step_seconds
 
 __all__ = ["EstimatingContext", "Part", "RunEstimate", "StagePlan", "estimate_runs", "format_estimates", "training_key"]
@@ -80,6 +82,10 @@ class EstimatingContext(StageContextBase):
         cfg = self.train_config(**train_changes)
         probe = None
         if self.should_probe(stage):
+            if cfg.precision == "auto":  # the precision the run will choose (measured as it will be; cached)
+                cfg = dataclasses.replace(cfg, precision=choose_precision(model, method, cfg, image_size=self.image_size,
+                                                                          in_channels=method.task.in_channels, device=self.device,
+                                                                          cache_dir=resolve_cache_dir(None)).used)
             probe = probe_step_seconds(model, method, cfg, num_classes=self.num_classes, image_size=self.image_size,
                                        in_channels=method.task.in_channels, device=self.device, steps=self.probe_steps)
         self.stages.append(StagePlan(stage, cfg, probe))

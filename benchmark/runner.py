@@ -21,6 +21,7 @@ folder): a second process with the same run id fails at once, naming the holder.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import fcntl
 import hashlib
@@ -41,7 +42,8 @@ from .core.allocator import tune_host_allocator
 from .core.config import TrainConfig
 from .core.cpu import configure_threads
 from .core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, Environment, StopRequested, hash_seed, select_device, stop_on_signals
-from .data.base import (Dataset, check_data_sizes, check_ood_names, dataset_spec, hold_out_validation, load_dataset, subset_facts, take_subset,
+from .core.io import atomic_write_json
+from .data.base import (Dataset, check_data_sizes, check_ood_names, dataset_spec, hold_out_validation, load_dataset, resolve_cache_dir, subset_facts, take_subset,
                         with_train_subset)
 from .data.corrupted.base import corrupted_source
 from .evaluation.cost import measure_cost, peak_memory_mb
@@ -55,6 +57,7 @@ from .methods.base import Method
 from .catalogue.methods import build_method as build_method_for, get_method
 from .records import load_records, provenance, utc_now, write_record
 from .training.checkpoints import ResumePoint, resume_point
+from .training.precision import PrecisionChoice, choose_precision, load_choice, stage_precision
 from .training.train import fit, save_checkpoint, to_channels_last
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "RunState", "StageContextBase",
@@ -151,9 +154,14 @@ class RunContext(StageContextBase):
         self.train_data = train_data
         self.env = env
         self.checkpoints = Path(env.checkpoint_dir) / run_id
+        self.precision: dict[str, PrecisionChoice] = {}  # per stage, where train.precision is "auto"
 
     def fit(self, model: nn.Module, method: Method, stage: str = "train", **train_changes: Any) -> list[dict[str, Any]]:
         cfg = self.train_config(**train_changes)
+        if cfg.precision == "auto":
+            choice = self._choose_precision(model, method, cfg, stage)
+            cfg = dataclasses.replace(cfg, precision=choice.used)
+            self.precision[stage] = choice
         writer = tensorboard_writer(self.tensorboard_folder(stage)) if cfg.log == "tensorboard" and self.env.is_main else None
         try:
             history = fit(model, method, self.train_data, cfg, seed_parts=(self.seed, stage), checkpoint=self.checkpoints / f"{stage}.pt",
@@ -167,6 +175,29 @@ class RunContext(StageContextBase):
         self.train_seconds += sum(float(h.get("seconds", 0.0)) for h in history)
         self.history[stage] = history
         return history
+
+    def _choose_precision(self, model: nn.Module, method: Method, cfg: TrainConfig, stage: str) -> PrecisionChoice:
+        """``train.precision = "auto"`` for this stage: the choice it started with when it resumes (kept beside its
+        checkpoint), else measured (:func:`choose_precision`, cached per machine and shape); data-parallel ranks
+        train in bf16 only when every rank measured it faster."""
+        keep = stage_precision(self.checkpoints / f"{stage}.pt")
+        kept = load_choice(keep) if not self.env.restart and (self.checkpoints / f"{stage}.pt").exists() else None
+        if kept is not None:
+            self.env.log(f"{self.run_id} {stage}: {kept.describe()}, as when the stage started")
+            return kept
+        choice = choose_precision(model, method, cfg, image_size=int(self.train_data.images.shape[1]), in_channels=method.task.in_channels,
+                                  device=self.device, cache_dir=resolve_cache_dir(self.env.cache_dir))
+        if self.env.dist is not None and self.env.dist.any(choice.used != "bf16"):
+            choice = dataclasses.replace(choice, used="fp32", reason=choice.reason + "; fp32: not every data-parallel rank measured bf16 faster")
+        if self.env.is_main:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(keep, choice.as_record())
+        self.env.log(f"{self.run_id} {stage}: {choice.describe()}")
+        return choice
+
+    def used_precision(self) -> str | None:
+        """The precision the last trained stage used, where ``train.precision`` was "auto" (None: no such stage here)."""
+        return list(self.precision.values())[-1].used if self.precision else None
 
     def tensorboard_folder(self, stage: str) -> Path:
         """Where a stage's TensorBoard event files go: ``<tensorboard dir>/<run id>/<stage>`` when the
@@ -339,6 +370,15 @@ def run_lock(folder: Path, run_id: str, wait: Callable[[str], None] | None = Non
 class WeightsError(ValueError):
     """A finished run's final weights are missing, do not fit the network its config builds, or its
     variant is not one the method evaluates; the message names the run and the file."""
+
+
+def trained_precision(requested: str, record: dict[str, Any] | None = None) -> str:
+    """The precision a run's network computes in: ``requested`` unless "auto", which resolves to what the run
+    used (its record's budget), else fp32 (a run that trained no stage of its own, e.g. an ensemble of members)."""
+    if requested != "auto":
+        return requested
+    used = ((record or {}).get("budget") or {}).get("precision")
+    return used if used in C.PRECISIONS else "fp32"
 
 
 class TrainedRun:
@@ -577,7 +617,7 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     device = ctx.device
     ev = resolved["eval"]
     train_cfg = ctx.train_config()
-    precision = ev["precision"] or train_cfg.precision
+    precision = ev["precision"] or ctx.used_precision() or trained_precision(train_cfg.precision)
     # the clean test set, or its seeded stratified subset (corrupted and OOD evaluation keep their own settings)
     test = take_subset(data.test, int(ev["test_subset"]), int(ev["test_subset_seed"])).on_device(data.mean, data.std, device)
     val = data.val.on_device(data.mean, data.std, device) if data.val is not None else None
@@ -624,9 +664,11 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
         record = {**base, "run_id": base["run_id"] + (f"-{variant}" if variant != method.variant() else ""), "status": "completed",
                   "started": started, "identity": _identity(resolved, method, variant, members),
                   "training_run_id": ctx.run_id, "provenance": prov, "cost": cost, "metrics": metrics,
-                  "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size, "precision": train_cfg.precision,
+                  "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size,
+                             "precision": ctx.used_precision() or trained_precision(train_cfg.precision),
                              **_subset_budget(resolved, data)},
                   "training": {"history": ctx.history, "members": ctx.members,
+                               **({"precision": {k: v.as_record() for k, v in ctx.precision.items()}} if ctx.precision else {}),
                                "world_size": env.dist.world_size if env.dist is not None else 1},  # data-parallel ranks that trained it
                   "method_extra": method.extra_record()}
         path = write_record(env.results_dir, record, arrays if keeping.on else None, predictions_dtype=ev["predictions_dtype"],

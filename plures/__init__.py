@@ -22,7 +22,7 @@ from typing import Any
 
 __all__ = ["TrainedRun", "boards", "evaluate", "leaderboard", "load", "records", "run"]
 
-from benchmark.runner import TrainedRun  # noqa: E402  (re-exported: what load returns)
+from benchmark.runner import TrainedRun, trained_precision  # noqa: E402  (TrainedRun re-exported: what load returns)
 
 
 def _environment(results_dir: Path | str | None, checkpoint_dir: Path | str | None, data_dir: Any, cache_dir: Any, device: str | None,
@@ -114,7 +114,7 @@ def evaluate(trained: TrainedRun, *, test_subset: int | None = None, test_subset
             ev[key] = value
     data, device = trained.data, next(trained.network.parameters()).device
     members = int(trained.record["identity"]["members"])
-    precision = ev["precision"] or trained.config["train"]["precision"]
+    precision = ev["precision"] or trained_precision(trained.config["train"]["precision"], trained.record)
     kwargs = dict(batch_size=int(ev["batch_size"]), precision=precision, channels_last=bool(trained.config["train"]["channels_last"]),
                   progress=progress)
     # as the run evaluated: the clean (and validation) pass keeping the predictions the record's policy keeps,

@@ -31,6 +31,8 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
 PRECISIONS = ("fp32", "bf16")
+# "auto": bf16 where a measured probe of the run's own step finds it faster, else fp32 (benchmark.training.precision)
+TRAIN_PRECISIONS = (*PRECISIONS, "auto")
 SCHEDULES = ("cosine", "step", "linear", "cyclic_cosine")
 TRAIN_LOGS = ("none", "tensorboard")
 
@@ -168,7 +170,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("train", "epochs"): at_least(0), ("train", "batch_size"): at_least(1), ("train", "lr"): above(0),
     ("train", "momentum"): between(0, 1, high_open=True), ("train", "weight_decay"): at_least(0), ("train", "warmup_epochs"): at_least(0),
     ("train", "schedule"): one_of(SCHEDULES), ("train", "milestones"): at_least(0), ("train", "gamma"): above(0),
-    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(PRECISIONS), ("train", "nan_check_every"): at_least(0),
+    ("train", "final_lr_fraction"): between(0, 1), ("train", "precision"): one_of(TRAIN_PRECISIONS), ("train", "nan_check_every"): at_least(0),
     ("train", "crop_pad"): at_least(0), ("train", "norm_weight_decay"): at_least(0), ("train", "log"): one_of(TRAIN_LOGS),
     ("train", "bn_group"): at_least(0),
     ("eval", "batch_size"): at_least(1), ("eval", "precision"): one_of(PRECISIONS), ("eval", "corruptions"): NON_EMPTY,

@@ -366,6 +366,9 @@ def fit(
     written (e.g. the snapshot ensemble copies the weights at a cycle's end into the model's own state).
     """
     cfg.validate()
+    if cfg.precision == "auto":
+        raise ValueError("train.precision='auto' is resolved before training (benchmark.training.precision.choose_precision); "
+                         "fit trains in 'fp32' or 'bf16'")
     device = data.device
     model.to(device)
     if cfg.channels_last:
