@@ -15,7 +15,7 @@ from ..core.runtime import autocast
 from .metrics import MetricAccumulator
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(model: nn.Module, x: torch.Tensor, precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
     """Member logits ``[M, B, K]`` (float32) of ``model`` in eval mode on normalised images ``x``."""
     if channels_last:
@@ -26,7 +26,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, precision: str = "fp32", c
         return model(x).float()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_with_predictions(model: nn.Module, data: Any, batch_size: int = 1000, precision: str = "fp32", channels_last: bool = False,
                               progress: bool = True, desc: str = "eval", keep: str | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(metrics, predictions) of ``model`` on a split in one pass: the metrics of :func:`evaluate` and,
