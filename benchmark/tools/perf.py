@@ -66,10 +66,11 @@ def synthetic_data(n: int, size: int = 32, classes: int = 10, seed: int = 0) -> 
 
 class StepBench:
     """One method's training step on a fixed batch of unique images (model, optimizer, inputs ready);
-    ``bn_group``: ghost BatchNorm's rows per group, as ``train.bn_group`` (0: the whole batch)."""
+    ``bn_group``: ghost BatchNorm's rows per group, as ``train.bn_group`` (0: the whole batch);
+    ``compile_backend``: torch.compile's backend with ``compile`` (tests pass a cheap one)."""
 
     def __init__(self, name: str, task: Task, data: DeviceData, batch: int, precision: str, channels_last: bool, options: dict | None = None,
-                 compile: bool = False, bn_group: int = 0) -> None:
+                 compile: bool = False, bn_group: int = 0, compile_backend: str = "inductor") -> None:
         self.name = name
         self.method = get_method(name).from_config(dict(options or {}), task)
         self.model = self.method.build().to(data.device)
@@ -78,7 +79,7 @@ class StepBench:
             apply_ghost_norm(self.model, bn_group, self.method.norm_layout().blocks)
         if channels_last:
             to_channels_last(self.model)
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.forward = torch.compile(self.model, backend=compile_backend) if compile else self.model
         self.opt = torch.optim.SGD(self.method.param_groups(self.model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
         self.data, self.batch, self.precision, self.channels_last = data, batch, precision, channels_last
         self.order = data.epoch_order(make_generator(data.device, "perf"))
