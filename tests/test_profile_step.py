@@ -41,6 +41,8 @@ def test_profile_step_writes_a_record_and_a_table(tmp_path):
             assert math.isclose(sum(c["share"] for c in s["categories"].values()), 1.0, abs_tol=1e-6)
             assert math.isclose(sum(c["self_ms_per_step"] for c in s["categories"].values()), s["profiled_step_ms"], rel_tol=1e-6)
             assert 0 < len(s["top_ops"]) <= 5 and all(o["category"] in P.CATEGORIES for o in s["top_ops"])
+            assert len(s["settle_steps"]) == 1 and 1 <= s["settle_steps"][0] <= 10 and len(s["profiled_step_page_faults"]) == 1
+            assert 0 <= s["discarded_sessions"] <= 2
             assert s["categories"]["convolution forward"]["share"] > 0 and s["categories"]["optimizer"]["share"] > 0
         assert entry["speedup_now_over_before"] > 0
     table = (tmp_path / "profile-cpu-resnet8-fp32.md").read_text()
