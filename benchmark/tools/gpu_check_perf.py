@@ -88,7 +88,7 @@ def peers(check: CheckState, budget: float) -> tuple[str, str]:
             notes.append(f"{label} skipped (budget)")
             continue
         t = time.monotonic()
-        out[label] = measure_peers(s.peer_batch, precision, channels_last, check.device, s.peer_repeats, check.log)
+        out[label] = measure_peers(s.peer_batch, precision, channels_last, check.device, s.peer_repeats, check.log, settings=("equal",))
         check.results["_peer_seconds"] = time.monotonic() - t
         for name in ("mimo", "batchensemble"):
             if name in out[label]:

@@ -66,10 +66,11 @@ def synthetic_data(n: int, size: int = 32, classes: int = 10, seed: int = 0) -> 
 
 class StepBench:
     """One method's training step on a fixed batch of unique images (model, optimizer, inputs ready);
-    ``bn_group``: ghost BatchNorm's rows per group, as ``train.bn_group`` (0: the whole batch)."""
+    ``bn_group``: ghost BatchNorm's rows per group, as ``train.bn_group`` (0: the whole batch);
+    ``compile_backend``: torch.compile's backend with ``compile`` (tests pass a cheap one)."""
 
     def __init__(self, name: str, task: Task, data: DeviceData, batch: int, precision: str, channels_last: bool, options: dict | None = None,
-                 compile: bool = False, bn_group: int = 0) -> None:
+                 compile: bool = False, bn_group: int = 0, compile_backend: str = "inductor") -> None:
         self.name = name
         self.method = get_method(name).from_config(dict(options or {}), task)
         self.model = self.method.build().to(data.device)
@@ -78,7 +79,7 @@ class StepBench:
             apply_ghost_norm(self.model, bn_group, self.method.norm_layout().blocks)
         if channels_last:
             to_channels_last(self.model)
-        self.forward = torch.compile(self.model) if compile else self.model
+        self.forward = torch.compile(self.model, backend=compile_backend) if compile else self.model
         self.opt = torch.optim.SGD(self.method.param_groups(self.model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
         self.data, self.batch, self.precision, self.channels_last = data, batch, precision, channels_last
         self.order = data.epoch_order(make_generator(data.device, "perf"))
@@ -282,36 +283,72 @@ class PeerBench:
         self.opt.step()
 
 
-def measure_peers(batch: int, precision: str, channels_last: bool, device: torch.device, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+PEER_METHODS = ("mimo", "batchensemble")
+PEER_SETTINGS = {
+    "own": "each side at its own defaults: ours at the run's layout (the CPU suites' channels-last with --channels-last), "
+           "torch.compile where asked (--peer-compile); torch-uncertainty eager in the default memory layout (its models and "
+           "training routine set neither)",
+    "equal": "both sides at equal settings: eager, the run's layout (channels-last with --channels-last)",
+}
+
+
+def measure_peers(batch: int, precision: str, channels_last: bool, device: torch.device, repeats: int, log: Callable[[str], None],
+                  *, compile: tuple[str, ...] | list[str] | set[str] = (), settings: tuple[str, ...] = ("own", "equal")) -> dict[str, Any]:
     """Our MIMO (M=3, batch repetition 4) and BatchEnsemble (M=4) ResNet-18 training steps against
-    torch-uncertainty's (``pip install 'plures[peers]'``), interleaved; ratio = ours / theirs."""
+    torch-uncertainty's (``pip install 'plures[peers]'``), interleaved; ratio = ours / theirs.
+
+    ``settings`` (:data:`PEER_SETTINGS`): ``own``, each side at its own defaults (ours at ``channels_last`` and
+    compiled for the methods in ``compile``; theirs eager, default layout); ``equal``, both eager at ``channels_last``.
+    ``out["settings"][setting][method]`` holds each comparison; ``out[method]`` repeats the first setting's (as before)."""
     try:
         import torch_uncertainty
         from torch_uncertainty.models.classification import batched_resnet, mimo_resnet
     except Exception as exc:  # noqa: BLE001 - absent, or broken by its own dependencies
         log(f"peer comparison skipped: torch-uncertainty not importable ({type(exc).__name__}: {exc}); pip install 'plures[peers]'")
         return {"skipped": f"torch-uncertainty not importable: {type(exc).__name__}: {exc}"}
+    unknown = sorted(set(compile) - set(PEER_METHODS)) + sorted(set(settings) - set(PEER_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown peer method(s) or setting(s) {unknown}; valid: methods {', '.join(PEER_METHODS)}, settings {', '.join(PEER_SETTINGS)}")
     task = Task(num_classes=10, backbone="resnet18")
     data = DeviceData(synthetic_data(max(4 * batch, 1024)), CIFAR_MEAN, CIFAR_STD, device)
-    ours = {"mimo": StepBench("mimo", task, data, batch, precision, channels_last, {"members": 3, "batch_repetition": 4}),
-            "batchensemble": StepBench("batchensemble", task, data, batch, precision, channels_last, {"members": 4})}
-    theirs = {"mimo": PeerBench(mimo_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=3, style="cifar"), 3 * 4 * batch, device, precision, channels_last),
-              "batchensemble": PeerBench(batched_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=4, style="cifar"), 4 * batch, device, precision, channels_last)}
-    # Both sides step on an already formed batch: the peers' data pipeline is not part of their model.
-    formed = {k: v.batch_inputs() for k, v in ours.items()}
-    benches = {f"ours {k}": (lambda b=v, f=formed[k]: b.step(*f)) for k, v in ours.items()}
-    benches |= {f"torch-uncertainty {k}": v.step for k, v in theirs.items()}
-    for fn in benches.values():
+    options = {"mimo": {"members": 3, "batch_repetition": 4}, "batchensemble": {"members": 4}}
+    peer_models = {"mimo": (lambda: mimo_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=3, style="cifar"), 3 * 4 * batch),
+                   "batchensemble": (lambda: batched_resnet(in_channels=3, num_classes=10, arch=18, num_estimators=4, style="cifar"), 4 * batch)}
+    layouts = {"own": ({"channels_last": channels_last}, {"channels_last": False}), "equal": ({"channels_last": channels_last}, {"channels_last": channels_last})}
+    sides: dict[str, dict[str, dict[str, Any]]] = {}
+    benches: dict[str, Callable[[], None]] = {}
+    for setting in settings:
+        ours_cl, theirs_cl = layouts[setting][0]["channels_last"], layouts[setting][1]["channels_last"]
+        sides[setting] = {}
+        for name in PEER_METHODS:
+            compiled = setting == "own" and name in compile
+            ours = StepBench(name, task, data, batch, precision, ours_cl, options[name], compile=compiled)
+            build, rows = peer_models[name]
+            theirs = PeerBench(build(), rows, device, precision, theirs_cl)
+            formed = ours.batch_inputs()  # both sides step on an already formed batch: the peers' data pipeline is not part of their model
+            benches[f"{setting} ours {name}"] = lambda b=ours, f=formed: b.step(*f)
+            benches[f"{setting} theirs {name}"] = theirs.step
+            sides[setting][name] = {"ours": {"channels_last": ours_cl, "compile": compiled}, "theirs": {"channels_last": theirs_cl, "compile": False}}
+    first: dict[str, float] = {}
+    for key, fn in benches.items():  # warm-up (a compiled step compiles in its first call)
+        first[key] = time_call(fn, device)
         fn()
     times: dict[str, list[float]] = {k: [] for k in benches}
     for _ in range(repeats):
         for key, fn in benches.items():
             times[key].append(time_call(fn, device))
-    out: dict[str, Any] = {"torch_uncertainty": getattr(torch_uncertainty, "__version__", "unknown"), "backbone": "resnet18 (CIFAR stem)", "batch": batch}
-    for name in ours:
-        a, b = statistics.median(times[f"ours {name}"]), statistics.median(times[f"torch-uncertainty {name}"])
-        out[name] = {"ours_seconds": _spread(times[f"ours {name}"]), "theirs_seconds": _spread(times[f"torch-uncertainty {name}"]), "ours_over_theirs": a / b}
-        log(f"peer {name}: ours {a * 1000:.1f} ms / torch-uncertainty {b * 1000:.1f} ms = {a / b:.3f}")
+    out: dict[str, Any] = {"torch_uncertainty": getattr(torch_uncertainty, "__version__", "unknown"), "backbone": "resnet18 (CIFAR stem)", "batch": batch,
+                           "precision": precision, "settings": {}, "setting_notes": {s: PEER_SETTINGS[s] for s in settings}}
+    for setting in settings:
+        out["settings"][setting] = {}
+        for name in PEER_METHODS:
+            ours_t, theirs_t = times[f"{setting} ours {name}"], times[f"{setting} theirs {name}"]
+            a, b = statistics.median(ours_t), statistics.median(theirs_t)
+            out["settings"][setting][name] = {**sides[setting][name], "ours_seconds": _spread(ours_t), "theirs_seconds": _spread(theirs_t),
+                                              "ours_first_step_seconds": first[f"{setting} ours {name}"],
+                                              "theirs_first_step_seconds": first[f"{setting} theirs {name}"], "ours_over_theirs": a / b}
+            log(f"peer {name} ({setting}): ours {a * 1000:.1f} ms / torch-uncertainty {b * 1000:.1f} ms = {a / b:.3f}")
+    out.update(out["settings"][settings[0]])
     return out
 
 
@@ -353,10 +390,11 @@ def render_table(result: dict[str, Any]) -> str:
     peers = result.get("peers", {})
     if "skipped" in peers:
         lines.append(f"- Peer comparison skipped: {peers['skipped']}.")
-    for name in ("mimo", "batchensemble"):
-        if name in peers:
-            p = peers[name]
-            lines.append(f"- torch-uncertainty {peers['torch_uncertainty']} {name} ResNet-18 training step, same rows: ours / theirs = {p['ours_over_theirs']:.3f} "
+    layout = lambda side: ("channels-last" if side["channels_last"] else "default layout") + (", compiled" if side["compile"] else ", eager")  # noqa: E731
+    for setting, comparison in (peers.get("settings") or {"": {n: peers[n] for n in PEER_METHODS if n in peers}}).items():
+        for name, p in comparison.items():
+            where = f" at {setting} settings (ours {layout(p['ours'])}; theirs {layout(p['theirs'])})" if setting else ""
+            lines.append(f"- torch-uncertainty {peers['torch_uncertainty']} {name} ResNet-18 training step, same rows{where}: ours / theirs = {p['ours_over_theirs']:.3f} "
                          f"({p['ours_seconds']['median'] * 1000:.1f} ms vs {p['theirs_seconds']['median'] * 1000:.1f} ms, batch {peers['batch']}).")
     if "generation" in result:
         g = result["generation"]
@@ -366,10 +404,11 @@ def render_table(result: dict[str, Any]) -> str:
 
 def perf_result(device: torch.device, methods: list[str], backbone: str, backbone_options: dict, batch: int, precision: str,
                 channels_last: bool, repeats: int, large_batch: int, log: Callable[[str], None], *, compile: bool = False,
-                corrupted_images: int = 0, peers: bool = False, peer_batch: int = 32, generation_images: int = 0,
-                matmul: dict[str, float] | None = None) -> dict[str, Any]:
+                corrupted_images: int = 0, peers: bool = False, peer_batch: int = 32, peer_compile: tuple[str, ...] | None = None,
+                generation_images: int = 0, matmul: dict[str, float] | None = None) -> dict[str, Any]:
     """One perf record (what ``main`` writes and ``render_table`` renders); ``matmul``: a ceiling
-    measured elsewhere (e.g. at a size that fills a GPU), else measured here at n=2048."""
+    measured elsewhere (e.g. at a size that fills a GPU), else measured here at n=2048; ``peer_compile``: which of our
+    peer-comparison methods compile at their own settings (default: all of them with ``compile``, none without)."""
     result: dict[str, Any] = {"created": utc_now(), "device": str(device), "provenance": provenance(str(device)), "backbone": backbone,
                               "backbone_options": backbone_options, "batch": batch, "precision": precision, "channels_last": channels_last,
                               "repeats": repeats, "platform": platform.platform()}
@@ -381,7 +420,8 @@ def perf_result(device: torch.device, methods: list[str], backbone: str, backbon
         result["corrupted_rate"] = measure_corrupted_rate(backbone, backbone_options, precision, channels_last, device, corrupted_images,
                                                           max(3, repeats // 2), log)
     if peers:
-        result["peers"] = measure_peers(peer_batch, precision, channels_last, device, repeats, log)
+        peer_compile = PEER_METHODS if peer_compile is None and compile else tuple(peer_compile or ())
+        result["peers"] = measure_peers(peer_batch, precision, channels_last, device, repeats, log, compile=peer_compile)
     if generation_images:
         result["generation"] = measure_generation(generation_images, log)
     return result
@@ -403,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generation-images", type=int, default=1000, help="images for the generation throughput (0: skip)")
     p.add_argument("--peers", action="store_true", help="also compare with torch-uncertainty's MIMO and BatchEnsemble ResNet-18 (optional extra)")
     p.add_argument("--peer-batch", type=int, default=32, help="unique images per step in the peer comparison")
+    p.add_argument("--peer-compile", default=None, help=f"comma-separated: which of our peer-comparison methods ({', '.join(PEER_METHODS)}) "
+                   "torch.compile at their own settings (default: all with --compile, none without; '' for none)")
     p.add_argument("--out", type=Path, default=Path("results/perf"))
+    p.add_argument("--name", default=None, help="output file stem (default perf-<device>-<backbone>-<precision>[-cl][-compiled][-system-alloc])")
     args = p.parse_args(argv)
     from ..core.allocator import tune_host_allocator
     from ..core.runtime import select_device
@@ -420,11 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda m: print(m, flush=True)  # noqa: E731
     result = perf_result(device, methods, args.backbone, opts, args.batch, args.precision, args.channels_last, args.repeats, args.large_batch,
                          log, compile=args.compile, corrupted_images=args.corrupted_images, peers=args.peers, peer_batch=args.peer_batch,
-                         generation_images=args.generation_images)
+                         peer_compile=None if args.peer_compile is None else tuple(m for m in args.peer_compile.split(",") if m), generation_images=args.generation_images)
     tag = f"{device.type}-{args.backbone}-{args.precision}" + ("-cl" if args.channels_last else "") + ("-compiled" if args.compile else "") + ("-system-alloc" if allocator["requested"] == "system" else "")
-    atomic_write_json(args.out / f"perf-{tag}.json", result)
+    stem = args.name or f"perf-{tag}"
+    atomic_write_json(args.out / f"{stem}.json", result)
     table = render_table(result)
-    atomic_write_text(args.out / f"perf-{tag}.md", table)
+    atomic_write_text(args.out / f"{stem}.md", table)
     print(table)
     return 0
 
