@@ -71,8 +71,9 @@ class EstimatingContext(StageContextBase):
     nothing more; ``member_model`` lists the member run and returns its untrained network."""
 
     def __init__(self, resolved: dict[str, Any], device: torch.device, num_classes: int, image_size: int,
-                 probe: Callable[[str], bool] = lambda stage: True, probe_steps: int = PROBE_STEPS) -> None:
+                 probe: Callable[[str], bool] = lambda stage: True, probe_steps: int = PROBE_STEPS, cache_dir: str | None = None) -> None:
         super().__init__(resolved, run_id_of(resolved), device)
+        self.cache_dir = resolve_cache_dir(cache_dir)  # where train.precision = "auto" keeps its measurements, as the run
         self.num_classes, self.image_size, self.probe_steps = num_classes, image_size, probe_steps
         self.should_probe = probe
         self.stages: list[StagePlan] = []
@@ -85,7 +86,7 @@ class EstimatingContext(StageContextBase):
             if cfg.precision == "auto":  # the precision the run will choose (measured as it will be; cached)
                 cfg = dataclasses.replace(cfg, precision=choose_precision(model, method, cfg, image_size=self.image_size,
                                                                           in_channels=method.task.in_channels, device=self.device,
-                                                                          cache_dir=resolve_cache_dir(None)).used)
+                                                                          cache_dir=self.cache_dir).used)
             probe = probe_step_seconds(model, method, cfg, num_classes=self.num_classes, image_size=self.image_size,
                                        in_channels=method.task.in_channels, device=self.device, steps=self.probe_steps)
         self.stages.append(StagePlan(stage, cfg, probe))
@@ -97,11 +98,11 @@ class EstimatingContext(StageContextBase):
 
 
 def discover(resolved: dict[str, Any], device: torch.device, num_classes: int, image_size: int,
-             probe: Callable[[str], bool]) -> EstimatingContext:
+             probe: Callable[[str], bool], cache_dir: str | None = None) -> EstimatingContext:
     """Run the method's stages against an :class:`EstimatingContext`. An error after the method has
     asked for a stage or a member (e.g. it checks what training produced) ends the discovery there;
     an error before that is the run's own and is raised, naming the run."""
-    ctx = EstimatingContext(resolved, device, num_classes, image_size, probe)
+    ctx = EstimatingContext(resolved, device, num_classes, image_size, probe, cache_dir=cache_dir)
     method = build_method(resolved, num_classes, image_size)
     try:
         with torch.random.fork_rng(devices=[]):
@@ -246,7 +247,8 @@ class _Estimator:
         known = self.measured.get(key)
         classes, size, n_train = self.data(resolved)
         ctx = discover(resolved, self.device, classes, size,
-                       probe=lambda stage: (known is None or stage not in known.stage_rate) and (key, stage) not in self.probes)
+                       probe=lambda stage: (known is None or stage not in known.stage_rate) and (key, stage) not in self.probes,
+                       cache_dir=self.env.cache_dir)
         parts = []
         for sub_id, sub in ctx.member_configs.items():
             parts.extend(self.member_parts(sub, sub_id, depth))

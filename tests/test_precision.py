@@ -95,3 +95,14 @@ def test_the_record_states_the_precision_the_run_trained_in(cifar10_dir, tiny_ru
     kept = load_choice(tmp_path / "auto" / "ckpt" / rec["training_run_id"] / "train.precision.json")
     assert kept is not None and kept.used == faster
     assert json.loads(first.read_text())["training"]["precision"]["train"]["cached"] is False
+
+
+def test_the_plan_probes_auto_at_the_precision_the_run_will_choose(tiny_run_config, tmp_path: Path):
+    from benchmark.estimate import discover
+
+    resolved = C.resolve({**tiny_run_config, "train": {**tiny_run_config["train"], "precision": "auto"}})
+    ctx = discover(resolved, torch.device("cpu"), num_classes=10, image_size=32, probe=lambda stage: True, cache_dir=str(tmp_path))
+    (plan,) = ctx.stages
+    (measured,) = json.loads((tmp_path / CACHE_NAME).read_text()).values()  # measured once, where the run looks
+    expected = "bf16" if measured["bf16"] / measured["fp32"] <= MARGIN else "fp32"
+    assert plan.config.precision == expected and plan.probe is not None
