@@ -151,3 +151,12 @@ def test_bad_thread_count_names_the_value(monkeypatch):
     monkeypatch.setattr(cpu, "_threads", None)
     with pytest.raises(ValueError, match="PLURES_THREADS='two'.*integers >= 1"):
         cpu.configure_threads({"PLURES_THREADS": "two"})
+
+
+def test_records_made_with_either_layout_or_compilation_are_one_leaderboard_row():
+    from benchmark.leaderboard.frame import config_fingerprint
+
+    base = _resolved()
+    old = {**base, "train": {k: v for k, v in base["train"].items() if k not in ("bn_group", "crop_pad", "norm_weight_decay")}}  # an older record's
+    assert config_fingerprint(_resolved(channels_last=True, compile=True)) == config_fingerprint(base) == config_fingerprint(old)
+    assert config_fingerprint(_resolved(bn_group=64)) != config_fingerprint(base)  # ghost BatchNorm changes what is computed
