@@ -169,7 +169,8 @@ def test_worked_reading_quotes_the_published_quick_leaderboard() -> None:
     assert len(intervals) >= 5, intervals
     assert [i for i in intervals if i not in board] == []
     # the differences quoted without their interval, perhaps to fewer decimals: each is a board's difference rounded
-    starred = re.findall(r"([-+]\d+\.\d+)(?: points)?\*", reading)
+    # marked * (one seed: excludes 0) or † (several seeds: exceeds the seed spread), as the board marks them
+    starred = re.findall(r"([-+]\d+\.\d+)(?: points)?[*\u2020]", reading)
     differences = [float(d) for d in re.findall(r"\| ([-+]\d+\.\d+) \[", board)]
     decimals = {s: len(s.split(".")[1]) for s in starred}
     unmatched = [s for s in starred if not any(round(d, decimals[s]) == float(s) for d in differences)]

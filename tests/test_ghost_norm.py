@@ -156,8 +156,7 @@ def test_off_by_default_and_suite_run_ids_unchanged() -> None:
     recorded = {json.loads(p.read_text())["run_id"].split("-K=")[0] for p in (ROOT / "results" / "reference" / "runs" / "quick").glob("*.json")}
     ids = {run["run"]["name"]: run_id_of(C.resolve(run)) for run in runs}
     without_record = {name: i for name, i in ids.items() if i not in recorded}
-    assert set(without_record) <= {"subnetwork_dropout_sites"}, without_record  # a row newer than the records
-    assert len(ids) - len(without_record) == 9
+    assert not without_record and len(ids) == 10, without_record
     assert all(C.resolve(run)["train"]["bn_group"] == 0 for run in runs)
     one = C.resolve(runs[0])
     assert run_id_of(C.merge(one, {"train": {"bn_group": 64}})) != run_id_of(one)
