@@ -68,12 +68,6 @@ LOCK_NAME = "run.lock"
 NON_SHAPING_TRAIN = ("log",)  # train keys that do not change what is trained (not in the run id)
 # eval keys that do not change a record's metrics (a record evaluated with other values still counts as this run's)
 NON_SHAPING_EVAL = ("batch_size", "latency_repeats", "latency_batch", "predictions", "predictions_dtype")
-# train keys added after runs were recorded, whose None is the earlier behaviour: in the run id only when set
-UNSET_OMITTED_TRAIN = ("crop_pad", "norm_weight_decay")
-# train keys that choose how the arithmetic is scheduled, not what is computed (memory layout, kernel fusion): hashed at
-# their original defaults, so a run keeps its id (and its finished records) whichever the execution; the record's
-# config states the values used. Their effect on the numbers is float reassociation, as between CPU kinds.
-EXECUTION_TRAIN = {"channels_last": False, "compile": False}
 SUBSET_KEYS = ("train_subset", "subset_seed")  # data keys that shape a run only when a training subset is taken
 
 
@@ -81,11 +75,10 @@ def run_id_of(resolved: dict[str, Any]) -> str:
     """A stable id: method, dataset, backbone, seed and a hash of everything that shapes the result."""
     shaping = {k: v for k, v in resolved.items() if k != "eval"}
     shaping["run"] = {k: v for k, v in resolved["run"].items() if k not in ("suite", "name")}
+    # keys added later at their earlier value leave the id as it was; execution keys count at their original defaults
     shaping["train"] = {k: v for k, v in resolved["train"].items()
-                        if k not in NON_SHAPING_TRAIN and not (k in UNSET_OMITTED_TRAIN and v is None)}
-    shaping["train"].update({k: v for k, v in EXECUTION_TRAIN.items() if k in shaping["train"]})
-    if not resolved["train"].get("bn_group"):  # whole-batch BatchNorm: the ids of runs from before ghost BatchNorm
-        shaping["train"].pop("bn_group", None)
+                        if k not in NON_SHAPING_TRAIN and not (k in C.TRAIN_KEYS_ADDED and v == C.TRAIN_KEYS_ADDED[k])}
+    shaping["train"].update({k: v for k, v in C.EXECUTION_TRAIN.items() if k in shaping["train"]})
     if not resolved["data"].get("train_subset"):  # all training images: the ids of runs from before the subset keys
         shaping["data"] = {k: v for k, v in resolved["data"].items() if k not in SUBSET_KEYS}
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
@@ -617,7 +610,8 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
     device = ctx.device
     ev = resolved["eval"]
     train_cfg = ctx.train_config()
-    precision = ev["precision"] or ctx.used_precision() or trained_precision(train_cfg.precision)
+    trained = ctx.used_precision() or trained_precision(train_cfg.precision)  # what the network was trained in
+    precision = ev["precision"] or trained
     # the clean test set, or its seeded stratified subset (corrupted and OOD evaluation keep their own settings)
     test = take_subset(data.test, int(ev["test_subset"]), int(ev["test_subset_seed"])).on_device(data.mean, data.std, device)
     val = data.val.on_device(data.mean, data.std, device) if data.val is not None else None
@@ -665,7 +659,7 @@ def _evaluate_and_record(model: nn.Module, method: Method, ctx: RunContext, data
                   "started": started, "identity": _identity(resolved, method, variant, members),
                   "training_run_id": ctx.run_id, "provenance": prov, "cost": cost, "metrics": metrics,
                   "budget": {"epochs": train_cfg.epochs, "batch_size": train_cfg.batch_size,
-                             "precision": ctx.used_precision() or trained_precision(train_cfg.precision),
+                             "precision": trained,
                              **_subset_budget(resolved, data)},
                   "training": {"history": ctx.history, "members": ctx.members,
                                **({"precision": {k: v.as_record() for k, v in ctx.precision.items()}} if ctx.precision else {}),

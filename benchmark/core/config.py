@@ -33,6 +33,14 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 PRECISIONS = ("fp32", "bf16")
 # "auto": bf16 where a measured probe of the run's own step finds it faster, else fp32 (benchmark.training.precision)
 TRAIN_PRECISIONS = (*PRECISIONS, "auto")
+# Which train keys shape a run (its id, benchmark.runner.run_id_of, and its leaderboard row,
+# benchmark.leaderboard.frame.config_fingerprint):
+# - keys added after runs were recorded, and the value that means the earlier behaviour (in the id only when set
+#   to something else): no ghost BatchNorm, the default crop, weight decay on normalisation layers;
+TRAIN_KEYS_ADDED = {"bn_group": 0, "crop_pad": None, "norm_weight_decay": None}
+# - keys that choose how the arithmetic is scheduled, not what is computed (memory layout, kernel fusion): hashed at
+#   their original defaults, so a run keeps its id whichever the execution; their effect is float reassociation.
+EXECUTION_TRAIN = {"channels_last": False, "compile": False}
 SCHEDULES = ("cosine", "step", "linear", "cyclic_cosine")
 TRAIN_LOGS = ("none", "tensorboard")
 

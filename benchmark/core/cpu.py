@@ -105,13 +105,6 @@ def cpu_facts() -> dict[str, Any]:
             "physical_cores": info["physical_cores"] or None, "logical_cpus": os.cpu_count()}
 
 
-def has_native_bf16() -> bool:
-    """Whether the CPU has bf16 instructions oneDNN's bf16 kernels use (AVX-512 BF16 or AMX); without
-    them bf16 is emulated and many times slower than fp32 (measured ~10x on an AVX2-only EPYC)."""
-    cap = capability_of(_cpuinfo()["flags"])
-    return cap["avx512_bf16"] or cap["amx"]
-
-
 def configure_threads(environ: dict[str, str] | None = None, processes: int = 1) -> dict[str, Any]:
     """Intra-op threads = usable physical cores, inter-op threads = 1 (idempotent; see the module
     docstring). ``PLURES_THREADS=N`` sets N intra-op threads; with ``OMP_NUM_THREADS`` set, PyTorch's

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.config import EXECUTION_TRAIN, TRAIN_KEYS_ADDED
 from ..evaluation.metric_specs import metric_specs
 from ..evaluation.predictions import sidecar_problem
 from ..records import RecordError
@@ -42,11 +43,11 @@ RUN_FACTS = {"data_source": "data_source", "train_subset": "train_subset", "trai
              "epochs": "epochs", "batch_size": "batch_size", "precision": "precision", "corrupted_source": "c_source",
              "corrupted_set": "c_set", "corrupted_severities": "c_severities", "corrupted_subset": "c_subset"}
 # Config keys that do not shape a result (they never split a row).
-# train.channels_last and train.compile choose how the arithmetic is scheduled, not what is computed: not part of a
-# run's id either (benchmark.runner.EXECUTION_TRAIN), so records made either way are one row's seeds.
+# The execution keys (core.config.EXECUTION_TRAIN: layout, compilation) are not part of a run's id either, so
+# records made either way are one row's seeds.
 NON_SHAPING = ("run.seed", "run.name", "run.suite", "data.download", "eval.latency_repeats", "eval.latency_batch", "eval.batch_size",
                "train.nan_check_every", "eval.ood", "train.log", "eval.predictions", "eval.predictions_dtype",
-               "train.channels_last", "train.compile")
+               *(f"train.{k}" for k in EXECUTION_TRAIN))
 
 
 def _number(value: Any, where: str, *, required: bool = True) -> float:
@@ -80,10 +81,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # Config keys added after records were first written, with the value that means "as before": a
 # record that lacks the key and one that holds this value were configured alike.
-# The train keys are the run id's (benchmark.runner: bn_group 0 is whole-batch BatchNorm; crop_pad and
-# norm_weight_decay None are the earlier behaviour).
+# The train keys are the run id's (core.config.TRAIN_KEYS_ADDED).
 ADDED_KEYS = {"data.train_subset": 0, "data.subset_seed": 0, "eval.test_subset": 0, "eval.test_subset_seed": 0,
-              "train.bn_group": 0, "train.crop_pad": None, "train.norm_weight_decay": None}
+              **{f"train.{k}": v for k, v in TRAIN_KEYS_ADDED.items()}}
 
 
 def config_fingerprint(config: dict[str, Any]) -> str:
