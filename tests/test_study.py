@@ -54,7 +54,10 @@ def test_capacity_suite_one_recipe_per_width_and_the_ensembles_reuse_its_determi
         flat = {k: v for k, v in flatten(r).items() if k not in ("backbone.width", "run.seed", "run.name")}
         by_name.setdefault(re.sub(r"-w\d+$", "", r["run"]["name"]), set()).add(json.dumps(flat, sort_keys=True, default=str))
     assert all(len(v) == 1 for v in by_name.values()), {k: len(v) for k, v in by_name.items()}
-    assert set(by_name) >= {"deterministic", "mimo-m2-rep1", "mimo-m2-rep2", "mimo-m3-rep1", "mimo-m3-rep2", "deep_ensemble"}
+    assert set(by_name) >= {"deterministic", "mimo-m2-rep1", "mimo-m3-rep1", "mimo-m3-rep2", "deep_ensemble", "subnetwork"}
+    # the batch-repetition-2 cells run last (after every width's core cells): the first to go missing if the budget ends
+    order = [re.sub(r"-w\d+$", "", r["run"]["name"]) for r in runs]
+    assert order[-9:] == ["mimo-m3-rep2"] * 9, order[-9:]
     # 3 seeds per cell; every member run an ensemble (or a subnetwork parent) asks for is a deterministic run of the suite
     det = {run_id_of(r) for r in runs if r["run"]["method"] == "deterministic"}
     for w in widths:
