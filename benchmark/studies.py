@@ -3,11 +3,16 @@ points included) are the cells; their completed records (found by run id, so rec
 configuration of the same suite never enter) go to :func:`benchmark.leaderboard.study.build_study`,
 which writes ``study.md``, ``study.csv`` and ``study.png``/``.svg``. The cells without a completed
 record are listed on the page as not finished.
+
+Cross-CPU repeats (:mod:`benchmark.tools.cross_cpu`) live apart from the study's records, one results
+folder per kind of CPU: ``<results dir>/../cross-cpu/<cpu kind>/`` (:func:`cross_cpu_dir`); the
+study lists them beside its own record of the same cell, never in its gaps.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +22,7 @@ from .leaderboard.study import Study, build_study, write_study
 from .leaderboard.study_plot import write_study_figure
 from .runner import check_runs, completed_records, run_id_of
 
-__all__ = ["StudyCells", "infer_axis", "study_from_cells", "suite_cells", "sweep_cells", "write_cells_study"]
+__all__ = ["StudyCells", "cross_cpu_dir", "cross_cpu_slug", "infer_axis", "study_from_cells", "suite_cells", "sweep_cells", "write_cells_study"]
 
 # flattened keys that differ between cells without being a study's axis
 NOT_AN_AXIS = ("run.seed", "run.name", "run.suite")
@@ -29,6 +34,18 @@ class StudyCells:
 
     def __init__(self, name: str, description: str, cells: list[tuple[str, dict[str, Any]]], results_dir: Path) -> None:
         self.name, self.description, self.cells, self.results_dir = name, description, cells, Path(results_dir)
+
+
+def cross_cpu_dir(results_dir: Path | str) -> Path:
+    """The folder of the cross-CPU repeats of the records in ``results_dir`` (a sibling: ``results/reference/runs``
+    -> ``results/reference/cross-cpu``), holding one results folder per kind of CPU."""
+    return Path(results_dir).parent / "cross-cpu"
+
+
+def cross_cpu_slug(kind: str) -> str:
+    """A folder name for a device kind, e.g. ``AMD EPYC (avx2 avx512)`` -> ``amd-epyc-avx2-avx512``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
+    return slug or "unknown"
 
 
 def suite_cells(suite: str, results_dir: Path, seeds: list[int] | None = None, namespace: str | None = None) -> StudyCells:
@@ -83,11 +100,19 @@ def study_from_cells(cells: StudyCells, axis: str | None = None, command: str = 
             if p not in seen:
                 seen.add(p)
                 records.append(p)
+    repeats = []
+    root = cross_cpu_dir(cells.results_dir)
+    for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for _, res in cells.cells:
+            repeats.extend(completed_records(kind_dir, res, run_id_of(res)))
     from .records import load_records
 
-    by_path = {r["_path"]: r for folder in sorted({p.parent for p in records}) for r in load_records(folder).records}
-    chosen = [by_path[str(p)] for p in records if str(p) in by_path]
-    return build_study(chosen, axis, cells.name, description=cells.description, missing=missing, command=command)
+    def loaded(paths: list[Path]) -> list[dict[str, Any]]:
+        by_path = {r["_path"]: r for folder in sorted({p.parent for p in paths}) for r in load_records(folder).records}
+        return [by_path[str(p)] for p in paths if str(p) in by_path]
+
+    return build_study(loaded(records), axis, cells.name, description=cells.description, missing=missing, command=command,
+                       repeats=loaded(sorted(set(repeats))))
 
 
 def write_cells_study(cells: StudyCells, out_dir: Path, axis: str | None = None, command: str = "", plot: bool = True) -> tuple[Study, list[Path]]:

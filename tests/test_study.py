@@ -189,7 +189,9 @@ def test_miniature_study_end_to_end(cifar10_dir, tmp_path: Path, capsys, monkeyp
     # a gap whose paired records ran on different kinds of CPU is marked, and each cell names its devices
     other = next((tmp_path / "runs" / "ministudy").glob(f"{target}__*.json"))
     rec = json.loads(other.read_text())
-    this_cpu = (rec["provenance"].get("cpu") or {}).get("model") or rec["provenance"]["device_name"]  # what the other records name
+    from benchmark.leaderboard.study import device_kind
+
+    this_cpu = device_kind(rec)  # what the other records name: the CPU model and its vector instruction sets
     rec["provenance"]["cpu"] = {"model": "Another CPU"}
     other.write_text(json.dumps(rec))
     assert cli.main(["study", str(suite), "--results-dir", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "boards"), "--no-plot"]) == 0
@@ -279,3 +281,61 @@ def test_the_rule_picks_the_smallest_flat_budget_that_fits_else_the_largest_that
     assert epochs == 6 and "not flat there: 4.40 pp below" in why and "the smallest flat budget, 10, needs 9.0 h" in why
     assert choose(rows, {3: 9.0, 6: 10.0, 10: 11.0, 15: 12.0, 20: 13.0}, 1.0, 8.0)[0] is None
     assert choose([{"epochs": 3, "accuracy": None}], None, 1.0, 8.0) == (None, "no budget of the curve is finished")
+
+
+# two widths of the deterministic model, two seeds: the smallest study a cross-CPU repeat can join
+CROSS = TINY_SUITE.split("[[runs]]")[0].replace('name = "tinybench"', 'name = "crossstudy"').replace("seeds = [0]", "seeds = [0, 1]")
+for _w in (4, 8):
+    CROSS += f'\n[[runs]]\nname = "deterministic-w{_w}"\nrun = {{ method = "deterministic" }}\nbackbone = {{ width = {_w} }}\n'
+
+
+def test_cross_cpu_repeat_trains_one_cell_apart_from_the_study_once_per_cpu_kind(cifar10_dir, tmp_path: Path, capsys, monkeypatch) -> None:
+    """The repeat refuses before the study's record exists and where that record is this CPU's own; on another kind it
+    trains the suite's first cell at its first seed into cross-cpu/<kind>/ (never into the study's records), once; the
+    study page lists the cell per CPU kind with the spread beside the seed SD, and its gaps ignore the repeat."""
+    from benchmark.studies import cross_cpu_dir
+    from benchmark.tools import cross_cpu
+
+    root, _ = cifar10_dir
+    suite = tmp_path / "crossstudy.toml"
+    suite.write_text(CROSS)
+    runs, ckpt = tmp_path / "ref" / "runs", tmp_path / "ckpt"
+    common = ["--data-dir", str(root), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(runs), "--checkpoint-dir", str(ckpt)]
+    tool = [str(suite), *common, "--no-progress"]
+
+    assert cross_cpu.main(tool) == 1 and "the study's own record is not finished" in capsys.readouterr().out
+    assert cli.main(["bench", str(suite), *common, "--leaderboard-dir", str(tmp_path / "boards"), "--no-progress", "--no-cost-pass"]) == 0
+    capsys.readouterr()
+    own = sorted((runs / "crossstudy").glob("*.json"))
+    assert len(own) == 4
+    assert cross_cpu.main(tool) == 0 and "ran on this kind of CPU" in capsys.readouterr().out  # the study's record is this CPU's
+
+    monkeypatch.setattr(cross_cpu, "this_cpu_kind", lambda: "Another CPU (avx9)")
+    assert cross_cpu.main(tool + ["--run", "nope"]) == 2 and "valid runs: deterministic-w4, deterministic-w8" in capsys.readouterr().err
+    assert cross_cpu.main(tool + ["--seed", "7"]) == 2 and "valid seeds: 0, 1" in capsys.readouterr().err
+    assert cross_cpu.main(tool + ["--plan"]) == 0 and "would train it again on Another CPU (avx9)" in capsys.readouterr().out
+    assert not cross_cpu_dir(runs).exists()
+    assert cross_cpu.main(tool) == 0
+    out = capsys.readouterr().out
+    assert "deterministic-w4 seed 0" in out and len(re.findall(r"train epoch 1/", out)) == 1  # one run trained
+    [rep] = list((cross_cpu_dir(runs) / "another-cpu-avx9" / "crossstudy").glob("*.json"))
+    assert sorted((runs / "crossstudy").glob("*.json")) == own  # the study's records untouched
+    assert cross_cpu.main(tool) == 0 and "already repeated on Another CPU (avx9)" in capsys.readouterr().out
+
+    # the repeat's record names the CPU it ran on: here the same machine, so say it ran on the other kind
+    rec = json.loads(rep.read_text())
+    rec["provenance"]["cpu"] = {"model": "Another CPU", "capability": {"avx9": True}}
+    rep.write_text(json.dumps(rec))
+    assert cli.main(["study", str(suite), "--results-dir", str(runs), "--leaderboard-dir", str(tmp_path / "boards"), "--no-plot"]) == 0
+    capsys.readouterr()
+    page = (tmp_path / "boards" / "crossstudy" / "study.md").read_text()
+    table = page.split("### Cross-CPU repeats")[1].split("###")[0]
+    lines = [line for line in table.splitlines() if line.startswith("| deterministic, width 4, seed 0")]
+    assert len(lines) == 4 and "Another CPU (avx9)" in lines[1] and "(the study's record)" in lines[0]
+    recs = {r["_path"]: r for r in load_records(runs / "crossstudy").records}
+    own_acc = [100 * r["metrics"]["clean"]["accuracy"] for r in recs.values() if r["config"]["backbone"]["width"] == 4]
+    own0 = next(100 * r["metrics"]["clean"]["accuracy"] for r in recs.values() if r["config"]["backbone"]["width"] == 4 and r["identity"]["seed"] == 0)
+    spread = abs(100 * rec["metrics"]["clean"]["accuracy"] - own0)
+    assert lines[2].split("|")[3].strip() == f"{spread:.2f}"
+    assert lines[3].split("|")[3].strip() == f"{np.std(own_acc, ddof=1):.2f}"
+    assert "Another CPU" not in page.split("### Seeds and devices per cell")[1]  # the repeat is no cell of the study

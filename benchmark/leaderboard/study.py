@@ -18,9 +18,13 @@ several). For every row, axis value and metric:
   the deep-ensemble row at the same axis value, from the stored member predictions (mean curve
   and mean calibrated NLL over seeds; no interval).
 
-Each record's device kind (:func:`device_kind`: the CPU model on a CPU run, the GPU on a GPU run)
-is listed per cell; a gap whose paired records ran on different kinds is marked, since fp32
-training differs across CPU instruction sets (and GPUs). numpy and pandas only.
+Each record's device kind (:func:`device_kind`: the CPU model and its vector instruction sets on a
+CPU run, the GPU on a GPU run) is listed per cell; a gap whose paired records ran on different kinds
+is marked, since fp32 training differs across CPU instruction sets (and GPUs). **Cross-CPU
+repeats** (``repeats``: records of a cell trained again on another kind of CPU, kept apart from the
+study's own records) are listed beside the study's record of the same cell and seed: the spread
+across CPU kinds next to the seed-to-seed spread of that cell, so a reader can tell which
+differences neither explains. numpy and pandas only.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ from ..evaluation.seed_interval import SeedInterval, t_interval
 from .comparisons import DEEResult, dee_group, row_dee
 from .frame import config_fingerprint, flatten, record_row, settings
 from .mce import BASELINE_METHOD
+from .reproduced import cpu_kind
 
-__all__ = ["STUDY_METRICS", "Study", "StudyBlock", "build_study", "device_kind", "render_study_csv", "render_study_markdown", "write_study"]
+__all__ = ["STUDY_METRICS", "CrossCPU", "Study", "StudyBlock", "build_study", "device_kind", "render_study_csv", "render_study_markdown", "write_study"]
 
 # (record_row key, label, scale): accuracy in percentage points; cNLL is the corrupted summary
 STUDY_METRICS: tuple[tuple[str, str, float], ...] = (("accuracy", "Δ Acc (pp)", 100.0), ("nll", "Δ NLL", 1.0), ("cal_nll", "Δ cal. NLL", 1.0),
@@ -49,12 +54,15 @@ MIXED = "†"
 
 
 def device_kind(rec: dict[str, Any]) -> str:
-    """What a record was trained on: on a CPU run the CPU's model (``provenance.cpu.model`` where the
-    record has it, else ``device_name``), on a GPU run the GPU's name (``device_name``)."""
+    """What a record was trained on: on a CPU run the CPU's model and vector instruction sets
+    (:func:`benchmark.leaderboard.reproduced.cpu_kind`, e.g. ``AMD EPYC (avx2 avx512 avx512_bf16)``:
+    one model name covers CPUs that train differently), else ``device_name``; on a GPU run the GPU's
+    name (``device_name``)."""
     prov = rec.get("provenance") or {}
-    cpu = prov.get("cpu")
-    if not str(prov.get("device", "cpu")).startswith("cuda") and isinstance(cpu, dict) and cpu.get("model"):
-        return str(cpu["model"])
+    if not str(prov.get("device", "cpu")).startswith("cuda"):
+        kind = cpu_kind(rec)
+        if kind:
+            return kind
     return str(prov.get("device_name") or prov.get("device") or "unknown")
 
 
@@ -75,6 +83,26 @@ class Gap:
 
 
 @dataclass
+class CrossCPU:
+    """One cell (row, axis value, seed) trained on several kinds of CPU: per kind, its values of the
+    study's metrics (``values[kind][metric]``, unscaled; ``study_kind``: the kind of the study's own
+    record), and the seed-to-seed standard deviation of the same cell in the study (``seed_sd[metric]``
+    over its seeds, 2 or more)."""
+
+    row: str
+    axis_value: Any
+    seed: int
+    study_kind: str
+    values: dict[str, dict[str, float]]
+    seed_sd: dict[str, float] = field(default_factory=dict)
+
+    def spread(self, key: str) -> float:
+        """max − min over the CPU kinds (nan when fewer than two have the metric)."""
+        vals = [v[key] for v in self.values.values() if math.isfinite(v.get(key, math.nan))]
+        return max(vals) - min(vals) if len(vals) >= 2 else math.nan
+
+
+@dataclass
 class StudyBlock:
     """The study of one (dataset, backbone): its rows (labels, baseline first), axis values, the gaps
     ``(row, axis value, metric)``, slopes ``(row, metric)``, DEE ``(row, axis value)``, the baseline's
@@ -91,6 +119,7 @@ class StudyBlock:
     baseline_values: dict[tuple[Any, str], SeedInterval] = field(default_factory=dict)
     devices: dict[tuple[str, Any], list[str]] = field(default_factory=dict)
     seeds: dict[tuple[str, Any], list[int]] = field(default_factory=dict)
+    cross_cpu: list[CrossCPU] = field(default_factory=list)
 
 
 @dataclass
@@ -179,13 +208,43 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
     return block
 
 
+def _cross_cpu(block: StudyBlock, df: pd.DataFrame, repeats: pd.DataFrame) -> None:
+    """Fill ``block.cross_cpu`` from the repeats of its cells (a kind that is the study record's own is not a repeat)."""
+    keys = [k for k, _, _ in STUDY_METRICS]
+    own = df.sort_values("created", kind="stable").drop_duplicates(["row", "axis", "seed"], keep="last").set_index(["row", "axis", "seed"])
+    for (r, v, seed), g in repeats.sort_values("created", kind="stable").groupby(["row", "axis", "seed"], sort=True):
+        if (r, v, seed) not in own.index:
+            continue
+        mine = own.loc[(r, v, seed)]
+        values = {str(mine["device"]): {k: float(mine[k]) for k in keys if k in mine}}
+        for _, rep in g.drop_duplicates("device", keep="last").iterrows():
+            values.setdefault(str(rep["device"]), {k: float(rep[k]) for k in keys if k in rep})
+        if len(values) < 2:
+            continue
+        cell = df[(df["row"] == r) & (df["axis"] == v)].drop_duplicates("seed", keep="last")
+        sd = {k: float(np.std(cell[k].astype(float), ddof=1)) for k in keys if k in cell and len(cell) >= 2}
+        block.cross_cpu.append(CrossCPU(r, v, int(seed), str(mine["device"]), values, sd))
+
+
 def build_study(records: list[dict[str, Any]], axis: str, name: str, *, description: str = "", missing: list[str] | None = None,
-                command: str = "") -> Study:
-    """The study of ``records`` (completed, validated, each with ``_path``) along config key ``axis``."""
+                command: str = "", repeats: list[dict[str, Any]] | None = None) -> Study:
+    """The study of ``records`` (completed, validated, each with ``_path``) along config key ``axis``;
+    ``repeats``: records of its cells trained again on other kinds of CPU (the cross-CPU table), never
+    mixed into the gaps."""
     if not records:
         return Study(name, axis, [], description, list(missing or []), command)
     df = _frame(records, axis)
-    blocks = [_block(g, d, b) for (d, b), g in df.groupby(["dataset", "backbone"], sort=True)]
+    blocks = []
+    for (d, b), g in df.groupby(["dataset", "backbone"], sort=True):
+        block = _block(g, d, b)
+        if repeats:
+            # a repeat is the study's cell of the same run id and variant (its row label comes from the study's records)
+            rep = _frame(repeats, axis)
+            ids = {(rec["run_id"], v): r for rec, v, r in zip(g["_rec"], g["variant"], g["row"])}
+            rep = rep.assign(row=[ids.get((rec["run_id"], v)) for rec, v in zip(rep["_rec"], rep["variant"])])
+            rep = rep[rep["row"].notna()]
+            _cross_cpu(block, g, rep)
+        blocks.append(block)
     return Study(name, axis, blocks, description, list(missing or []), command)
 
 
@@ -273,11 +332,36 @@ def render_study_markdown(study: Study) -> str:
             reasons = sorted({d.reason for d in block.dee.values() if d.reason})
             if reasons:
                 lines += ["", "n/a: " + "; ".join(reasons)]
+        if block.cross_cpu:
+            lines += _cross_cpu_table(block, axis)
         lines += ["", "### Seeds and devices per cell", ""]
         lines += _table(["Row", *(_axis_label(axis, v) for v in values)],
                         [[r, *(f"{' '.join(map(str, block.seeds[(r, v)]))} on {', '.join(block.devices[(r, v)])}" if (r, v) in block.devices else "—"
                                for v in values)] for r in block.rows])
     return "\n".join(lines) + "\n"
+
+
+def _cross_cpu_table(block: StudyBlock, axis: str) -> list[str]:
+    keys = [(k, label.replace("Δ ", "").replace("(pp)", "(%)"), scale) for k, label, scale in STUDY_METRICS if k in ("accuracy", "nll", "cNLL")]
+    lines = ["", "### Cross-CPU repeats", "",
+             "The same cell (config and seed) trained again on another kind of CPU (`python -m benchmark.tools.cross_cpu`). "
+             "**Spread**: max − min over the CPU kinds; **seed SD**: the standard deviation of the same cell over the study's seeds. "
+             "A gap smaller than both is explained by neither being held fixed.", ""]
+    body = []
+    for c in block.cross_cpu:
+        cell = f"{c.row}, {_axis_label(axis, c.axis_value)}, seed {c.seed}"
+        for kind, vals in c.values.items():
+            body.append([cell, kind + (" (the study's record)" if kind == c.study_kind else ""),
+                         *(_plain(scale * vals[k], k) if k in vals else "—" for k, _, scale in keys)])
+        body.append([cell, "**spread**", *(_plain(scale * c.spread(k), k) for k, _, scale in keys)])
+        body.append([cell, "**seed SD**", *(_plain(scale * c.seed_sd[k], k) if k in c.seed_sd else "—" for k, _, scale in keys)])
+    return lines + _table(["Cell", "CPU", *(label for _, label, _ in keys)], body)
+
+
+def _plain(x: float, key: str) -> str:
+    if not math.isfinite(x):
+        return "—"
+    return f"{x:.2f}" if key == "accuracy" else f"{x:.4f}"
 
 
 def render_study_csv(study: Study) -> str:
