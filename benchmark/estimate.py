@@ -5,7 +5,9 @@ each, the state the runner decides from disk (:func:`benchmark.runner.run_state`
 start), the training it has left and where each figure comes from:
 
 * **a record**: a finished record of the same training configuration at another seed (its run id
-  with the seed set aside), under the results folder: the seconds per epoch of each of its own
+  with the seed set aside), under the results folder, made on this machine's kind of device (on a
+  CPU its model and vector instruction sets: the same network trains 3x slower on an AVX2 EPYC than
+  on an AVX-512 one, so another kind's rate would mislead): the seconds per epoch of each of its own
   training stages (``training.history``), and its evaluation time (the record's wall time, from
   ``started`` to its last variant's ``created``, less its training);
 * else **a probe**: the method's stages are run against an :class:`EstimatingContext`, whose
@@ -38,14 +40,16 @@ from torch import nn
 from .catalogue.methods import build_method
 from .core import config as C
 from .core.runtime import Environment, select_device
+from .core.cpu import cpu_facts
 from .data.base import load_dataset, resolve_cache_dir
+from .leaderboard.study import device_kind
 from .methods.base import Method
 from .records import load_records
 from .runner import RunState, StageContextBase, run_id_of, run_state
 from .training.precision import choose_precision
 from .training.probe import StepProbe, probe_step_seconds
 
-__all__ = ["EstimatingContext", "Part", "RunEstimate", "StagePlan", "estimate_runs", "format_estimates", "training_key"]
+__all__ = ["EstimatingContext", "Part", "RunEstimate", "StagePlan", "estimate_runs", "format_estimates", "machine_kind", "training_key"]
 
 PROBE_STEPS = 4
 
@@ -132,11 +136,22 @@ def _time(text: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
 
-def measured_by_key(results_dir: Path) -> dict[str, Measured]:
+def machine_kind(device: torch.device) -> str:
+    """This machine's kind of ``device`` as a record's :func:`benchmark.leaderboard.study.device_kind` names it:
+    on a CPU its model and vector instruction sets, on a GPU the GPU's name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device_kind({"provenance": {"device": "cpu", "cpu": cpu_facts()}})
+
+
+def measured_by_key(results_dir: Path, kind: str | None = None) -> dict[str, Measured]:
     """``training_key -> Measured`` from the completed records under ``results_dir`` (the newest
-    training run of each key; its variants' records together give its evaluation time)."""
+    training run of each key; its variants' records together give its evaluation time); ``kind``:
+    only records made on that kind of device (:func:`machine_kind`)."""
     by_run: dict[str, list[dict[str, Any]]] = {}
     for rec in load_records(results_dir).records:
+        if kind is not None and device_kind(rec) != kind:
+            continue
         if isinstance(rec.get("config"), dict) and rec.get("training_run_id"):
             by_run.setdefault(str(rec["training_run_id"]), []).append(rec)
     out: dict[str, tuple[str, Measured]] = {}
@@ -221,7 +236,7 @@ class _Estimator:
     def __init__(self, env: Environment, probe_steps: int) -> None:
         self.env, self.probe_steps = env, probe_steps
         self.device = select_device(env.device)
-        self.measured = measured_by_key(Path(env.results_dir))
+        self.measured = measured_by_key(Path(env.results_dir), machine_kind(self.device))
         self.datasets: dict[str, Any] = {}
         self.probes: dict[tuple[str, str], StepProbe] = {}  # (training key, stage) -> probe: one per configuration
         self.will_exist: set[str] = set()  # run ids whose final weights exist by the time a later run needs them

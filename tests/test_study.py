@@ -308,6 +308,12 @@ def test_cross_cpu_repeat_trains_one_cell_apart_from_the_study_once_per_cpu_kind
     capsys.readouterr()
     own = sorted((runs / "crossstudy").glob("*.json"))
     assert len(own) == 4
+    # bench --plan's rates come from records of this kind of CPU only: another kind's would mislead by up to 3x
+    import torch
+
+    from benchmark.estimate import machine_kind, measured_by_key
+
+    assert len(measured_by_key(runs, machine_kind(torch.device("cpu")))) == 2 and measured_by_key(runs, "Another CPU (avx9)") == {}
     assert cross_cpu.main(tool) == 0 and "ran on this kind of CPU" in capsys.readouterr().out  # the study's record is this CPU's
 
     monkeypatch.setattr(cross_cpu, "this_cpu_kind", lambda: "Another CPU (avx9)")

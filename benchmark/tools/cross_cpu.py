@@ -24,8 +24,8 @@ import tempfile
 from pathlib import Path
 
 from ..core import config as C
-from ..core.cpu import cpu_facts
 from ..core.runtime import DEFAULT_RESULTS, REFERENCE_RUNS
+from ..estimate import machine_kind
 from ..leaderboard.study import device_kind
 from ..records import load_records
 from ..runner import completed_records, run_id_of
@@ -34,7 +34,9 @@ from ..studies import cross_cpu_dir, cross_cpu_slug, suite_cells
 
 def this_cpu_kind() -> str:
     """This machine's kind of CPU as a study names a CPU run's device (model and vector instruction sets)."""
-    return device_kind({"provenance": {"device": "cpu", "cpu": cpu_facts()}})
+    import torch
+
+    return machine_kind(torch.device("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:
