@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from .core import config as C
-from .core.runtime import DEFAULT_RESULTS, REFERENCE_ROOT, REFERENCE_RUNS
+from .core.runtime import DEFAULT_RESULTS, REFERENCE_ROOT, REFERENCE_RUNS, REFERENCE_WEIGHTS
 
 COMMANDS: dict[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {}
 
@@ -29,6 +29,12 @@ def add_env_options(p: argparse.ArgumentParser, reference: bool = False) -> None
     g.add_argument("--results-dir", type=Path, default=None,
                    help=f"where records are written (default: {DEFAULT_RESULTS}; with --reference: {REFERENCE_RUNS})")
     g.add_argument("--checkpoint-dir", type=Path, default=Path("results/checkpoints"), help="checkpoints and final weights (default: results/checkpoints)")
+    g.add_argument("--weights-dir", dest="weights_dirs", type=Path, action="append", default=[], metavar="DIR",
+                   help="a read-only store of kept final weights (DIR/<run id>/final.pt, as python -m benchmark.tools.keep_weights "
+                        "writes it), searched for a run's final weights after the checkpoint folder: a member run (a deep ensemble's "
+                        "member, a subnetwork ensemble's parent) found there is loaded, not trained again, and the cost pass measures "
+                        "it; nothing is written into it (repeatable, searched in order"
+                        + (f"; with --reference, {REFERENCE_WEIGHTS} is searched last when it exists)" if reference else ")"))
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     g.add_argument("--restart", action="store_true",
                    help="train anew even when a completed record or a checkpoint of the run exists (by default a run skips when it is "
@@ -55,12 +61,22 @@ def resolve_result_dirs(args: argparse.Namespace) -> None:
         args.leaderboard_dir = root / "leaderboards"
 
 
+def weights_stores(args: argparse.Namespace) -> tuple[Path, ...]:
+    """The stores of kept final weights a command searches: each ``--weights-dir`` in order, then with ``--reference``
+    the published one (:data:`REFERENCE_WEIGHTS`) when it exists."""
+    stores = list(getattr(args, "weights_dirs", None) or [])
+    if getattr(args, "reference", False) and REFERENCE_WEIGHTS.is_dir() and REFERENCE_WEIGHTS not in stores:
+        stores.append(REFERENCE_WEIGHTS)
+    return tuple(stores)
+
+
 def make_env(args: argparse.Namespace):
     from .core.runtime import Environment
 
     resolve_result_dirs(args)
     env = Environment(data_dir=args.data_dir, cache_dir=args.cache_dir, results_dir=args.results_dir, checkpoint_dir=args.checkpoint_dir,
-                      device=args.device, restart=args.restart, progress=not args.no_progress, log=lambda m: print(m, flush=True))
+                      weights_dirs=weights_stores(args), device=args.device, restart=args.restart, progress=not args.no_progress,
+                      log=lambda m: print(m, flush=True))
     if getattr(args, "tensorboard_dir", None) is not None:
         env.tensorboard_dir = args.tensorboard_dir  # read by the runner's training stages (train.log = "tensorboard")
     return env
@@ -239,7 +255,8 @@ def bench_cost_pass(suite: str, args: argparse.Namespace) -> None:
 
     try:
         run_cost_pass(suite, args.results_dir, args.checkpoint_dir, args.cost_dir or default_cost_dir(args.results_dir), data_dir=args.data_dir,
-                      cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, skip_missing=True, log=lambda m: print(m, flush=True))
+                      cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, skip_missing=True, log=lambda m: print(m, flush=True),
+                      weights_dirs=weights_stores(args))
     except Exception as exc:  # noqa: BLE001 - the runs' records stand; only the latency columns lose the interleaved figures
         print(f"warning: cost pass of suite {suite} failed ({type(exc).__name__}: {exc}); latency columns keep the per-run figures",
               file=sys.stderr, flush=True)
@@ -312,7 +329,7 @@ def cmd_cost(p: argparse.ArgumentParser):
         suite = suite_name(args.suite)
         run_cost_pass(suite, args.results_dir, args.checkpoint_dir, args.cost_dir or default_cost_dir(args.results_dir), data_dir=args.data_dir,
                       cache_dir=args.cache_dir, device=args.device, repeats=args.cost_repeats, skip_missing=args.skip_missing,
-                      log=lambda m: print(m, flush=True))
+                      log=lambda m: print(m, flush=True), weights_dirs=weights_stores(args))
         if not args.no_leaderboard:
             for path in write_leaderboards(args.results_dir, args.leaderboard_dir, suites=[suite], cost_dir=args.cost_dir,
                                           n_resamples=args.resamples, reference_dir=None if args.reference else REFERENCE_RUNS):

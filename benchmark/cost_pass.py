@@ -8,7 +8,8 @@ suite's records in one process and time them interleaved, as ``make perf`` does:
 
 - rebuild: for each record, the method of its resolved config (:func:`benchmark.runner.build_method`
   on the record's dataset), its network from ``method.build()`` with the training run's saved final
-  weights (``<checkpoint dir>/<training run id>/final.pt``), channels-last when the run evaluated
+  weights (``<checkpoint dir>/<training run id>/final.pt``, else a store of kept weights,
+  ``--weights-dir``: :func:`benchmark.runner.find_final_weights`), channels-last when the run evaluated
   so, and the network of the ``method.eval_variants`` entry whose label is the record's variant
   (MC dropout's K=1 and K=4 are two records of one training run: loaded once);
 - input: the first image of the dataset's test split, normalised as in evaluation, tiled to the
@@ -33,7 +34,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -100,8 +101,13 @@ def suite_records(results_dir: Path | str, suite: str) -> list[dict[str, Any]]:
 checkpoint_of = final_weights  # the record's final weights (benchmark.runner.final_weights)
 
 
-def missing_checkpoints(records: list[dict[str, Any]], checkpoint_dir: Path | str) -> list[tuple[dict[str, Any], Path]]:
-    return [(r, checkpoint_of(r, checkpoint_dir)) for r in records if not checkpoint_of(r, checkpoint_dir).is_file()]
+def missing_checkpoints(records: list[dict[str, Any]], checkpoint_dir: Path | str,
+                        weights_dirs: Sequence[Path | str] = ()) -> list[tuple[dict[str, Any], Path]]:
+    return [(r, checkpoint_of(r, checkpoint_dir)) for r in records if not checkpoint_of(r, checkpoint_dir, weights_dirs).is_file()]
+
+
+def _where(checkpoint_dir: Path | str, weights_dirs: Sequence[Path | str]) -> str:
+    return f"{checkpoint_dir}" + "".join(f" or {w}" for w in weights_dirs)
 
 
 def missing_message(missing: list[tuple[dict[str, Any], Path]], checkpoint_dir: Path | str) -> str:
@@ -117,12 +123,13 @@ def first_test_image(data: Dataset, device: torch.device) -> torch.Tensor:
 
 
 def load_models(records: list[dict[str, Any]], checkpoint_dir: Path | str, *, data_dir: Any = None, cache_dir: Any = None,
-                device: torch.device | str = "cpu", log: Callable[[str], None] = print) -> list[Measured]:
+                device: torch.device | str = "cpu", log: Callable[[str], None] = print, weights_dirs: Sequence[Path | str] = ()) -> list[Measured]:
     """Every record's evaluated network rebuilt from its config and its training run's final weights
-    (one load per training run), in record order; :class:`CostPassError` names a run whose weights
-    are missing or do not fit, or whose variant the method does not evaluate."""
+    (one load per training run; from ``checkpoint_dir``, else a store of kept weights in ``weights_dirs``), in
+    record order; :class:`CostPassError` names a run whose weights are missing or do not fit, or whose
+    variant the method does not evaluate."""
     device = torch.device(device)
-    missing = missing_checkpoints(records, checkpoint_dir)
+    missing = missing_checkpoints(records, checkpoint_dir, weights_dirs)
     if missing:
         raise CostPassError(missing_message(missing, checkpoint_dir))
     datasets: dict[str, tuple[Dataset, torch.Tensor]] = {}
@@ -135,11 +142,11 @@ def load_models(records: list[dict[str, Any]], checkpoint_dir: Path | str, *, da
             data = load_dataset(name, data_dir, cache_dir, download=False, progress=False)
             datasets[name] = (data, first_test_image(data, device))
         data, example = datasets[name]
-        path = checkpoint_of(rec, checkpoint_dir)
+        path = checkpoint_of(rec, checkpoint_dir, weights_dirs)
         channels_last = bool(resolved["train"]["channels_last"])
         key = (str(path), str(channels_last))
         try:
-            run = load_trained(rec, checkpoint_dir, data, device, model=trained.get(key))
+            run = load_trained(rec, checkpoint_dir, data, device, model=trained.get(key), weights_dirs=weights_dirs)
         except WeightsError as exc:
             raise CostPassError(str(exc)) from None
         trained[key] = (run.method, run.model)
@@ -216,25 +223,26 @@ def kept_entries(path: Path, records: list[dict[str, Any]], measured: set[tuple[
 
 def run_cost_pass(suite: str, results_dir: Path | str, checkpoint_dir: Path | str, cost_dir: Path | str, *, data_dir: Any = None,
                   cache_dir: Any = None, device: str = "auto", repeats: int = DEFAULT_REPEATS, warmup: int = 1, calls_b1: int = DEFAULT_CALLS_B1,
-                  skip_missing: bool = False, log: Callable[[str], None] = print) -> Path:
+                  skip_missing: bool = False, log: Callable[[str], None] = print, weights_dirs: Sequence[Path | str] = ()) -> Path:
     """Measure every model of ``suite``'s records interleaved and write ``<cost dir>/<suite>.json``;
     returns its path. ``skip_missing``: leave out (and name) records whose final weights are missing
-    instead of failing (the end of ``bench``: records of older benches may have lost theirs)."""
+    instead of failing (the end of ``bench``: records of older benches may have lost theirs).
+    ``weights_dirs``: stores of kept final weights searched after ``checkpoint_dir``."""
     if repeats < MIN_REPEATS:
         raise CostPassError(f"repeats = {repeats} is not valid: the cost pass needs at least {MIN_REPEATS} (default {DEFAULT_REPEATS})")
     t0 = time.perf_counter()
     records = suite_records(results_dir, suite)
-    missing = missing_checkpoints(records, checkpoint_dir)
+    missing = missing_checkpoints(records, checkpoint_dir, weights_dirs)
     if missing and skip_missing:
-        log(f"cost pass: {len(missing)} of {len(records)} model(s) left out, their final weights not under {checkpoint_dir} "
+        log(f"cost pass: {len(missing)} of {len(records)} model(s) left out, their final weights not under {_where(checkpoint_dir, weights_dirs)} "
             f"(e.g. {missing[0][1]}); they keep their per-run latency (or their earlier pass's figures). To time them, "
             f"train them in this checkout or pass the --checkpoint-dir they were trained with")
         gone = {id(r) for r, _ in missing}
         records = [r for r in records if id(r) not in gone]
         if not records:
-            raise CostPassError(f"no model of suite {suite!r} has its final weights under {checkpoint_dir}")
+            raise CostPassError(f"no model of suite {suite!r} has its final weights under {_where(checkpoint_dir, weights_dirs)}")
     dev = select_device(device)
-    models = load_models(records, checkpoint_dir, data_dir=data_dir, cache_dir=cache_dir, device=dev, log=log)
+    models = load_models(records, checkpoint_dir, data_dir=data_dir, cache_dir=cache_dir, device=dev, log=log, weights_dirs=weights_dirs)
     loaded = time.perf_counter()
     figures = measure_interleaved(models, repeats=repeats, warmup=warmup, calls_b1=calls_b1, log=log)
     measured = time.perf_counter()

@@ -17,9 +17,10 @@ start), the training it has left and where each figure comes from:
 
 A multi-stage method's member runs (a deep ensemble's members, a subnetwork ensemble's parent,
 obtained through ``member_model``) count where the harness will train them: not when their final
-weights exist, nor when an earlier run of the bench trains them; otherwise their training is added
-to the first run that needs them (a member whose record is done but whose final weights are not on
-this machine is trained again: said so). A run that resumes counts the epochs its checkpoint has
+weights exist (in the checkpoint folder, or in a store of kept weights: ``Environment.weights_dirs``),
+nor when an earlier run of the bench trains them; otherwise their training is added to the first
+run that needs them (a member whose record is done but whose final weights are not on this machine
+is trained again: said so). A run that resumes counts the epochs its checkpoint has
 left (an epoch stopped mid-way counts whole). Not estimated: the cost pass and the leaderboard at
 the end of a bench (minutes), and anything after a stage the probe cannot follow (a method that
 reads trained values to decide what to train next is probed up to that point).
@@ -45,7 +46,7 @@ from .data.base import load_dataset, resolve_cache_dir
 from .leaderboard.study import device_kind
 from .methods.base import Method
 from .records import load_records
-from .runner import RunState, StageContextBase, run_id_of, run_state
+from .runner import RunState, StageContextBase, find_final_weights, run_id_of, run_state
 from .training.precision import choose_precision
 from .training.probe import StepProbe, probe_step_seconds
 
@@ -253,9 +254,6 @@ class _Estimator:
         n = int(d["train_subset"]) or len(data.train) - int(d["val_size"])
         return data.num_classes, data.image_size, n
 
-    def final_exists(self, run_id: str) -> bool:
-        return (Path(self.env.checkpoint_dir) / run_id / "final.pt").is_file()
-
     def training_parts(self, resolved: dict[str, Any], state: RunState, depth: int = 0) -> list[Part]:
         """The remaining training of run ``resolved`` (own stages, then members it will train)."""
         key = training_key(resolved)
@@ -287,8 +285,10 @@ class _Estimator:
     def member_parts(self, sub: dict[str, Any], sub_id: str, depth: int) -> list[Part]:
         r = sub["run"]
         what = f"member {r['method']} seed {r['seed']}"
-        if self.final_exists(sub_id):
-            return [Part(what, 0.0, "its final weights exist: reused")]
+        found = find_final_weights(self.env, sub_id)  # the checkpoint folder's, else a store's
+        if found is not None:
+            kept = "" if found.parent.parent == Path(self.env.checkpoint_dir) else f" (kept in {found.parent.parent})"
+            return [Part(what, 0.0, f"its final weights exist{kept}: reused")]
         if sub_id in self.will_exist:
             return [Part(what, 0.0, "trained earlier in this bench: reused")]
         if depth > 4:
@@ -296,7 +296,8 @@ class _Estimator:
         self.will_exist.add(sub_id)
         state = run_state(sub, self.env)
         parts = self.training_parts(sub, state if state.action == "resume" else RunState("start", sub_id), depth + 1)
-        note = "; its record is done but its final weights are not in the checkpoint folder: trained again" if state.action == "skip" else ""
+        note = ("; its record is done but its final weights are not in the checkpoint folder" + (" nor a weights store" if self.env.weights_dirs else "")
+                + ": trained again") if state.action == "skip" else ""
         return [Part(f"{what} ({p.what})", p.seconds, p.source + note, p.detail) for p in parts]
 
     def run(self, label: str, resolved: dict[str, Any]) -> RunEstimate:

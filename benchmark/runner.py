@@ -31,7 +31,7 @@ import socket
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -61,7 +61,7 @@ from .training.precision import PrecisionChoice, choose_precision, load_choice, 
 from .training.train import fit, save_checkpoint, to_channels_last
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "RunState", "StageContextBase",
-           "TrainedRun", "WeightsError", "build_method", "check_runs", "completed_records", "final_weights", "load_trained", "member_config", "record_matches", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
+           "TrainedRun", "WeightsError", "build_method", "check_runs", "completed_records", "final_weights", "find_final_weights", "load_trained", "member_config", "record_matches", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
            "select_device"]
 
 LOCK_NAME = "run.lock"
@@ -199,25 +199,29 @@ class RunContext(StageContextBase):
         return Path(root) / self.run_id / stage if root else self.checkpoints / "tensorboard" / stage
 
     def _member_network(self, sub: dict[str, Any], sub_id: str) -> tuple[nn.Module, bool]:
-        """The trained network of run ``sub_id``. Reuses the saved final weights of that run if it
-        exists; otherwise trains it here (checkpointed under its own run id) and saves them for
-        later reuse."""
+        """The trained network of run ``sub_id``. Reuses the saved final weights of that run if they
+        exist (:func:`find_final_weights`: the checkpoint folder's, else a store's of kept weights);
+        otherwise trains it here (checkpointed under its own run id) and saves them in the checkpoint
+        folder for later reuse."""
         method = build_method(sub, self.data)
         model = method.build().to(self.device)
-        final = Path(self.env.checkpoint_dir) / sub_id / "final.pt"
-        reused = final.exists()
+        final = Path(self.env.checkpoint_dir) / sub_id / "final.pt"  # where a member trained here is saved (never into a store)
+        found = find_final_weights(self.env, sub_id)
+        reused = found is not None
         if self.env.dist is not None:  # every rank must take the same branch (training is collective)
             reused = self.env.dist.any(reused)
-            return self._trained_or_reused(method, model, sub, sub_id, final, reused), reused
+            return self._trained_or_reused(method, model, sub, sub_id, found or final, reused), reused
         if reused:
-            return self._trained_or_reused(method, model, sub, sub_id, final, True), True
+            return self._trained_or_reused(method, model, sub, sub_id, found, True), True
         # One process trains a member run at a time: another run's process training the same member
         # (two ensembles sharing members) is waited for, and its weights reused.
         with run_lock(final.parent, sub_id, wait=self.env.log):
-            reused = final.exists()
-            return self._trained_or_reused(method, model, sub, sub_id, final, reused), reused
+            found = find_final_weights(self.env, sub_id)
+            return self._trained_or_reused(method, model, sub, sub_id, found or final, found is not None), found is not None
 
     def _trained_or_reused(self, method: Method, model: nn.Module, sub: dict[str, Any], sub_id: str, final: Path, reused: bool) -> nn.Module:
+        """``reused``: the member's network loaded from ``final`` (its checkpoint folder's or a store's weights); else
+        trained here and saved to ``final`` (its checkpoint folder's)."""
         if reused:
             model.load_state_dict(torch.load(final, map_location=self.device, weights_only=True))
             self.env.log(f"reusing trained member {sub_id} from {final}")
@@ -392,18 +396,33 @@ class TrainedRun:
         return f"TrainedRun({self.record['run_id']!r}, method={self.record['identity']['method']!r}, weights={str(self.weights)!r})"
 
 
-def final_weights(rec: dict[str, Any], checkpoint_dir: Path | str) -> Path:
-    """Where the final weights of the record's training run are: ``<checkpoint dir>/<training run id>/final.pt``."""
-    return Path(checkpoint_dir) / str(rec.get("training_run_id") or rec["run_id"]) / "final.pt"
+def find_final_weights(where: Environment | Sequence[Path | str], run_id: str) -> Path | None:
+    """The final weights of run ``run_id`` on this machine: ``<folder>/<run id>/final.pt`` of the first folder that
+    has them, the checkpoint folder first, then each store of kept weights in order (``Environment.weights_dirs``);
+    None: nowhere. ``where``: an Environment, or the folders themselves in that order."""
+    folders = [where.checkpoint_dir, *where.weights_dirs] if isinstance(where, Environment) else list(where)
+    for folder in folders:
+        path = Path(folder) / run_id / "final.pt"
+        if path.is_file():
+            return path
+    return None
+
+
+def final_weights(rec: dict[str, Any], checkpoint_dir: Path | str, weights_dirs: Sequence[Path | str] = ()) -> Path:
+    """Where the final weights of the record's training run are: ``<checkpoint dir>/<training run id>/final.pt``, or
+    where they are kept when only a store of ``weights_dirs`` has them (:func:`find_final_weights`)."""
+    run_id = str(rec.get("training_run_id") or rec["run_id"])
+    return find_final_weights([checkpoint_dir, *weights_dirs], run_id) or Path(checkpoint_dir) / run_id / "final.pt"
 
 
 def load_trained(rec: dict[str, Any], checkpoint_dir: Path | str, data: Dataset, device: torch.device | str = "cpu",
-                 model: tuple[Method, nn.Module] | None = None) -> TrainedRun:
+                 model: tuple[Method, nn.Module] | None = None, weights_dirs: Sequence[Path | str] = ()) -> TrainedRun:
     """The finished run of record ``rec`` rebuilt from its resolved config and its final weights on ``data``
-    (the record's dataset), channels-last when the run evaluated so; ``model``: an already loaded
-    (method, model) of the same training run (its other variants). :class:`WeightsError` when it cannot be."""
+    (the record's dataset; the weights from ``checkpoint_dir``, else a store of ``weights_dirs``), channels-last when
+    the run evaluated so; ``model``: an already loaded (method, model) of the same training run (its other
+    variants). :class:`WeightsError` when it cannot be."""
     resolved = rec["config"]
-    path = final_weights(rec, checkpoint_dir)
+    path = final_weights(rec, checkpoint_dir, weights_dirs)
     if model is None:
         if not path.is_file():
             raise WeightsError(f"run {rec['run_id']}: expected its final weights at {path} (pass the checkpoint folder the run was "

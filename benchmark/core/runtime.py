@@ -22,6 +22,10 @@ DEFAULT_CHECKPOINTS = Path("results") / "checkpoints"
 # The project's published records (versioned), written only on purpose (``--reference``): the same layout under results/reference.
 REFERENCE_ROOT = Path("results") / "reference"
 REFERENCE_RUNS = REFERENCE_ROOT / "runs"
+# Kept final weights (read-only stores, <store>/<run id>/final.pt): the study's member runs' weights, committed beside its records
+# (python -m benchmark.tools.keep_weights), searched by ``--reference``; a user's own store (not versioned) is results/weights.
+REFERENCE_WEIGHTS = REFERENCE_ROOT / "weights"
+DEFAULT_WEIGHTS = Path("results") / "weights"
 
 
 class StopRequested(Exception):
@@ -139,6 +143,11 @@ class Environment:
     cache_dir: str | None = None
     results_dir: Path = DEFAULT_RESULTS
     checkpoint_dir: Path = DEFAULT_CHECKPOINTS
+    # Read-only stores of kept final weights, in the checkpoint folder's layout (<store>/<run id>/final.pt), searched in
+    # order after the checkpoint folder when a run needs another run's weights (a deep ensemble's members, a subnetwork
+    # ensemble's parent: benchmark.runner.find_final_weights); nothing is ever written into them. A member found in one
+    # is loaded from there, not trained again (python -m benchmark.tools.keep_weights fills a store; --weights-dir).
+    weights_dirs: tuple[Path, ...] = ()
     device: str | None = None
     # False (the default): a run decides from disk when it starts (benchmark.runner.run_state): a completed
     # record of its identity means done, a stage checkpoint means resume, else start. True: train anew,
