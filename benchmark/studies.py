@@ -30,10 +30,10 @@ NOT_AN_AXIS = ("run.seed", "run.name", "run.suite")
 
 class StudyCells:
     """The cells of a study: ``(label, resolved config)`` pairs, the ``name`` its output folder takes,
-    its ``description`` and the folder its records are in."""
+    its ``description``, the folder its records are in and its ``budget`` note (a suite's ``budget_note``)."""
 
-    def __init__(self, name: str, description: str, cells: list[tuple[str, dict[str, Any]]], results_dir: Path) -> None:
-        self.name, self.description, self.cells, self.results_dir = name, description, cells, Path(results_dir)
+    def __init__(self, name: str, description: str, cells: list[tuple[str, dict[str, Any]]], results_dir: Path, budget: str = "") -> None:
+        self.name, self.description, self.cells, self.results_dir, self.budget = name, description, cells, Path(results_dir), budget
 
 
 def cross_cpu_dir(results_dir: Path | str) -> Path:
@@ -55,7 +55,8 @@ def suite_cells(suite: str, results_dir: Path, seeds: list[int] | None = None, n
     ns = namespace or meta["name"]
     labelled = [(f"{r['run']['name']} seed {r['run']['seed']}", C.merge(r, {"run": {"suite": ns}})) for r in runs]
     resolved = check_runs(labelled)
-    return StudyCells(ns, meta.get("description", ""), [(label, res) for (label, _), res in zip(labelled, resolved)], results_dir)
+    return StudyCells(ns, meta.get("description", ""), [(label, res) for (label, _), res in zip(labelled, resolved)], results_dir,
+                      budget=meta.get("budget_note", ""))
 
 
 def sweep_cells(path: Path) -> StudyCells:
@@ -112,7 +113,7 @@ def study_from_cells(cells: StudyCells, axis: str | None = None, command: str = 
         return [by_path[str(p)] for p in paths if str(p) in by_path]
 
     return build_study(loaded(records), axis, cells.name, description=cells.description, missing=missing, command=command,
-                       repeats=loaded(sorted(set(repeats))))
+                       repeats=loaded(sorted(set(repeats))), budget=cells.budget, runs=len(cells.cells))
 
 
 def write_cells_study(cells: StudyCells, out_dir: Path, axis: str | None = None, command: str = "", plot: bool = True) -> tuple[Study, list[Path]]:

@@ -210,7 +210,7 @@ def test_miniature_study_end_to_end(cifar10_dir, tmp_path: Path, capsys, monkeyp
                      "--no-plot"]) == 0
     assert "14 of 16 runs finished" in capsys.readouterr().out
     page = (tmp_path / "boards" / "ministudy" / "study.md").read_text()
-    assert "- **Not finished** (2): mimo-w4 seed 1; mimo-w8 seed 1" in page and "(1 seed)" in page
+    assert "- **Not finished** (2 of 16 runs): mimo-w4 seed 1; mimo-w8 seed 1" in page and "(1 seed)" in page
 
 
 def test_estimating_context_sees_each_methods_stages_and_members(tiny_run_config) -> None:

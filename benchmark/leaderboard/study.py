@@ -130,6 +130,8 @@ class Study:
     description: str = ""
     missing: list[str] = field(default_factory=list)
     command: str = ""
+    budget: str = ""
+    runs: int = 0  # the study's runs, finished or not (0: not known)
 
 
 def _frame(records: list[dict[str, Any]], axis: str) -> pd.DataFrame:
@@ -227,12 +229,12 @@ def _cross_cpu(block: StudyBlock, df: pd.DataFrame, repeats: pd.DataFrame) -> No
 
 
 def build_study(records: list[dict[str, Any]], axis: str, name: str, *, description: str = "", missing: list[str] | None = None,
-                command: str = "", repeats: list[dict[str, Any]] | None = None) -> Study:
+                command: str = "", repeats: list[dict[str, Any]] | None = None, budget: str = "", runs: int = 0) -> Study:
     """The study of ``records`` (completed, validated, each with ``_path``) along config key ``axis``;
     ``repeats``: records of its cells trained again on other kinds of CPU (the cross-CPU table), never
-    mixed into the gaps."""
+    mixed into the gaps; ``budget``: the data, budget and seeds in words; ``runs``: how many runs the study has."""
     if not records:
-        return Study(name, axis, [], description, list(missing or []), command)
+        return Study(name, axis, [], description, list(missing or []), command, budget, runs)
     df = _frame(records, axis)
     blocks = []
     for (d, b), g in df.groupby(["dataset", "backbone"], sort=True):
@@ -245,7 +247,7 @@ def build_study(records: list[dict[str, Any]], axis: str, name: str, *, descript
             rep = rep[rep["row"].notna()]
             _cross_cpu(block, g, rep)
         blocks.append(block)
-    return Study(name, axis, blocks, description, list(missing or []), command)
+    return Study(name, axis, blocks, description, list(missing or []), command, budget, runs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,6 +267,15 @@ def _interval_text(iv: SeedInterval | None, key: str, mixed: bool = False) -> st
     return f"{_fmt(iv.mean, key)} [{_fmt(iv.low, key)}, {_fmt(iv.high, key)}]{star} ({iv.n})" + (MIXED if mixed else "")
 
 
+def _grouped(labels: list[str]) -> list[str]:
+    """``name seed s`` labels as one entry per name with its seeds (``mimo-w8 seeds 0 1 2``), in the order given."""
+    seeds: dict[str, list[str]] = {}
+    for label in labels:
+        name, sep, seed = label.rpartition(" seed ")
+        seeds.setdefault(name if sep else label, []).append(seed if sep else "")
+    return [f"{n} seed{'s' if len(s) > 1 else ''} {' '.join(s)}" if any(s) else n for n, s in seeds.items()]
+
+
 def _axis_label(axis: str, value: Any) -> str:
     return f"{axis.split('.')[-1]} {value}"
 
@@ -282,6 +293,8 @@ def render_study_markdown(study: Study) -> str:
              "do not edit.", ""]
     if study.description:
         lines += [f"- **Study**: {study.description}"]
+    if study.budget:
+        lines += [f"- **Budget**: {study.budget}"]
     lines += [
         f"- **Axis**: `{axis}`",
         f"- **Gap**: row − {BASELINE_METHOD} at the same {axis.split('.')[-1]}, paired by seed (seed s of the row against seed s of the "
@@ -297,7 +310,8 @@ def render_study_markdown(study: Study) -> str:
         "instruction sets by more than rounding, so such a gap mixes the two differences.",
     ]
     if study.missing:
-        lines.append(f"- **Not finished** ({len(study.missing)}): " + "; ".join(study.missing))
+        of = f" of {study.runs} runs" if study.runs else ""
+        lines.append(f"- **Not finished** ({len(study.missing)}{of}): " + "; ".join(_grouped(study.missing)))
     if not study.blocks:
         lines += ["", "No finished records yet."]
     for block in study.blocks:
