@@ -131,8 +131,11 @@ def test_the_t_quantile_last_digits_do_not_reach_the_csv(tmp_path: Path, monkeyp
 # ------------------------------------------------------------------------------------------------
 
 
-def tree(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def tree(folder: Path, studies: bool = False) -> dict[str, bytes]:
+    """The files under ``folder``: the leaderboards' (``studies``: only the study pages, ``study.*``, which
+    ``python -m benchmark study`` writes beside a suite's board)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name.startswith("study.") == studies}
 
 
 def avx512_features() -> list[str]:
@@ -150,6 +153,12 @@ def test_rebuilding_the_reference_boards_reproduces_them(tmp_path: Path) -> None
     assert sorted(committed) == sorted(tree(tmp_path)) and len(committed) > 20
     rebuilt = tree(tmp_path)
     assert [k for k in committed if committed[k] != rebuilt[k]] == []
+    # the committed study pages, rebuilt from their suites' records
+    studies = tree(REFERENCE / "leaderboards", studies=True)
+    for suite in sorted({Path(k).parts[0] for k in studies}):
+        assert cli.main(["study", suite, "--reference", "--leaderboard-dir", str(tmp_path / "studies")]) == 0
+    rebuilt = tree(tmp_path / "studies", studies=True)
+    assert sorted(studies) == sorted(rebuilt) and [k for k in studies if studies[k] != rebuilt[k]] == []
 
 
 @pytest.mark.slow
