@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -50,7 +51,7 @@ from .runner import RunState, StageContextBase, find_final_weights, run_id_of, r
 from .training.precision import choose_precision
 from .training.probe import StepProbe, probe_step_seconds
 
-__all__ = ["EstimatingContext", "Part", "RunEstimate", "StagePlan", "estimate_runs", "format_estimates", "machine_kind", "training_key"]
+__all__ = ["EstimatingContext", "Part", "RunEstimate", "StagePlan", "busy_warning", "estimate_runs", "format_estimates", "machine_kind", "training_key"]
 
 PROBE_STEPS = 4
 
@@ -241,7 +242,8 @@ class _Estimator:
         self.datasets: dict[str, Any] = {}
         self.probes: dict[tuple[str, str], StepProbe] = {}  # (training key, stage) -> probe: one per configuration
         self.will_exist: set[str] = set()  # run ids whose final weights exist by the time a later run needs them
-        self.counts = {"record": 0, "probe": 0}
+        self.counts: dict[str, float] = {"record": 0, "probe": 0, "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0,
+                                         "cpus": float(os.cpu_count() or 1)}  # the load before any probe: other work slows the probes
 
     def data(self, resolved: dict[str, Any]) -> tuple[int, int, int]:
         """(classes, image size, training images) of the run's data (loaded once per dataset)."""
@@ -333,15 +335,20 @@ def _stages_done(stages: list[StagePlan], state: RunState) -> dict[str, int]:
     return done
 
 
-def estimate_runs(runs: list[tuple[str, dict[str, Any]]], env: Environment, probe_steps: int = PROBE_STEPS) -> tuple[list[RunEstimate], dict[str, int]]:
+def estimate_runs(runs: list[tuple[str, dict[str, Any]]], env: Environment, probe_steps: int = PROBE_STEPS) -> tuple[list[RunEstimate], dict[str, float]]:
     """The estimate of each ``(label, resolved config)`` in bench order, and how many stage rates came
-    from records and from probes."""
+    from records and from probes (``record``, ``probe``), with the machine's 1-minute load average before
+    the probes (``load``) and its ``cpus``."""
     est = _Estimator(env, probe_steps)
     return [est.run(label, resolved) for label, resolved in runs], dict(est.counts)
 
 
-def format_estimates(estimates: list[RunEstimate], counts: dict[str, int]) -> list[str]:
-    """Lines for a person: per run its state and estimate, then the total."""
+BUSY_LOAD = 0.5  # a load average of at least this many runnable processes per CPU before the probes: a busy machine
+
+
+def format_estimates(estimates: list[RunEstimate], counts: dict[str, float]) -> list[str]:
+    """Lines for a person: per run its state and estimate, then the total (and a warning when the probes ran on a
+    busy machine: their rates are then slower than an idle machine's)."""
     lines = []
     for e in estimates:
         lines.append(f"  {e.label}: {e.state.describe()}")
@@ -358,8 +365,20 @@ def format_estimates(estimates: list[RunEstimate], counts: dict[str, int]) -> li
                  f"(training {train / 3600:.2f} h, evaluation {ev / 3600:.2f} h"
                  + (f"; the evaluation of {unknown} run(s) not estimated: no finished record of their configuration" if unknown else "")
                  + (f"; {len(untimed)} training part(s) not estimated" if untimed else "")
-                 + f"); stage times: {counts.get('record', 0)} from records, {counts.get('probe', 0)} probed"
+                 + f"); stage times: {int(counts.get('record', 0))} from records, {int(counts.get('probe', 0))} probed"
                  + ("; not counted: the cost pass and leaderboard at the end" if remaining else ""))
     if remaining and math.isclose(train + ev, 0.0):
         lines[-1] += " (all left is evaluation of runs trained earlier)"
+    warning = busy_warning(counts)
+    if warning:
+        lines.append(warning)
     return lines
+
+
+def busy_warning(counts: dict[str, float]) -> str | None:
+    """A warning when steps were probed on a busy machine (:data:`BUSY_LOAD`), else None."""
+    load, cpus = float(counts.get("load", 0.0)), float(counts.get("cpus", 1.0))
+    if counts.get("probe", 0) and load >= BUSY_LOAD * cpus:
+        return (f"warning: the machine was busy before the probes (1-minute load average {load:.1f} on {cpus:.0f} CPUs): other work "
+                "slows the probed steps, so their rates overstate an idle machine's time; run the plan on an idle machine")
+    return None

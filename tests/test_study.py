@@ -345,3 +345,19 @@ def test_cross_cpu_repeat_trains_one_cell_apart_from_the_study_once_per_cpu_kind
     assert lines[2].split("|")[3].strip() == f"{spread:.2f}"
     assert lines[3].split("|")[3].strip() == f"{np.std(own_acc, ddof=1):.2f}"
     assert "Another CPU" not in page.split("### Seeds and devices per cell")[1]  # the repeat is no cell of the study
+
+
+def test_the_plan_warns_when_its_probes_ran_on_a_busy_machine(monkeypatch) -> None:
+    """Probed step times on a machine already running other work overstate an idle one's (the capacity plan read 1145 ms
+    per width-16 step beside a running study, 258 ms idle): the plan says so, from the load average before the probes."""
+    import os
+
+    from benchmark import estimate
+
+    assert estimate.busy_warning({"record": 0, "probe": 3, "load": 1.9, "cpus": 2.0}).startswith(
+        "warning: the machine was busy before the probes (1-minute load average 1.9 on 2 CPUs)")
+    assert estimate.busy_warning({"record": 0, "probe": 3, "load": 0.3, "cpus": 2.0}) is None  # idle
+    assert estimate.busy_warning({"record": 5, "probe": 0, "load": 1.9, "cpus": 2.0}) is None  # nothing probed: rates from records
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
+    lines = estimate.format_estimates([], {**estimate._Estimator(estimate.Environment(device="cpu"), 4).counts, "probe": 1})
+    assert lines[-1].startswith("warning: the machine was busy before the probes (1-minute load average 3.0 on ")

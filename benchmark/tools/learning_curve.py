@@ -25,6 +25,7 @@ from typing import Any
 
 from ..core import config as C
 from ..core.runtime import DEFAULT_RESULTS, REFERENCE_RUNS, Environment
+from ..estimate import busy_warning
 from ..records import load_records
 from ..runner import completed_records, run_id_of
 
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{c.get('probe', 0)} probed"
               + (f"; evaluation of {study['unknown_eval']} runs not measured: the median of the others, {study['eval_fill']:.0f} s, assumed"
                  if study["unknown_eval"] else "") + ")")
+        warning = busy_warning(c)
+        if warning:
+            print(warning)
     epochs, why = choose(rows, hours, args.flat, args.budget_hours)
     print(f"suggested epochs: {epochs if epochs is not None else 'none'} ({why})")
     return 0
