@@ -32,11 +32,12 @@ from ..core.io import atomic_write
 from ..core.runtime import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, DEFAULT_WEIGHTS, REFERENCE_RUNS, REFERENCE_WEIGHTS
 from ..runner import completed_records, member_config, run_id_of
 from ..studies import suite_cells
-from ..sweep.plan import member_requests
 
 
 def member_runs(suite: str, results_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
     """The suite's name and, run id -> resolved config, every run that a run of ``suite`` uses as a member, in the suite's order."""
+    from ..sweep.plan import member_requests  # here: the sweep package imports submitit, which the GPU machine's software lacks
+
     cells = suite_cells(suite, results_dir)
     members: dict[str, dict[str, Any]] = {}
     for _, resolved in cells.cells:
