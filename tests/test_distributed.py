@@ -260,7 +260,7 @@ def _relu_inputs_and_grads(name: str, crop_pad: int, chunks: int) -> tuple[list[
     from benchmark.data.device import DeviceData
     from benchmark.methods.base import training_loss
     from benchmark.training.ghost_norm import apply_ghost_norm
-    from benchmark.training.train import norm_groups, to_channels_last
+    from benchmark.training.train import channels_last_hazard, norm_groups, to_channels_last
 
     resolved = _ghost_recipe(name, crop_pad=crop_pad)
     method = build_method(resolved, num_classes=10, image_size=16)
@@ -277,11 +277,13 @@ def _relu_inputs_and_grads(name: str, crop_pad: int, chunks: int) -> tuple[list[
     torch.manual_seed(0)
     model = method.build()
     apply_ghost_norm(model, cfg.bn_group, method.norm_layout().blocks)
-    to_channels_last(model)
+    layout = torch.contiguous_format if channels_last_hazard(model, "cpu") else torch.channels_last  # as fit decides
+    if layout == torch.channels_last:
+        to_channels_last(model)
     model.train()
     step = make_generator(data.device, 0, "train", "step", 0, 0)  # fit's first batch (seed_parts (0, "train"))
     x, y = data.train_batch(data.epoch_order(make_generator(data.device, 0, "train", "order", 0)), 0, cfg.batch_size, step, crop_pad=crop_pad)
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=layout)
     seen: dict[str, list[torch.Tensor]] = {}
     hooks = [m.register_forward_pre_hook(lambda _m, i, n=n: seen.setdefault(n, []).append(i[0].detach().clone()))
              for n, m in model.named_modules() if isinstance(m, nn.ReLU)]

@@ -160,3 +160,23 @@ def test_records_made_with_either_layout_or_compilation_are_one_leaderboard_row(
     old = {**base, "train": {k: v for k, v in base["train"].items() if k not in ("bn_group", "crop_pad", "norm_weight_decay")}}  # an older record's
     assert config_fingerprint(_resolved(channels_last=True, compile=True)) == config_fingerprint(base) == config_fingerprint(old)
     assert config_fingerprint(_resolved(bn_group=64)) != config_fingerprint(base)  # ghost BatchNorm changes what is computed
+
+
+def test_channels_last_is_refused_where_onednns_avx2_kernel_corrupts_memory(monkeypatch) -> None:
+    """A strided 1x1 convolution on fewer than 8 input channels per group trains in the default layout on an AVX2-only
+    CPU (its channels-last weight gradient aborts or segfaults there: the tests' width-4 shortcut 4 -> 8 did); fit
+    says so and trains."""
+    from torch import nn
+
+    from benchmark.training.train import channels_last_hazard
+
+    def net(cin: int, stride: int, groups: int = 1) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, cin, 3, padding=1), nn.Conv2d(cin, 8 * groups, 1, stride=stride, groups=groups))
+
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert "1x1 convolution of stride 2 on 4 input channels per group" in channels_last_hazard(net(4, 2), "cpu")
+    assert channels_last_hazard(net(8, 2), "cpu") is None and channels_last_hazard(net(4, 1), "cpu") is None
+    assert channels_last_hazard(net(16, 2, groups=4), "cpu") is not None  # 4 channels per group
+    assert channels_last_hazard(net(4, 2), "cuda") is None
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert channels_last_hazard(net(4, 2), "cpu") is None

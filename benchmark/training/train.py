@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -90,6 +90,28 @@ def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
+
+
+def channels_last_hazard(model: nn.Module, device: torch.device | str) -> str | None:
+    """Why channels-last training would crash here, else None. oneDNN's AVX2 kernel for the weight gradient of a
+    strided 1x1 convolution corrupts the heap in channels-last layout when its input channels per group are not a
+    multiple of 8 (torch 2.14.1, oneDNN 3.12: a 4 -> 8 channel shortcut of stride 2 aborts or segfaults on an
+    AVX2-only CPU with one thread, within a few steps; 8 channels and more, stride 1, or the default layout do
+    not); the CPU suites' networks start at width 8, the tests' at 4."""
+    if torch.device(device).type != "cpu":
+        return None
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001  (an older torch or a non-x86 build)
+        return None
+    if isa != "AVX2":
+        return None
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and tuple(m.stride) != (1, 1)
+                and (m.in_channels // m.groups) % 8):
+            return (f"{name or 'the model'} is a 1x1 convolution of stride {m.stride[0]} on {m.in_channels // m.groups} input channels "
+                    f"per group, whose channels-last weight gradient corrupts memory in oneDNN's AVX2 kernel")
+    return None
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
@@ -371,6 +393,10 @@ def fit(
                          "fit trains in 'fp32' or 'bf16'")
     device = data.device
     model.to(device)
+    hazard = channels_last_hazard(model, device) if cfg.channels_last else None
+    if hazard:
+        log(f"{desc}: train.channels_last off on this CPU: {hazard}; trained in the default layout")
+        cfg = replace(cfg, channels_last=False)
     if cfg.channels_last:
         to_channels_last(model)
     steps = data.steps_per_epoch(cfg.batch_size)
