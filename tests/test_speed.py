@@ -178,5 +178,8 @@ def test_channels_last_is_refused_where_onednns_avx2_kernel_corrupts_memory(monk
     assert channels_last_hazard(net(8, 2), "cpu") is None and channels_last_hazard(net(4, 1), "cpu") is None
     assert channels_last_hazard(net(16, 2, groups=4), "cpu") is not None  # 4 channels per group
     assert channels_last_hazard(net(4, 2), "cuda") is None
+    from baselines.layers import BatchEnsembleConv2d  # a method's own convolution (F.conv2d on its weight)
+
+    assert "on 4 input channels" in channels_last_hazard(nn.Sequential(BatchEnsembleConv2d(4, 8, 1, stride=2, members=2)), "cpu")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert channels_last_hazard(net(4, 2), "cpu") is None

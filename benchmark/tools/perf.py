@@ -39,7 +39,7 @@ from ..catalogue.methods import get_method, method_names
 from ..records import provenance, utc_now
 from ..core.config import TrainConfig
 from ..training.ghost_norm import apply_ghost_norm, grouped_training_batch
-from ..training.train import norm_groups, to_channels_last
+from ..training.train import channels_last_hazard, norm_groups, to_channels_last
 from baselines.layers import grouped_kernels
 
 # Extra training-step rows: (method, options). MIMO at batch repetition 1 processes the same rows
@@ -77,6 +77,7 @@ class StepBench:
         self.images_per_group = norm_groups(self.method, TrainConfig(batch_size=batch, bn_group=bn_group))
         if self.images_per_group:
             apply_ghost_norm(self.model, bn_group, self.method.norm_layout().blocks)
+        channels_last = channels_last and not channels_last_hazard(self.model, data.device)  # as fit decides
         if channels_last:
             to_channels_last(self.model)
         self.forward = torch.compile(self.model, backend=compile_backend) if compile else self.model
@@ -265,6 +266,7 @@ class PeerBench:
 
     def __init__(self, model: torch.nn.Module, rows: int, device: torch.device, precision: str, channels_last: bool) -> None:
         self.model = model.to(device)
+        channels_last = channels_last and not channels_last_hazard(self.model, device)  # as fit decides
         if channels_last:
             to_channels_last(self.model)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True)

@@ -106,10 +106,16 @@ def channels_last_hazard(model: nn.Module, device: torch.device | str) -> str | 
         return None
     if isa != "AVX2":
         return None
-    for name, m in model.named_modules():
-        if (isinstance(m, nn.Conv2d) and tuple(m.kernel_size) == (1, 1) and tuple(m.stride) != (1, 1)
-                and (m.in_channels // m.groups) % 8):
-            return (f"{name or 'the model'} is a 1x1 convolution of stride {m.stride[0]} on {m.in_channels // m.groups} input channels "
+    def pair(v: Any) -> tuple:
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+    for name, m in model.named_modules():  # nn.Conv2d and the methods' own convolutions (kernel_size, stride, in_channels)
+        kernel, stride, cin = getattr(m, "kernel_size", None), getattr(m, "stride", None), getattr(m, "in_channels", None)
+        if kernel is None or stride is None or not isinstance(cin, int):
+            continue
+        per_group = cin // int(getattr(m, "groups", 1) or 1)
+        if pair(kernel) == (1, 1) and pair(stride) != (1, 1) and per_group % 8:
+            return (f"{name or 'the model'} is a 1x1 convolution of stride {pair(stride)[0]} on {per_group} input channels "
                     f"per group, whose channels-last weight gradient corrupts memory in oneDNN's AVX2 kernel")
     return None
 
