@@ -103,7 +103,8 @@ checkpoint_of = final_weights  # the record's final weights (benchmark.runner.fi
 
 def missing_checkpoints(records: list[dict[str, Any]], checkpoint_dir: Path | str,
                         weights_dirs: Sequence[Path | str] = ()) -> list[tuple[dict[str, Any], Path]]:
-    return [(r, checkpoint_of(r, checkpoint_dir)) for r in records if not checkpoint_of(r, checkpoint_dir, weights_dirs).is_file()]
+    found = [(r, checkpoint_of(r, checkpoint_dir, weights_dirs)) for r in records]  # the checkpoint folder's path where none has them
+    return [(r, path) for r, path in found if not path.is_file()]
 
 
 def _where(checkpoint_dir: Path | str, weights_dirs: Sequence[Path | str]) -> str:

@@ -22,7 +22,7 @@ from .leaderboard.study import Study, build_study, write_study
 from .leaderboard.study_plot import write_study_figure
 from .runner import check_runs, completed_records, run_id_of
 
-__all__ = ["StudyCells", "cross_cpu_dir", "cross_cpu_slug", "infer_axis", "study_from_cells", "suite_cells", "sweep_cells", "write_cells_study"]
+__all__ = ["StudyCells", "cross_cpu_dir", "cross_cpu_slug", "infer_axis", "load_record_files", "study_from_cells", "suite_cells", "sweep_cells", "write_cells_study"]
 
 # flattened keys that differ between cells without being a study's axis
 NOT_AN_AXIS = ("run.seed", "run.name", "run.suite")
@@ -46,6 +46,15 @@ def cross_cpu_slug(kind: str) -> str:
     """A folder name for a device kind, e.g. ``AMD EPYC (avx2 avx512)`` -> ``amd-epyc-avx2-avx512``."""
     slug = re.sub(r"[^a-z0-9]+", "-", kind.lower()).strip("-")
     return slug or "unknown"
+
+
+def load_record_files(paths: list[Path]) -> list[dict[str, Any]]:
+    """The validated records at ``paths`` (e.g. from :func:`benchmark.runner.completed_records`), in that order, each
+    with its ``_path``; a path whose folder's loader did not keep it (invalid) is left out."""
+    from .records import load_records
+
+    by_path = {r["_path"]: r for folder in sorted({Path(p).parent for p in paths}) for r in load_records(folder).records}
+    return [by_path[str(p)] for p in paths if str(p) in by_path]
 
 
 def suite_cells(suite: str, results_dir: Path, seeds: list[int] | None = None, namespace: str | None = None) -> StudyCells:
@@ -106,14 +115,8 @@ def study_from_cells(cells: StudyCells, axis: str | None = None, command: str = 
     for kind_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
         for _, res in cells.cells:
             repeats.extend(completed_records(kind_dir, res, run_id_of(res)))
-    from .records import load_records
-
-    def loaded(paths: list[Path]) -> list[dict[str, Any]]:
-        by_path = {r["_path"]: r for folder in sorted({p.parent for p in paths}) for r in load_records(folder).records}
-        return [by_path[str(p)] for p in paths if str(p) in by_path]
-
-    return build_study(loaded(records), axis, cells.name, description=cells.description, missing=missing, command=command,
-                       repeats=loaded(sorted(set(repeats))), budget=cells.budget, runs=len(cells.cells))
+    return build_study(load_record_files(records), axis, cells.name, description=cells.description, missing=missing, command=command,
+                       repeats=load_record_files(sorted(set(repeats))), budget=cells.budget, runs=len(cells.cells))
 
 
 def write_cells_study(cells: StudyCells, out_dir: Path, axis: str | None = None, command: str = "", plot: bool = True) -> tuple[Study, list[Path]]:

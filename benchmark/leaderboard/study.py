@@ -236,14 +236,14 @@ def build_study(records: list[dict[str, Any]], axis: str, name: str, *, descript
     if not records:
         return Study(name, axis, [], description, list(missing or []), command, budget, runs)
     df = _frame(records, axis)
+    rep_all = _frame(repeats, axis) if repeats else None
     blocks = []
     for (d, b), g in df.groupby(["dataset", "backbone"], sort=True):
         block = _block(g, d, b)
-        if repeats:
+        if rep_all is not None:
             # a repeat is the study's cell of the same run id and variant (its row label comes from the study's records)
-            rep = _frame(repeats, axis)
             ids = {(rec["run_id"], v): r for rec, v, r in zip(g["_rec"], g["variant"], g["row"])}
-            rep = rep.assign(row=[ids.get((rec["run_id"], v)) for rec, v in zip(rep["_rec"], rep["variant"])])
+            rep = rep_all.assign(row=[ids.get((rec["run_id"], v)) for rec, v in zip(rep_all["_rec"], rep_all["variant"])])
             rep = rep[rep["row"].notna()]
             _cross_cpu(block, g, rep)
         blocks.append(block)

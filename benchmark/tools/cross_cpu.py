@@ -27,9 +27,8 @@ from ..core import config as C
 from ..core.runtime import DEFAULT_RESULTS, REFERENCE_RUNS
 from ..estimate import machine_kind
 from ..leaderboard.study import device_kind
-from ..records import load_records
 from ..runner import completed_records, run_id_of
-from ..studies import cross_cpu_dir, cross_cpu_slug, suite_cells
+from ..studies import cross_cpu_dir, cross_cpu_slug, load_record_files, suite_cells
 
 
 def this_cpu_kind() -> str:
@@ -74,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: the study's own record is not finished in {results / cells.name}; run the study first "
               f"(python -m benchmark bench {args.suite}{' --reference' if args.reference else ''}): the repeat is compared with it")
         return 1
-    [own_rec] = [r for r in load_records(own[0].parent).records if r["_path"] == str(own[0])]
-    own_kind = device_kind(own_rec)
+    own_kind = device_kind(load_record_files(own[:1])[0])
     if own_kind == kind:
         print(f"{label}: the study's own record ran on this kind of CPU ({kind}); nothing to repeat here")
         return 0

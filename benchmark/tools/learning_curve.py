@@ -26,14 +26,13 @@ from typing import Any
 from ..core import config as C
 from ..core.runtime import DEFAULT_RESULTS, REFERENCE_RUNS, Environment
 from ..estimate import busy_warning
-from ..records import load_records
 from ..runner import completed_records, run_id_of
 
 
 def curve(suite: str, results_dir: Path) -> tuple[str, list[dict[str, Any]]]:
     """The curve suite's name and, per epoch budget: ``epochs``, ``seeds``, ``accuracy`` and ``nll`` (means),
     and the runs not finished (``missing``)."""
-    from ..studies import suite_cells
+    from ..studies import load_record_files, suite_cells
 
     cells = suite_cells(suite, results_dir)
     by_epochs: dict[int, dict[str, Any]] = {}
@@ -44,8 +43,7 @@ def curve(suite: str, results_dir: Path) -> tuple[str, list[dict[str, Any]]]:
         if not paths:
             row["missing"].append(label)
             continue
-        recs = {r["_path"]: r for r in load_records(paths[0].parent).records}
-        rec = recs[str(paths[0])]
+        [rec] = load_record_files(paths[:1])
         row["acc"].append(100 * float(rec["metrics"]["clean"]["accuracy"]))
         row["nll"].append(float(rec["metrics"]["clean"]["nll"]))
         row["seeds"].append(int(rec["identity"]["seed"]))
