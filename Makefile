@@ -3,7 +3,7 @@
 #
 #   make bench          the default suite end to end (records + leaderboard)      [SUITE=quick]
 #   make smoke          a two-minute bench (2 methods, 1 epoch, subsets) in its own namespace quick+<hash>
-#   make test           the test suite (slow real-data tests excluded)
+#   make test           the test suite (slow real-data tests excluded), one worker per CPU  [PYTEST_WORKERS=-n0: serial]
 #   make leaderboard    rebuild your leaderboards from your records in results/runs [ARGS=--reference: the published ones]
 #   make test-slow      the long real-data tests
 #   make sweep SWEEP=benchmark/sweeps/tiny.toml   submit a sweep (job arrays + leaderboard job)  [ARGS=--dry-run]
@@ -21,6 +21,8 @@ SUITE    ?= quick
 SWEEP    ?= benchmark/sweeps/tiny.toml
 ARGS     ?=
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per CPU (each test runs on one torch thread); the SLURM and browser tests share one worker
+PYTEST_WORKERS ?= -n auto --dist loadgroup
 DATA_DIR ?= $(or $(PLURES_DATA_DIR),$(if $(wildcard ../shared/data/.),../shared/data,data))
 STAMP    := $(VENV)/.plures-installed
 DOCS_STAMP := $(VENV)/.plures-docs-installed
@@ -61,7 +63,7 @@ leaderboard: $(STAMP)
 	$(BIN)/python -m benchmark leaderboard $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)

@@ -34,6 +34,16 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from exc
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``), the tests that share one
+    machine-wide resource run on one worker, one after another: the real SLURM cluster of the
+    session (one per worker would start several controllers and compete for the node's CPUs) and
+    headless Chromium. Without xdist the mark is inert."""
+    for item in items:
+        if item.get_closest_marker("slurm") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("machine-wide"))
+
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
