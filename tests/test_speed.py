@@ -183,3 +183,21 @@ def test_channels_last_is_refused_where_onednns_avx2_kernel_corrupts_memory(monk
     assert "on 4 input channels" in channels_last_hazard(nn.Sequential(BatchEnsembleConv2d(4, 8, 1, stride=2, members=2)), "cpu")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     assert channels_last_hazard(net(4, 2), "cpu") is None
+
+
+def test_a_refused_channels_last_is_in_the_records_history(monkeypatch) -> None:
+    """Where fit refuses channels-last (the AVX2 hazard), each epoch of the history says which layout trained and
+    why, so a record whose configuration says channels_last = true does not claim a layout it did not use; where
+    nothing is refused, the history has no such entry (older records stay comparable)."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.0, channels_last=True, log="none")
+    # the subnetwork ensemble's width-8 network, 4 members: its stride-2 shortcut sees 2 input channels per group
+    method, model = _model("subnetwork", {"members": 4})
+    history = fit(model, method, _data(), cfg, seed_parts=("layout",), progress=False, log=lambda _m: None)
+    assert len(history) == 2 and all("train.channels_last refused on this CPU" in e["layout"] for e in history), history
+    assert "1x1 convolution of stride 2" in history[0]["layout"]
+    assert not any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                   for p in model.parameters() if p.dim() == 4)
+    method, model = _model("deterministic")  # width 8: no strided 1x1 convolution on fewer than 8 channels
+    history = fit(model, method, _data(), cfg, seed_parts=("layout",), progress=False, log=lambda _m: None)
+    assert all("layout" not in e for e in history)

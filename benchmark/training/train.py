@@ -453,6 +453,8 @@ def fit(
                                     images_per_group=images_per_group)
             partial = None
             history.append(history_entry(stats))
+            if hazard:  # the record says which layout trained, where it is not the configured one
+                history[-1]["layout"] = f"default: train.channels_last refused on this CPU ({hazard})"
             method.end_of_epoch(model, epoch + 1, cfg)  # before the checkpoint: what it keeps in the model survives a resume
             if curves is not None:
                 for tag, value in (("loss", stats.loss), ("loss_per_member", stats.loss / stats.members), ("lr", stats.lr), ("epoch_seconds", stats.seconds)):
