@@ -187,6 +187,18 @@ def test_miniature_study_end_to_end(cifar10_dir, tmp_path: Path, capsys, monkeyp
     csv = (tmp_path / "boards" / "ministudy" / "study.csv").read_text()
     assert csv.startswith("dataset,backbone,row,axis,value,metric,mean,low,high,n,seeds,mixed_device,devices,text\n")
 
+    # the training cost per cell: the records' own training seconds (the ensembles reuse their members: none of their own)
+    def secs(method: str, width: int) -> list[float]:
+        return [r["cost"]["train_seconds"] for r in recs if r["identity"]["method"] == method and r["config"]["backbone"]["width"] == width]
+
+    cost = page.split("### Training cost per cell")[1]
+    total = sum(r["cost"]["train_seconds"] for r in recs) / 3600
+    assert f"Training time of this block's records: {total:.2f} h (" in cost
+    mimo8 = secs("mimo", 8)
+    row = next(line for line in cost.splitlines() if line.startswith("| mimo"))
+    assert row.split("|")[3].strip() == f"{sum(mimo8) / 2:.0f} s ({min(mimo8):.0f}-{max(mimo8):.0f})"
+    assert all(x == 0 for x in secs("deep_ensemble", 8)) and "0 s (no training of its own)" in cost
+
     # a gap whose paired records ran on different kinds of CPU is marked, and each cell names its devices
     other = next((tmp_path / "runs" / "ministudy").glob(f"{target}__*.json"))
     rec = json.loads(other.read_text())

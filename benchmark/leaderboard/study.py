@@ -16,7 +16,11 @@ several). For every row, axis value and metric:
   over the axis values that seed has (2 or more), then the t interval over seeds;
 * **DEE** (:func:`benchmark.leaderboard.comparisons.row_dee`, the leaderboard's procedure): against
   the deep-ensemble row at the same axis value, from the stored member predictions (mean curve
-  and mean calibrated NLL over seeds; no interval).
+  and mean calibrated NLL over seeds; no interval);
+* **the training cost**: each cell's training seconds over its seeds (``cost.train_seconds``: the
+  run's own training stages, wall clock; members reused from other runs count there, not again) and
+  the rows a training step processes per image (``cost.rows_per_example``: a MIMO batch repetition of
+  2 is 2), and the study's training hours per device kind.
 
 Each record's device kind (:func:`device_kind`: the CPU model and its vector instruction sets on a
 CPU run, the GPU on a GPU run) is listed per cell; a gap whose paired records ran on different kinds
@@ -120,6 +124,9 @@ class StudyBlock:
     devices: dict[tuple[str, Any], list[str]] = field(default_factory=dict)
     seeds: dict[tuple[str, Any], list[int]] = field(default_factory=dict)
     cross_cpu: list[CrossCPU] = field(default_factory=list)
+    train_seconds: dict[tuple[str, Any], list[float]] = field(default_factory=dict)
+    rows_per_example: dict[tuple[str, Any], float] = field(default_factory=dict)
+    train_hours: dict[str, float] = field(default_factory=dict)  # per device kind, over the block's records
 
 
 @dataclass
@@ -167,6 +174,14 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
     for (r, v), g in recs.items():
         block.devices[(r, v)] = sorted(set(g["device"]))
         block.seeds[(r, v)] = sorted(int(s) for s in g["seed"])
+        secs = [float(x) for x in g["train_seconds"] if x is not None and math.isfinite(float(x))] if "train_seconds" in g else []
+        if secs:
+            block.train_seconds[(r, v)] = secs
+        rows_per = {float((rec.get("cost") or {}).get("rows_per_example") or 1.0) for rec in g["_rec"]}
+        block.rows_per_example[(r, v)] = max(rows_per)
+        for device, x in zip(g["device"], g["train_seconds"] if "train_seconds" in g else []):
+            if x is not None and math.isfinite(float(x)):
+                block.train_hours[str(device)] = block.train_hours.get(str(device), 0.0) + float(x) / 3600.0
     for v in values:
         base = recs.get((baseline, v)) if baseline else None
         if base is not None:
@@ -346,6 +361,8 @@ def render_study_markdown(study: Study) -> str:
             reasons = sorted({d.reason for d in block.dee.values() if d.reason})
             if reasons:
                 lines += ["", "n/a: " + "; ".join(reasons)]
+        if block.train_seconds:
+            lines += _cost_table(block, axis)
         if block.cross_cpu:
             lines += _cross_cpu_table(block, axis)
         lines += ["", "### Seeds and devices per cell", ""]
@@ -353,6 +370,33 @@ def render_study_markdown(study: Study) -> str:
                         [[r, *(f"{' '.join(map(str, block.seeds[(r, v)]))} on {', '.join(block.devices[(r, v)])}" if (r, v) in block.devices else "—"
                                for v in values)] for r in block.rows])
     return "\n".join(lines) + "\n"
+
+
+def _cost_table(block: StudyBlock, axis: str) -> list[str]:
+    values = block.axis_values
+    total = sum(block.train_hours.values())
+    per_kind = "; ".join(f"{kind}: {h:.2f} h" for kind, h in sorted(block.train_hours.items()))
+    lines = ["", "### Training cost per cell", "",
+             "Training seconds per run: mean over the cell's seeds (min-max), wall clock of the run's own training stages as its "
+             "record states them (members reused from other runs are counted there; a machine busy with other work makes a run "
+             "slower); x rows: the rows a training step processes per image (a MIMO batch repetition of 2 processes each image twice). "
+             f"Training time of this block's records: {total:.2f} h ({per_kind}); evaluation is not in it.", ""]
+    body = []
+    for r in block.rows:
+        cells = []
+        for v in values:
+            secs = block.train_seconds.get((r, v))
+            if not secs:
+                cells.append("—")
+                continue
+            rows_per = block.rows_per_example.get((r, v), 1.0)
+            if max(secs) == 0.0:  # e.g. a deep ensemble of members trained by other runs
+                cells.append("0 s (no training of its own)")
+                continue
+            text = f"{sum(secs) / len(secs):.0f} s" + (f" ({min(secs):.0f}-{max(secs):.0f})" if len(secs) > 1 else "")
+            cells.append(text + (f", x{rows_per:g} rows" if rows_per != 1.0 else ""))
+        body.append([r, *cells])
+    return lines + _table(["Row", *(_axis_label(axis, v) for v in values)], body)
 
 
 def _cross_cpu_table(block: StudyBlock, axis: str) -> list[str]:
@@ -380,7 +424,8 @@ def _plain(x: float, key: str) -> str:
 
 def render_study_csv(study: Study) -> str:
     """Long format: one line per (block, row, axis value, metric) with mean, low, high, n, seeds and device kinds;
-    the slope per doubling as axis value ``slope``; DEE as metric ``dee`` (its display in ``text``)."""
+    the slope per doubling as axis value ``slope``; DEE as metric ``dee`` (its display in ``text``); the training
+    seconds as metric ``train_seconds`` (mean over seeds; low and high: min and max)."""
     out = []
     for b in study.blocks:
         for (r, v, key), gap in b.gaps.items():
@@ -398,6 +443,11 @@ def render_study_csv(study: Study) -> str:
                         "mean": d.value, "low": math.nan, "high": math.nan, "n": len(b.seeds.get((r, v), [])),
                         "seeds": " ".join(map(str, b.seeds.get((r, v), []))), "mixed_device": False, "devices": "; ".join(b.devices.get((r, v), [])),
                         "text": d.display})
+        for (r, v), secs in b.train_seconds.items():
+            out.append({"dataset": b.dataset, "backbone": b.backbone, "row": r, "axis": study.axis, "value": v, "metric": "train_seconds",
+                        "mean": sum(secs) / len(secs), "low": min(secs), "high": max(secs), "n": len(secs),
+                        "seeds": " ".join(map(str, b.seeds.get((r, v), []))), "mixed_device": False, "devices": "; ".join(b.devices.get((r, v), [])),
+                        "text": f"x{b.rows_per_example.get((r, v), 1.0):g} rows"})
     cols = ["dataset", "backbone", "row", "axis", "value", "metric", "mean", "low", "high", "n", "seeds", "mixed_device", "devices", "text"]
     return pd.DataFrame(out, columns=cols).to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
