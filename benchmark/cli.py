@@ -299,6 +299,9 @@ def cmd_study(p: argparse.ArgumentParser):
         study, paths = write_cells_study(cells, out, args.axis, how, plot=not args.no_plot)
         done = len(cells.cells) - len(study.missing)
         print(f"study {cells.name} along {study.axis}: {done} of {len(cells.cells)} runs finished", flush=True)
+        if done == 0 and args.sweep is None and not args.reference and (REFERENCE_RUNS / cells.name).is_dir():
+            print(f"note: none of your own records in {args.results_dir}; the project's published records of this study: "
+                  f"python -m benchmark study {args.suite} --reference", flush=True)
         for path in paths:
             print(f"study: {path}")
         return 0

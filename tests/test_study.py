@@ -374,3 +374,14 @@ def test_the_plan_warns_when_its_probes_ran_on_a_busy_machine(monkeypatch) -> No
     monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0))
     lines = estimate.format_estimates([], {**estimate._Estimator(estimate.Environment(device="cpu"), 4).counts, "probe": 1})
     assert lines[-1].startswith("warning: the machine was busy before the probes (1-minute load average 3.0 on ")
+
+
+def test_a_study_without_records_of_your_own_points_to_the_published_ones(tmp_path: Path, capsys) -> None:
+    """``study capacity`` on a fresh clone reads the user's own (empty) records; it says where the project's published
+    records of the study are, and writes the page of what exists (nothing finished) all the same."""
+    assert cli.main(["study", "capacity", "--results-dir", str(tmp_path / "runs"), "--leaderboard-dir", str(tmp_path / "boards"),
+                     "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"study capacity along backbone\.width: 0 of \d+ runs finished\nnote: none of your own records in ", out), out
+    assert "python -m benchmark study capacity --reference" in out
+    assert "No finished records yet." in (tmp_path / "boards" / "capacity" / "study.md").read_text()
