@@ -17,10 +17,8 @@ several). For every row, axis value and metric:
 * **DEE** (:func:`benchmark.leaderboard.comparisons.row_dee`, the leaderboard's procedure): against
   the deep-ensemble row at the same axis value, from the stored member predictions (mean curve
   and mean calibrated NLL over seeds; no interval);
-* **the training cost**: each cell's training seconds over its seeds (``cost.train_seconds``: the
-  run's own training stages, wall clock; members reused from other runs count there, not again) and
-  the rows a training step processes per image (``cost.rows_per_example``: a MIMO batch repetition of
-  2 is 2), and the study's training hours per device kind.
+* **the training cost**: each cell's ``cost.train_seconds`` over its seeds (reused members count in
+  their own runs), its ``cost.rows_per_example`` and the training hours per device kind.
 
 Each record's device kind (:func:`device_kind`: the CPU model and its vector instruction sets on a
 CPU run, the GPU on a GPU run) is listed per cell; a gap whose paired records ran on different kinds
@@ -174,14 +172,12 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
     for (r, v), g in recs.items():
         block.devices[(r, v)] = sorted(set(g["device"]))
         block.seeds[(r, v)] = sorted(int(s) for s in g["seed"])
-        secs = [float(x) for x in g["train_seconds"] if x is not None and math.isfinite(float(x))] if "train_seconds" in g else []
-        if secs:
-            block.train_seconds[(r, v)] = secs
-        rows_per = {float((rec.get("cost") or {}).get("rows_per_example") or 1.0) for rec in g["_rec"]}
-        block.rows_per_example[(r, v)] = max(rows_per)
-        for device, x in zip(g["device"], g["train_seconds"] if "train_seconds" in g else []):
-            if x is not None and math.isfinite(float(x)):
-                block.train_hours[str(device)] = block.train_hours.get(str(device), 0.0) + float(x) / 3600.0
+        timed = [(str(d), float(x)) for d, x in zip(g["device"], g.get("train_seconds", [])) if x is not None and math.isfinite(float(x))]
+        if timed:
+            block.train_seconds[(r, v)] = [x for _, x in timed]
+        block.rows_per_example[(r, v)] = max(float((rec.get("cost") or {}).get("rows_per_example") or 1.0) for rec in g["_rec"])
+        for device, x in timed:
+            block.train_hours[device] = block.train_hours.get(device, 0.0) + x / 3600.0
     for v in values:
         base = recs.get((baseline, v)) if baseline else None
         if base is not None:
@@ -373,9 +369,7 @@ def render_study_markdown(study: Study) -> str:
 
 
 def _cost_table(block: StudyBlock, axis: str) -> list[str]:
-    values = block.axis_values
-    total = sum(block.train_hours.values())
-    per_kind = "; ".join(f"{kind}: {h:.2f} h" for kind, h in sorted(block.train_hours.items()))
+    values, total, per_kind = block.axis_values, sum(block.train_hours.values()), "; ".join(f"{k}: {h:.2f} h" for k, h in sorted(block.train_hours.items()))
     lines = ["", "### Training cost per cell", "",
              "Training seconds per run: mean over the cell's seeds (min-max), wall clock of the run's own training stages as its "
              "record states them (members reused from other runs are counted there; a machine busy with other work makes a run "
@@ -386,15 +380,10 @@ def _cost_table(block: StudyBlock, axis: str) -> list[str]:
         cells = []
         for v in values:
             secs = block.train_seconds.get((r, v))
-            if not secs:
-                cells.append("—")
-                continue
             rows_per = block.rows_per_example.get((r, v), 1.0)
-            if max(secs) == 0.0:  # e.g. a deep ensemble of members trained by other runs
-                cells.append("0 s (no training of its own)")
-                continue
-            text = f"{sum(secs) / len(secs):.0f} s" + (f" ({min(secs):.0f}-{max(secs):.0f})" if len(secs) > 1 else "")
-            cells.append(text + (f", x{rows_per:g} rows" if rows_per != 1.0 else ""))
+            text = f"{sum(secs) / len(secs):.0f} s" + (f" ({min(secs):.0f}-{max(secs):.0f})" if len(secs) > 1 else "") if secs else "—"
+            text = "0 s (no training of its own)" if secs and max(secs) == 0.0 else text  # e.g. a deep ensemble of others' members
+            cells.append(text + (f", x{rows_per:g} rows" if secs and max(secs) > 0 and rows_per != 1.0 else ""))
         body.append([r, *cells])
     return lines + _table(["Row", *(_axis_label(axis, v) for v in values)], body)
 
