@@ -375,17 +375,17 @@ def _cost_table(block: StudyBlock, axis: str) -> list[str]:
              "record states them (members reused from other runs are counted there; a machine busy with other work makes a run "
              "slower); x rows: the rows a training step processes per image (a MIMO batch repetition of 2 processes each image twice). "
              f"Training time of this block's records: {total:.2f} h ({per_kind}); evaluation is not in it.", ""]
-    body = []
-    for r in block.rows:
-        cells = []
-        for v in values:
-            secs = block.train_seconds.get((r, v))
-            rows_per = block.rows_per_example.get((r, v), 1.0)
-            text = f"{sum(secs) / len(secs):.0f} s" + (f" ({min(secs):.0f}-{max(secs):.0f})" if len(secs) > 1 else "") if secs else "—"
-            text = "0 s (no training of its own)" if secs and max(secs) == 0.0 else text  # e.g. a deep ensemble of others' members
-            cells.append(text + (f", x{rows_per:g} rows" if secs and max(secs) > 0 and rows_per != 1.0 else ""))
-        body.append([r, *cells])
+    body = [[r, *(_cost_text(block.train_seconds.get((r, v)), block.rows_per_example.get((r, v), 1.0)) for v in values)] for r in block.rows]
     return lines + _table(["Row", *(_axis_label(axis, v) for v in values)], body)
+
+
+def _cost_text(secs: list[float] | None, rows_per: float) -> str:
+    if not secs:
+        return "—"
+    if max(secs) == 0.0:  # e.g. a deep ensemble of members trained by other runs
+        return "0 s (no training of its own)"
+    spread = f" ({min(secs):.0f}-{max(secs):.0f})" if len(secs) > 1 else ""
+    return f"{sum(secs) / len(secs):.0f} s{spread}" + (f", x{rows_per:g} rows" if rows_per != 1.0 else "")
 
 
 def _cross_cpu_table(block: StudyBlock, axis: str) -> list[str]:
