@@ -210,6 +210,23 @@ def test_cpu_kind_from_provenance(provenance, expected):
     assert cpu_kind({"provenance": provenance}) == expected
 
 
+def test_cpu_kind_of_a_record_read_back_names_the_live_machines_kind():
+    """The flags come in the machine's order (amx last) and a record stores them with sorted keys:
+    both must name one kind, or an AMX machine never finds its own records (the plan probes again,
+    the cross-CPU repeat takes the study's record for another CPU's)."""
+    import torch
+
+    from benchmark.core.cpu import capability_of, cpu_facts
+    from benchmark.estimate import machine_kind
+
+    live = {"model": "Intel Xeon", "capability": capability_of({"avx2", "avx512f", "avx512_bf16", "amx_tile"})}
+    stored = json.loads(json.dumps({"provenance": {"device": "cpu", "cpu": live}}, sort_keys=True))
+    assert list(live["capability"])[-1] == "amx" and list(stored["provenance"]["cpu"]["capability"])[0] == "amx"
+    assert cpu_kind({"provenance": {"cpu": live}}) == cpu_kind(stored) == "Intel Xeon (amx avx2 avx512 avx512_bf16)"
+    this_machine = machine_kind(torch.device("cpu"))
+    assert cpu_kind(json.loads(json.dumps({"provenance": {"device": "cpu", "cpu": cpu_facts()}}, sort_keys=True))) == this_machine
+
+
 def test_reference_problems_are_named(tmp_path, user_records):
     user = write_records(tmp_path / "user", user_records)
     board, rep = build(user, FIXTURES)

@@ -139,9 +139,10 @@ class Reproduced:
 
 
 def _text(value: Any) -> str | None:
-    """A non-empty text (a list joined by spaces; a mapping of flags: the names of the true ones), else None."""
+    """A non-empty text (a list joined by spaces; a mapping of flags: the names of the true ones, sorted,
+    so that a record read back from JSON names the same kind as the live machine), else None."""
     if isinstance(value, dict):
-        value = [k for k, v in value.items() if v is True]
+        value = sorted(k for k, v in value.items() if v is True)
     if isinstance(value, (list, tuple)):
         value = " ".join(str(v) for v in value if v)
     return (str(value).strip() or None) if value is not None else None

@@ -22,7 +22,7 @@ several). For every row, axis value and metric:
 
 Each record's device kind (:func:`device_kind`: the CPU model and its vector instruction sets on a
 CPU run, the GPU on a GPU run) is listed per cell; a gap whose paired records ran on different kinds
-is marked, since fp32 training differs across CPU instruction sets (and GPUs). **Cross-CPU
+(or a slope whose records did) is marked, since fp32 training differs across CPU instruction sets (and GPUs). **Cross-CPU
 repeats** (``repeats``: records of a cell trained again on another kind of CPU, kept apart from the
 study's own records) are listed beside the study's record of the same cell and seed: the spread
 across CPU kinds next to the seed-to-seed spread of that cell, so a reader can tell which
@@ -116,7 +116,7 @@ class StudyBlock:
     rows: list[str]
     axis_values: list[Any]
     gaps: dict[tuple[str, Any, str], Gap] = field(default_factory=dict)
-    slopes: dict[tuple[str, str], SeedInterval | None] = field(default_factory=dict)
+    slopes: dict[tuple[str, str], Gap | None] = field(default_factory=dict)
     dee: dict[tuple[str, Any], DEEResult] = field(default_factory=dict)
     baseline_values: dict[tuple[Any, str], SeedInterval] = field(default_factory=dict)
     devices: dict[tuple[str, Any], list[str]] = field(default_factory=dict)
@@ -208,6 +208,7 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
             continue
         for key, _, _ in STUDY_METRICS:
             per_seed: dict[int, list[tuple[float, float]]] = {}
+            kinds: set[str] = set()  # the device kinds of the records the slope reads
             for v in numeric:
                 gap = block.gaps.get((r, v, key))
                 if gap is None or gap.interval is None:
@@ -216,8 +217,9 @@ def _block(df: pd.DataFrame, dataset: str, backbone: str) -> StudyBlock:
                 scale = dict((k, s) for k, _, s in STUDY_METRICS)[key]
                 for s in gap.seeds:
                     per_seed.setdefault(s, []).append((float(v), scale * (float(mine.at[s, key]) - float(theirs.at[s, key]))))
+                    kinds |= {str(mine.at[s, "device"]), str(theirs.at[s, "device"])}
             slopes = [_slope(p) for p in per_seed.values() if len(p) >= 2]
-            block.slopes[(r, key)] = t_interval(slopes) if slopes else None
+            block.slopes[(r, key)] = Gap(t_interval(slopes), tuple(sorted(per_seed)), len(kinds) > 1) if slopes else None
     return block
 
 
@@ -269,13 +271,13 @@ def _fmt(x: float, key: str) -> str:
     return f"{x:+.2f}" if key == "accuracy" else f"{x:+.4f}"
 
 
-def _interval_text(iv: SeedInterval | None, key: str, mixed: bool = False) -> str:
+def _interval_text(x: SeedInterval | Gap | None, key: str) -> str:
+    """An interval, or a gap or slope (marked where its records ran on several device kinds), as text."""
+    iv, mark = (x.interval, MIXED if x.mixed_device else "") if isinstance(x, Gap) else (x, "")
     if iv is None:
         return "—"
-    if iv.n < 2:
-        return f"{_fmt(iv.mean, key)} (1 seed)" + (MIXED if mixed else "")
     star = "*" if iv.excludes_zero else ""
-    return f"{_fmt(iv.mean, key)} [{_fmt(iv.low, key)}, {_fmt(iv.high, key)}]{star} ({iv.n})" + (MIXED if mixed else "")
+    return (f"{_fmt(iv.mean, key)} (1 seed)" if iv.n < 2 else f"{_fmt(iv.mean, key)} [{_fmt(iv.low, key)}, {_fmt(iv.high, key)}]{star} ({iv.n})") + mark
 
 
 def _grouped(labels: list[str]) -> list[str]:
@@ -318,7 +320,7 @@ def render_study_markdown(study: Study) -> str:
         f"- **DEE**: deep-ensemble equivalent against the deep-ensemble row at the same {axis.split('.')[-1]} (the leaderboard's procedure: "
         "mean member curve and mean calibrated NLL over seeds, no interval); '< 1' worse than one member, '> M' better than all M.",
         f"- **Devices**: {MIXED} = the paired records of a gap ran on different kinds of CPU (or GPU): fp32 training differs across "
-        "instruction sets by more than rounding, so such a gap mixes the two differences.",
+        "instruction sets by more than rounding, so such a gap mixes the two differences; on a slope: its records ran on several kinds.",
     ]
     if study.missing:
         of = f" of {study.runs} runs" if study.runs else ""
@@ -342,13 +344,8 @@ def render_study_markdown(study: Study) -> str:
                 continue
             lines += ["", f"### {label}", ""]
             head = ["Row", *(_axis_label(axis, v) for v in values), "slope / doubling"]
-            body = []
-            for r in others:
-                cells = []
-                for v in values:
-                    gap = block.gaps.get((r, v, key))
-                    cells.append(_interval_text(gap.interval, key, gap.mixed_device) if gap is not None else "—")
-                body.append([r, *cells, _interval_text(block.slopes.get((r, key)), key)])
+            body = [[r, *(_interval_text(block.gaps.get((r, v, key)), key) for v in values), _interval_text(block.slopes.get((r, key)), key)]
+                    for r in others]
             lines += _table(head, body)
         if block.dee:
             lines += ["", "### DEE", ""]
@@ -423,10 +420,11 @@ def render_study_csv(study: Study) -> str:
                         "mean": iv.mean if iv else math.nan, "low": iv.low if iv else math.nan, "high": iv.high if iv else math.nan,
                         "n": iv.n if iv else 0, "seeds": " ".join(map(str, gap.seeds)), "mixed_device": gap.mixed_device,
                         "devices": "; ".join(b.devices.get((r, v), [])), "text": ""})
-        for (r, key), iv in b.slopes.items():
-            if iv is not None:
-                out.append({"dataset": b.dataset, "backbone": b.backbone, "row": r, "axis": study.axis, "value": "slope", "metric": key,
-                            "mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n, "seeds": "", "mixed_device": False, "devices": "", "text": ""})
+        for (r, key), sl in b.slopes.items():
+            if sl is not None and (iv := sl.interval) is not None:
+                out.append({"dataset": b.dataset, "backbone": b.backbone, "row": r, "axis": study.axis, "value": "slope", "metric": key, "mean": iv.mean,
+                            "low": iv.low, "high": iv.high, "n": iv.n, "seeds": " ".join(map(str, sl.seeds)), "mixed_device": sl.mixed_device,
+                            "devices": "", "text": ""})
         for (r, v), d in b.dee.items():
             out.append({"dataset": b.dataset, "backbone": b.backbone, "row": r, "axis": study.axis, "value": v, "metric": "dee",
                         "mean": d.value, "low": math.nan, "high": math.nan, "n": len(b.seeds.get((r, v), [])),
