@@ -183,7 +183,7 @@ def test_miniature_study_end_to_end(cifar10_dir, tmp_path: Path, capsys, monkeyp
     iv4 = t_interval(gaps[4])
     assert f"{iv4.mean:+.2f} [{iv4.low:+.2f}, {iv4.high:+.2f}]" in row and "(2)" in row
     slope = t_interval([gaps[8][s] - gaps[4][s] for s in (0, 1)])  # two widths: the slope per doubling is the change
-    assert f"{slope.mean:+.2f} [" in row.split("|")[-2] 
+    assert f"{slope.mean:+.2f} [" in row.split("|")[-2]
     assert not any("†" in line for line in page.splitlines() if line.startswith("| "))  # every record ran on this CPU
     csv = (tmp_path / "boards" / "ministudy" / "study.csv").read_text()
     assert csv.startswith("dataset,backbone,row,axis,value,metric,mean,low,high,n,seeds,mixed_device,devices,text\n")
@@ -214,8 +214,8 @@ def test_miniature_study_end_to_end(cifar10_dir, tmp_path: Path, capsys, monkeyp
     row = next(line for line in page.split("### Δ Acc (pp)")[1].splitlines() if line.startswith("| mimo"))
     assert row.split("|")[2].strip().endswith("(2)") and row.split("|")[3].strip().endswith("(2)†")  # width 8's seed 1 ran elsewhere
     assert row.split("|")[4].strip().endswith("(2)†")  # and so the slope reads records of two CPU kinds
-    det_row = next(line for line in page.split("### Δ Acc (pp)")[1].splitlines() if line.startswith("| deep_ensemble"))
-    assert "†" not in det_row  # the deep ensemble's records and its deterministic pairs all ran on this CPU
+    de_row = next(line for line in page.split("### Δ Acc (pp)")[1].splitlines() if line.startswith("| deep_ensemble"))
+    assert "†" not in de_row  # the deep ensemble's records and its deterministic pairs all ran on this CPU
     devices = next(line for line in page.split("### Seeds and devices per cell")[1].splitlines() if line.startswith("| mimo"))
     seeds, _, kinds = devices.split("|")[3].strip().partition(" on ")
     assert seeds == "0 1" and set(kinds.split(", ")) == {"Another CPU", this_cpu}
