@@ -58,7 +58,7 @@ from .catalogue.methods import build_method as build_method_for, get_method
 from .records import load_records, provenance, utc_now, write_record
 from .training.checkpoints import ResumePoint, resume_point
 from .training.precision import PrecisionChoice, choose_precision, load_choice, stage_precision
-from .training.train import fit, save_checkpoint, to_channels_last
+from .training.train import compile_override, fit, save_checkpoint, to_channels_last
 
 __all__ = ["DEFAULT_CHECKPOINTS", "DEFAULT_RESULTS", "Environment", "LOCK_NAME", "RunContext", "RunLockedError", "RunState", "StageContextBase",
            "TrainedRun", "WeightsError", "build_method", "check_runs", "completed_records", "final_weights", "find_final_weights", "load_trained", "member_config", "record_matches", "record_run_id", "run_experiment", "run_id_of", "run_lock", "run_state",
@@ -528,6 +528,11 @@ def check_run_inputs(resolved: dict[str, Any]) -> None:
     except (TypeError, ValueError) as exc:
         raise C.ConfigError(f"method {resolved['run']['method']!r}: {exc}") from None
     check_backbone_options(resolved["run"]["backbone"], resolved["backbone"])
+    if resolved["train"].get("compile"):
+        try:
+            compile_override()
+        except ValueError as exc:
+            raise C.ConfigError(str(exc)) from None
     spec = dataset_spec(resolved["run"]["dataset"])
     if resolved["eval"]["corruptions"] != "none":  # a corrupted-set kind the dataset lacks fails before training
         corrupted_source(spec.corrupted_source(resolved["eval"]["corruptions"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -13,6 +14,12 @@ import pytest
 from benchmark.core.runtime import StopFlag
 
 pytest_plugins = ["tests.slurm_fixtures"]
+
+# The quick suite compiles its training steps (train.compile = true), which pays over a real run's thousands
+# of steps; the tests' runs of its rows take a few steps each and would spend their time in inductor's C++
+# builds. They train eagerly (benchmark.training.train.compile_override; subprocesses inherit it); the tests of
+# compilation itself build CompiledNet directly or unset the variable.
+os.environ["PLURES_COMPILE"] = "0"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

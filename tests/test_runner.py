@@ -245,9 +245,10 @@ def test_ood_detection_against_present_sets_only(cifar10_dir, tiny_run_config, t
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:
+def test_compiled_training_matches_eager(cifar10_dir, tiny_run_config, tmp_path: Path, monkeypatch) -> None:
     """train.compile = true trains the same model as eager mode (up to kernel reassociation) and
     reports the compilation in the first step's time."""
+    monkeypatch.delenv("PLURES_COMPILE", raising=False)  # the tests' default trains eagerly (conftest)
     root, _ = cifar10_dir
     cfg = C.merge(tiny_run_config, {"train": {"epochs": 1, "precision": "fp32"}})
     [eager] = run_experiment(cfg, env_for(tmp_path, root, ckpt="e"))
@@ -257,6 +258,7 @@ def test_compiled_training_matches_eager(cifar10_dir, tiny_run_config, tmp_path:
     assert abs(a["metrics"]["clean"]["nll"] - b["metrics"]["clean"]["nll"]) < 1e-3
     first = b["training"]["history"]["train"][0]["first_step_seconds"]
     assert first > a["training"]["history"]["train"][0]["first_step_seconds"]
+    assert b["training"]["history"]["train"][0]["compile"] == "compiled"
 
 
 def test_channels_last_evaluation_of_an_ensemble_assembled_after_training(cifar10_dir, tiny_run_config, tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from benchmark.core.config import TrainConfig
 from benchmark.data.base import Split
 from benchmark.data.device import DeviceData
 from benchmark.methods.base import Task, training_loss
-from benchmark.runner import run_id_of
-from benchmark.training.train import CompiledNet, fit, to_channels_last, train_one_epoch
+from benchmark.runner import check_runs, run_id_of
+from benchmark.training.train import CompiledNet, compile_override, fit, to_channels_last, train_one_epoch
 
 
 def _data(n: int = 96, seed: int = 0) -> DeviceData:
@@ -105,6 +105,23 @@ def test_fit_records_the_compile_outcome_in_the_history():
     method, model = _model()
     history = fit(model, method, _data(), cfg, seed_parts=("speed", 1), progress=False, log=lambda m: None)
     assert "compile" not in history[0]  # not compiled: the history has no compile entry (earlier records' shape)
+
+
+def test_plures_compile_0_trains_eagerly_and_says_so(monkeypatch):
+    cfg = TrainConfig(epochs=1, batch_size=32, lr=0.05, warmup_epochs=0.0, schedule="linear", compile=True)
+    monkeypatch.setenv("PLURES_COMPILE", "off")
+    method, model = _model()
+    history = fit(model, method, _data(), cfg, seed_parts=("speed", 1), progress=False, log=lambda m: None)
+    assert history[0]["compile"] == "eager: PLURES_COMPILE=off (train.compile = true)"
+    monkeypatch.setenv("PLURES_COMPILE", "1")
+    assert compile_override() is None  # as configured
+
+
+def test_a_bad_plures_compile_is_refused_before_anything_runs(monkeypatch):
+    monkeypatch.setenv("PLURES_COMPILE", "maybe")
+    with pytest.raises(C.ConfigError, match=r"PLURES_COMPILE='maybe' is not a valid choice; use one of 0, off, false, no .* or 1, on, true, yes"):
+        check_runs([("quick:deterministic", C.merge(_resolved(), {"train": {"compile": True}}))])
+    check_runs([("eager", _resolved())])  # a run that does not compile does not read it
 
 
 def _resolved(**train) -> dict:

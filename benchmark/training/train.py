@@ -12,6 +12,7 @@ SIGINT/SIGTERM or a preemption signal, after the current step); ``resume`` conti
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -127,6 +128,27 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     convolution weights of a ``StackedEnsemble``); this converts what can be converted.
     """
     return model._apply(lambda t: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t)
+
+
+COMPILE_ENV = "PLURES_COMPILE"
+COMPILE_OFF = ("0", "off", "false", "no")
+COMPILE_AS_CONFIGURED = ("", "1", "on", "true", "yes")
+
+
+def compile_override() -> str | None:
+    """What ``PLURES_COMPILE`` says about ``train.compile = true``: None (unset, or 1/on/true/yes) compiles as
+    configured; 0/off/false/no trains eagerly, and the returned note says so in the epoch's history. Compilation
+    is an execution setting (not part of a run's id); the switch is for machines where it does not pay or cannot
+    run, and for the tests, whose tiny runs would spend their time compiling. Another value is a ValueError
+    naming it and the valid choices."""
+    raw = os.environ.get(COMPILE_ENV, "")
+    value = raw.strip().lower()
+    if value in COMPILE_AS_CONFIGURED:
+        return None
+    if value in COMPILE_OFF:
+        return f"eager: {COMPILE_ENV}={raw} (train.compile = true)"
+    raise ValueError(f"{COMPILE_ENV}={raw!r} is not a valid choice; use one of {', '.join(COMPILE_OFF)} (train eagerly) "
+                     f"or {', '.join(c for c in COMPILE_AS_CONFIGURED if c)} (compile where train.compile = true)")
 
 
 class CompiledNet:
@@ -433,7 +455,8 @@ def fit(
     if dist is not None:  # data parallel (benchmark.training.distributed): DDP wrapper; stop polled in lockstep
         net = dist.wrap(model)
         stop = dist.agreed_stop(stop) if stop is not None else None
-    if cfg.compile:  # the first step of the first epoch then includes the compilation (history: first_step_seconds)
+    eager_note = compile_override() if cfg.compile else None
+    if cfg.compile and eager_note is None:  # the first step of the first epoch then includes the compilation (history: first_step_seconds)
         net = CompiledNet(net)
 
     def save(e: int, s: int, part: PartialEpoch | None = None) -> None:
@@ -452,7 +475,7 @@ def fit(
                                     desc=f"{desc} {epoch + 1}/{cfg.epochs}", dist=dist, curves=curves, partial=partial,
                                     images_per_group=images_per_group)
             partial = None
-            history.append(history_entry(stats))
+            history.append(history_entry(replace(stats, compile=eager_note) if eager_note else stats))
             if hazard:  # the record says which layout trained, where it is not the configured one
                 history[-1]["layout"] = f"default: train.channels_last refused on this CPU ({hazard})"
             method.end_of_epoch(model, epoch + 1, cfg)  # before the checkpoint: what it keeps in the model survives a resume
