@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache_dir.resolve()
     holder = tempfile.TemporaryDirectory(prefix="loop-ab-") if args.work is None else None
     work = Path(holder.name) if holder is not None else args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     rounds: list[dict[str, Any]] = []
     try:
