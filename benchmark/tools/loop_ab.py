@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from ..core.cpu import cpu_model
 from ..core.io import atomic_write_json, atomic_write_text
-from ..records import utc_now
+from ..records import git_state, utc_now
 
 SIDES = ("A", "B")
 SHORTEN = ["--set", "eval.test_subset=1000", "--set", "eval.corruptions=none", "--set", "eval.ood=[]", "--set", "eval.latency_repeats=1"]
@@ -91,12 +91,11 @@ def collect(work: Path) -> dict[str, dict[str, list[dict[str, float]]]]:
 
 
 def git_commit(checkout: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=checkout, capture_output=True, text=True).stdout.strip()
-        return out + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+    """``checkout``'s short commit, ``+changes`` when it differs from it (:func:`benchmark.records.git_state`)."""
+    state = git_state(checkout)
+    if not state["git_commit"]:
         return None
+    return state["git_commit"][:7] + ("+changes" if state["git_dirty"] else "")
 
 
 def summarise(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
