@@ -22,7 +22,11 @@ and the allocator's slack, which a 40 GB GPU may not hold. The ImageNet recipe t
 holds ``eval.batch_size * max(1, max_rows // eval.batch_size)`` rows.
 
 Randomness. In training mode the masks come from the global RNG, which the harness re-seeds at
-every step (so resumed runs replay exactly). In evaluation mode they come from a generator owned
+every step (so resumed runs replay exactly). A compiled training step (``train.compile``) draws them
+inside the compiled graph (:func:`graph_dropout_mask`: the same rate, from seeds that inductor takes
+from the global RNG, so those runs replay too), fused into the multiplication: eager's mask, drawn
+through ``random_`` on a reinterpreted buffer, is an operation torch.compile cannot trace, and its
+nine graph breaks made the compiled step twice as slow as the eager one. In evaluation mode they come from a generator owned
 by the network (:class:`DropoutRNG`, shared by all its dropout layers), re-seeded from a fixed
 seed every time the network is put in evaluation mode (``model.eval()``, as ``evaluate`` does at
 its start). An evaluation is therefore reproducible and independent of the global RNG; the masks
@@ -115,12 +119,24 @@ def dropout_mask(shape: tuple[int, ...] | torch.Size, strides: tuple[int, ...] |
     return keep.to(dtype), LANE_LEVELS / (LANE_LEVELS - dropped)
 
 
+def graph_dropout_mask(shape: tuple[int, ...] | torch.Size, rate: float, dtype: torch.dtype,
+                       device: torch.device) -> tuple[torch.Tensor, float]:
+    """:func:`dropout_mask`'s ``(mask, scale)`` for a compiled training step: the same 16-bit lanes and
+    threshold (so the same :func:`effective_rate`), drawn by ``torch.randint``, which torch.compile keeps
+    in its graph and inductor generates inside the kernel that uses the mask. Other numbers than
+    :func:`dropout_mask` draws from the same seed; contiguous."""
+    dropped = _dropped_lanes(rate)
+    lanes = torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int32, device=device)
+    return (lanes >= dropped - 2**15).to(dtype), LANE_LEVELS / (LANE_LEVELS - dropped)
+
+
 class AlwaysDropout(nn.Module):
     """Inverted dropout that is active in training and evaluation mode: ``[N, C, ...] -> same``.
 
     Element-wise, or with ``filterwise`` one mask per (example, channel). Training draws from the
     global RNG; evaluation draws from ``rng`` (and entering evaluation mode resets it). Masks come
-    from :func:`dropout_mask` (the rate rounded to a multiple of 2^-16).
+    from :func:`dropout_mask` (the rate rounded to a multiple of 2^-16), or, in a compiled training
+    step, from :func:`graph_dropout_mask` (the same rate).
     """
 
     def __init__(self, rate: float, rng: DropoutRNG, filterwise: bool = False) -> None:
@@ -142,6 +158,8 @@ class AlwaysDropout(nn.Module):
         if _under_vmap(x):  # a member of a vmapped StackedEnsemble: layouts cannot be queried there
             keep = 1.0 - effective_rate(self.rate)
             mask, scale = x.new_empty(shape).bernoulli_(keep, generator=gen), 1.0 / keep
+        elif self.training and torch.compiler.is_compiling():  # inside torch.compile's graph (train.compile)
+            mask, scale = graph_dropout_mask(shape, self.rate, x.dtype, x.device)
         else:  # an element-wise mask in x's memory layout (channels_last stays channels_last)
             strides = x.stride() if not self.filterwise and _dense(x) else None
             mask, scale = dropout_mask(shape, strides, self.rate, gen, x.dtype, x.device)

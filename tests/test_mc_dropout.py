@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.mc_dropout import AlwaysDropout, DropoutRNG, MCDropout, MCDropoutNet, dropout_mask, effective_rate
+from baselines.mc_dropout import AlwaysDropout, DropoutRNG, MCDropout, MCDropoutNet, dropout_mask, effective_rate, graph_dropout_mask
 from benchmark.methods import Task
 from benchmark.catalogue.methods import get_method
 
@@ -144,6 +144,48 @@ def test_mask_drops_at_the_rate_in_every_lane_and_is_unbiased(rate: float) -> No
     for lane in range(4):
         assert (mask.view(-1, 4)[:, lane] == 0).float().mean().item() == pytest.approx(rate, abs=tol)
     assert scale * (1 - effective_rate(rate)) == pytest.approx(1.0, abs=1e-12)  # E[mask * scale] = 1
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_the_compiled_steps_mask_drops_at_the_same_rate_and_scale(rate: float) -> None:
+    torch.manual_seed(0)
+    n = 400_000
+    mask, scale = graph_dropout_mask((n,), rate, torch.float32, torch.device("cpu"))
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    tol = 4 * (rate * (1 - rate) / n) ** 0.5
+    assert (mask == 0).float().mean().item() == pytest.approx(effective_rate(rate), abs=tol)
+    assert scale == dropout_mask((4,), None, rate, None, torch.float32, torch.device("cpu"))[1]
+
+
+@pytest.mark.parametrize("filterwise", [False, True])
+def test_a_compiled_training_step_keeps_dropout_in_one_graph(filterwise: bool) -> None:
+    """torch.compile traces the training-mode dropout without a graph break (eager's ``random_`` on a
+    reinterpreted buffer broke the graph at every site) and the traced masks drop at the rate, whole
+    channels with ``filterwise``; evaluation (not compiled) keeps its own reproducible stream."""
+    import torch._dynamo
+
+    model = method(rate=0.5, filterwise=filterwise).build().train()
+    x = torch.randn(16, 3, 8, 8)
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(x)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    layer = AlwaysDropout(0.5, DropoutRNG(0), filterwise=filterwise).train()
+    compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break is an error
+    torch.manual_seed(1)
+    out = compiled(torch.ones(64, 8, 4, 4))
+    scale = 1 / (1 - effective_rate(0.5))
+    kept = out != 0
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], scale))
+    assert (out == 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
+    if filterwise:
+        flat = out.flatten(2)
+        assert ((flat == 0).all(-1) | (flat != 0).all(-1)).all()
+    torch.manual_seed(1)
+    torch.testing.assert_close(compiled(torch.ones(64, 8, 4, 4)), out)  # the global seed replays it
+    layer.eval()
+    a = layer(torch.ones(4, 8, 4, 4))
+    layer.eval()
+    torch.testing.assert_close(layer(torch.ones(4, 8, 4, 4)), a)
 
 
 def test_mask_follows_the_input_layout_and_generator() -> None:
