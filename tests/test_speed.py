@@ -70,6 +70,35 @@ def test_compiled_step_gives_the_eager_loss_and_gradients(name, options):
     assert max(worst.values()) < 5e-3, sorted(worst.items(), key=lambda kv: -kv[1])[:3]
 
 
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU backend (inductor) needs a C++ compiler; none on PATH")
+def test_a_compiled_mc_dropout_step_compiles_whole_and_replays_from_the_global_seed():
+    """MC dropout's masks are drawn inside the compiled graph (baselines.mc_dropout.graph_dropout_mask): the step
+    compiles without a graph break or a fall-back, and the global seed, which the harness sets at every step,
+    decides its masks (a resumed run replays them)."""
+    import torch._dynamo
+
+    method, model = _model("mc_dropout", {"rate": 0.2, "filterwise": True})
+    to_channels_last(model)
+    model.train()
+    data = _data()
+    gen = torch.Generator().manual_seed(0)
+    x, y = data.train_batch(data.epoch_order(gen), 0, 32, gen, augment=False)
+    inputs, targets = method.training_batch(x.contiguous(memory_format=torch.channels_last), y, gen)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = CompiledNet(model)
+    losses = {}
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        losses.setdefault(seed, []).append(_step(compiled, model, method, inputs, targets))
+    assert compiled.failed is None, compiled.note
+    assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
+    (loss_a, grads_a), (loss_b, grads_b) = losses[5]
+    assert loss_a == loss_b and all(torch.equal(grads_a[k], grads_b[k]) for k in grads_a)
+    assert losses[6][0][0] != loss_a  # other masks
+
+
 def _failing_backend(gm, example_inputs):  # a torch.compile backend that cannot compile anything
     raise RuntimeError("no compiler here (test backend)")
 
