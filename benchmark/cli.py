@@ -492,7 +492,8 @@ def cmd_describe(p: argparse.ArgumentParser):
 
 @command("check-method")
 def cmd_check_method(p: argparse.ArgumentParser):
-    """Run the method contract checks on a registered method (built-in or plug-in); exit 1 on a failure."""
+    """Run the method contract checks on a registered method (built-in or plug-in); exit 1 on a failure. Then the
+    advice (``checks.ADVICE_CHECKS``: no torch.compile graph break in the training forward), a WARN line each."""
     p.add_argument("name", help="a registered method name (plug-ins: load them with PLURES_PLUGINS=module)")
     p.add_argument("--backbone", default="resnet8", help="backbone to build the method on (default: resnet8)")
     p.add_argument("--width", type=int, default=8, help="the backbone's width option (default: 8; 0: the backbone's default)")
@@ -502,7 +503,7 @@ def cmd_check_method(p: argparse.ArgumentParser):
                    help="a method option, e.g. --set method.members=4 (repeatable)")
 
     def run(args: argparse.Namespace) -> int:
-        from .catalogue.checks import contract_task, run_checks
+        from .catalogue.checks import ADVICE_CHECKS, contract_task, run_checks
         from .catalogue.plugins import plugin_of
 
         config = C.apply_overrides({}, args.overrides)
@@ -511,13 +512,18 @@ def cmd_check_method(p: argparse.ArgumentParser):
             raise C.ConfigError(f"check-method takes method options only (--set method.KEY=VALUE); got table(s) {bad}")
         task = contract_task(args.backbone, {"width": args.width} if args.width else {}, args.classes, args.image_size)
         results = run_checks(args.name, task, config.get("method", {}))
+        advice = run_checks(args.name, task, config.get("method", {}), checks=list(ADVICE_CHECKS))
         plugin = plugin_of(args.name)
         where = f" (plug-in {plugin.module}, from {plugin.source})" if plugin else ""
         print(f"method {args.name}{where} on {args.backbone}, {args.classes} classes, {args.image_size}px:")
         for name, passed, message in results:
             print(f"{'PASS' if passed else 'FAIL'}  {name:<17} {message}")
+        for name, passed, message in advice:  # advice: a failure warns, the exit status does not change
+            print(f"{'PASS' if passed else 'WARN'}  {name:<17} {message}")
         failed = sum(not r.passed for r in results)
-        print(f"{len(results) - failed} passed, {failed} failed")
+        warned = sum(not r.passed for r in advice)
+        passed = len(results) + len(advice) - failed - warned
+        print(f"{passed} passed, {failed} failed" + (f", {warned} warning{'s' if warned > 1 else ''}" if warned else ""))
         return 1 if failed else 0
 
     return run

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from benchmark import cli
 from benchmark.catalogue import plugins as P
-from benchmark.catalogue.checks import CHECKS, contract_task, fixed_batch, run_checks
+from benchmark.catalogue.checks import ADVICE_CHECKS, CHECKS, contract_task, fixed_batch, run_checks
 from benchmark.catalogue.methods import get_method, load_methods, method_names
 from benchmark.core import config as C
 from benchmark.methods import Method, ensemble_loss
@@ -215,8 +215,8 @@ def test_docs_label_smoothing_passes_check_method(smoothing: type[Method], capsy
     assert cli.main(["check-method", "label_smoothing", "--set", "method.smoothing=0.2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("method label_smoothing (plug-in smooth_labels, from PLURES_PLUGINS)")
-    assert [line.split()[:2] for line in lines[1:-1]] == [["PASS", name] for name in CHECKS]
-    assert lines[-1] == f"{len(CHECKS)} passed, 0 failed"
+    assert [line.split()[:2] for line in lines[1:-1]] == [["PASS", name] for name in [*CHECKS, *ADVICE_CHECKS]]
+    assert lines[-1] == f"{len(CHECKS) + len(ADVICE_CHECKS)} passed, 0 failed"
     with pytest.raises(ValueError, match=r"smoothing = 1.5 is not valid: expected 0 <= smoothing < 1"):
         smoothing.from_config({"smoothing": 1.5}, contract_task())
 
@@ -313,7 +313,7 @@ def test_check_method_prints_the_broken_hook(tmp_path: Path, monkeypatch: pytest
     out = capsys.readouterr().out
     assert ("FAIL  loss              method 'per_example_loss': loss(logits [1, 12, 5], targets [1, 12]) returned a torch.float32 "
             "tensor of shape [1, 12]") in out
-    assert out.splitlines()[-1] == f"{len(CHECKS) - 2} passed, 2 failed"
+    assert out.splitlines()[-1] == f"{len(CHECKS) + len(ADVICE_CHECKS) - 2} passed, 2 failed"
 
 
 def test_a_run_with_a_non_scalar_loss_stops_with_the_message(cifar10_dir, tiny_run_config: dict, tmp_path: Path,

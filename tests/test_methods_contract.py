@@ -10,7 +10,8 @@ import torch
 from benchmark.backbones import BACKBONES, Layers, build_backbone
 from benchmark.methods import Method, MethodOptions, combine, ensemble_loss
 from benchmark.catalogue.methods import get_method, method_names
-from benchmark.catalogue.checks import CHECKS, contract_task, run_checks
+from benchmark.catalogue.checks import CHECKS, check_compile, contract_task, run_checks
+from benchmark.core.config import load_suite
 
 TASK = contract_task()  # ResNet-8 of width 8, 5 classes, 16-pixel images
 
@@ -19,6 +20,17 @@ TASK = contract_task()  # ResNet-8 of width 8, 5 classes, 16-pixel images
 @pytest.mark.parametrize("name", method_names())
 def test_method_contract(name: str, check: str) -> None:
     CHECKS[check](get_method(name), TASK, {})
+
+
+_COMPILED_ROWS = [(cfg["run"]["name"], cfg["run"]["method"], dict(cfg.get("method", {})))
+                  for cfg in load_suite("quick", seeds=[0])[1] if cfg["train"].get("compile")]
+
+
+@pytest.mark.parametrize("row, name, options", _COMPILED_ROWS, ids=[r[0] for r in _COMPILED_ROWS])
+def test_every_compiled_quick_row_traces_into_one_graph(row: str, name: str, options: dict) -> None:
+    """The quick suite compiles these rows' training steps: a graph break would run them in pieces (MC dropout's
+    mask draw made its compiled step twice as slow as eager)."""
+    assert check_compile(get_method(name), TASK, options).startswith("the training forward traces into one graph")
 
 
 class _ExtraMemberTargets(Method):

@@ -22,7 +22,7 @@ from benchmark.core import config as C
 from benchmark.methods import METHODS
 from benchmark.catalogue import plugins as P
 from benchmark.catalogue.methods import build_method, get_method, load_methods, method_names
-from benchmark.catalogue.checks import CHECKS, contract_task, fixed_batch, run_checks
+from benchmark.catalogue.checks import ADVICE_CHECKS, CHECKS, contract_task, fixed_batch, run_checks
 from tests.doc_text import doc_block
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +46,31 @@ class Broken(Method):
 
     def eval_variants(self, model):
         return [EvalVariant("", model, 1, 2)]
+'''
+
+GRAPH_BREAK = '''
+import torch
+from torch import nn
+from benchmark.methods import Method, register_method
+
+
+class Breaks(nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        logits = self.net(x)
+        torch._dynamo.graph_break()  # what an untraceable operation does to a compiled step
+        return logits * 1.0
+
+
+@register_method({name!r})
+class Breaking(Method):
+    """The deterministic network with a graph break in its forward."""
+
+    def build(self):
+        return Breaks(super().build())
 '''
 
 
@@ -193,10 +218,23 @@ def test_check_method_reports_each_check_and_fails_on_a_violation(tmp_path: Path
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "method broken_members (plug-in plures_test_broken, from PLURES_PLUGINS) on resnet8, 5 classes, 16px:"
     status = {line.split()[1]: line.split()[0] for line in lines[1:-1]}
-    assert status == {**{name: "PASS" for name in CHECKS}, "member-logits": "FAIL", "combination": "FAIL"}
+    assert status == {**{name: "PASS" for name in [*CHECKS, *ADVICE_CHECKS]}, "member-logits": "FAIL", "combination": "FAIL"}
     assert "the first eval variant declares members=2, method.test_members() is 1" in lines[1]
-    assert lines[-1] == f"{len(CHECKS) - 2} passed, 2 failed"
+    assert lines[-1] == f"{len(CHECKS) + len(ADVICE_CHECKS) - 2} passed, 2 failed"
     assert cli.main(["check-method", "deterministic", "--set", "method.bogus=1"]) == 2  # the caller's bad option
+
+
+def test_check_method_warns_of_a_graph_break_without_failing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    folder = write_module(tmp_path / "mine", "plures_test_breaks", GRAPH_BREAK.format(name="breaking"))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv(P.ENV_VAR, "plures_test_breaks")
+    assert cli.main(["check-method", "breaking", "--width", "4"]) == 0  # advice: the exit status stays 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[1]: line.split()[0] for line in lines[1:-1]}
+    assert status == {**{name: "PASS" for name in CHECKS}, "compile": "WARN"}
+    [warning] = [line for line in lines if line.startswith("WARN")]
+    assert "1 graph break(s) in the training forward" in warning and "train.compile = false" in warning
+    assert lines[-1] == f"{len(CHECKS)} passed, 0 failed, 1 warning"
 
 
 def test_pytest_option_adds_a_plugins_methods_to_the_contract_tests(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ parameters; one SGD step lowers it on a fixed batch; an unknown option fails and
 :data:`DEVICE_CHECKS` (run when named, e.g. on a GPU by ``benchmark.tools.gpu_check``) add a
 training step under bf16 autocast, channels-last layouts (the same logits as the default layout,
 finite gradients) and evaluation under the run's precision (every variant, no gradients).
+:data:`ADVICE_CHECKS` are advice, not contract: the training forward traces into one torch.compile
+graph (``check-method`` warns where it does not).
 """
 
 from __future__ import annotations
@@ -354,6 +356,29 @@ def check_evaluation(cls: type[Method], task: Task, options: dict[str, Any], dev
     return f"{precision} eval " + ", ".join(seen)
 
 
+def check_compile(cls: type[Method], task: Task, options: dict[str, Any], device: torch.device | str = "cpu") -> str:
+    """The training forward traces into one torch.compile graph (``torch._dynamo.explain``: traced, not
+    compiled). A graph break is no error: the step still trains, in pieces with eager Python between
+    them, but that can make a compiled step slower than an eager one (MC dropout's mask draw once made
+    it twice as slow). Suites that set ``train.compile = true`` (the quick suite) compile the step."""
+    import torch._dynamo  # here, not at import: dynamo's import is slow and only this check needs it
+
+    device = torch.device(device)
+    method, model = _built(cls, task, options, device)
+    x, y = fixed_batch(task, device=device)
+    model.train()
+    with _seeded(0, device):
+        inputs, _ = _training_batch(method, x, y)
+        explained = torch._dynamo.explain(model)(inputs)
+    if explained.graph_break_count:
+        reasons = sorted({(str(r.reason).strip().splitlines() or [""])[0][:160] for r in explained.break_reasons})
+        raise AssertionError(
+            f"{explained.graph_break_count} graph break(s) in the training forward ({'; '.join(reasons[:3])}): "
+            "a suite that compiles (train.compile = true, as the quick suite) runs the step in pieces, which can be "
+            "slower than eager; remove the breaks or set train.compile = false on the method's rows")
+    return f"the training forward traces into one graph ({explained.op_count} operators)"
+
+
 CHECKS: dict[str, Callable[..., str]] = {
     "member-logits": check_member_logits,
     "combination": check_combination,
@@ -372,16 +397,23 @@ DEVICE_CHECKS: dict[str, Callable[..., str]] = {
 
 ALL_CHECKS: list[str] = [*CHECKS, *DEVICE_CHECKS]
 
+# Advice, not contract: ``check-method`` runs these after the contract and reports a failure as a warning
+# (its exit status stays 0); ``run_checks`` runs them when named.
+ADVICE_CHECKS: dict[str, Callable[..., str]] = {
+    "compile": check_compile,
+}
+
 
 def run_checks(method: str | type[Method], task: Task | None = None, options: dict[str, Any] | None = None,
                checks: list[str] | None = None, device: torch.device | str = "cpu") -> list[CheckResult]:
-    """Run the contract checks (default: those of :data:`CHECKS`; :data:`DEVICE_CHECKS` when named)
+    """Run the contract checks (default: those of :data:`CHECKS`; :data:`DEVICE_CHECKS` and
+    :data:`ADVICE_CHECKS` when named)
     on a method (a registered name or a class), on ``device`` (default: the CPU).
 
     Options that the method rejects raise ``ValueError`` before any check runs; a check that
     fails, or crashes, gives a row with ``passed=False`` and the reason.
     """
-    known = {**CHECKS, **DEVICE_CHECKS}
+    known = {**CHECKS, **DEVICE_CHECKS, **ADVICE_CHECKS}
     cls = get_method(method) if isinstance(method, str) else method
     task = task or contract_task()
     options = dict(options or {})
