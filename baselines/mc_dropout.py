@@ -22,17 +22,18 @@ and the allocator's slack, which a 40 GB GPU may not hold. The ImageNet recipe t
 holds ``eval.batch_size * max(1, max_rows // eval.batch_size)`` rows.
 
 Randomness. In training mode the masks come from the global RNG, which the harness re-seeds at
-every step (so resumed runs replay exactly). A compiled training step (``train.compile``) draws them
-inside the compiled graph (:func:`graph_dropout_mask`: the same rate, from seeds that inductor takes
-from the global RNG, so those runs replay too), fused into the multiplication: eager's mask, drawn
-through ``random_`` on a reinterpreted buffer, is an operation torch.compile cannot trace, and its
-nine graph breaks made the compiled step twice as slow as the eager one. In evaluation mode they come from a generator owned
-by the network (:class:`DropoutRNG`, shared by all its dropout layers), re-seeded from a fixed
-seed every time the network is put in evaluation mode (``model.eval()``, as ``evaluate`` does at
-its start). An evaluation is therefore reproducible and independent of the global RNG; the masks
-still depend on the evaluation batch size and the memory layout (random numbers are laid out in
-memory order, so channels_last and contiguous inputs get different masks). The seed is the option
-``eval_seed`` (default 0), so re-evaluating saved weights with the same config reproduces the record.
+every step (so resumed runs replay exactly). A compiled training step (``train.compile``) draws
+them inside the compiled graph (:func:`graph_dropout_mask`: the same rate, from seeds that inductor
+takes from the global RNG, so those runs replay too), fused into the multiplication: eager's mask,
+drawn through ``random_`` on a reinterpreted buffer, is an operation torch.compile cannot trace,
+and its nine graph breaks made the compiled step twice as slow as the eager one. In evaluation mode
+they come from a generator owned by the network (:class:`DropoutRNG`, shared by all its dropout
+layers), re-seeded from a fixed seed every time the network is put in evaluation mode
+(``model.eval()``, as ``evaluate`` does at its start). An evaluation is therefore reproducible and
+independent of the global RNG; the masks still depend on the evaluation batch size and the memory
+layout (random numbers are laid out in memory order, so channels_last and contiguous inputs get
+different masks). The seed is the option ``eval_seed`` (default 0), so re-evaluating saved weights
+with the same config reproduces the record.
 """
 
 from __future__ import annotations

@@ -407,8 +407,8 @@ ADVICE_CHECKS: dict[str, Callable[..., str]] = {
 def run_checks(method: str | type[Method], task: Task | None = None, options: dict[str, Any] | None = None,
                checks: list[str] | None = None, device: torch.device | str = "cpu") -> list[CheckResult]:
     """Run the contract checks (default: those of :data:`CHECKS`; :data:`DEVICE_CHECKS` and
-    :data:`ADVICE_CHECKS` when named)
-    on a method (a registered name or a class), on ``device`` (default: the CPU).
+    :data:`ADVICE_CHECKS` when named) on a method (a registered name or a class), on ``device``
+    (default: the CPU).
 
     Options that the method rejects raise ``ValueError`` before any check runs; a check that
     fails, or crashes, gives a row with ``passed=False`` and the reason.
