@@ -115,9 +115,14 @@ def dropout_mask(shape: tuple[int, ...] | torch.Size, strides: tuple[int, ...] |
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1, generator=generator)
     lanes = words.view(torch.int16)[:n]
     lanes = lanes.as_strided(shape, strides) if strides is not None else lanes.view(shape)
-    dropped = _dropped_lanes(rate)  # lanes below -32768 + dropped are dropped
-    keep = lanes >= (dropped - 2**15)
-    return keep.to(dtype), LANE_LEVELS / (LANE_LEVELS - dropped)
+    return _lane_mask(lanes, rate, dtype)
+
+
+def _lane_mask(lanes: torch.Tensor, rate: float, dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """``(mask, scale)`` from uniform 16-bit lanes (values in [-32768, 32767], any integer dtype): the lanes below
+    ``-32768 + dropped`` are dropped, so the drop probability is :func:`effective_rate`."""
+    dropped = _dropped_lanes(rate)
+    return (lanes >= dropped - 2**15).to(dtype), LANE_LEVELS / (LANE_LEVELS - dropped)
 
 
 def graph_dropout_mask(shape: tuple[int, ...] | torch.Size, rate: float, dtype: torch.dtype,
@@ -126,9 +131,7 @@ def graph_dropout_mask(shape: tuple[int, ...] | torch.Size, rate: float, dtype: 
     threshold (so the same :func:`effective_rate`), drawn by ``torch.randint``, which torch.compile keeps
     in its graph and inductor generates inside the kernel that uses the mask. Other numbers than
     :func:`dropout_mask` draws from the same seed; contiguous."""
-    dropped = _dropped_lanes(rate)
-    lanes = torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int32, device=device)
-    return (lanes >= dropped - 2**15).to(dtype), LANE_LEVELS / (LANE_LEVELS - dropped)
+    return _lane_mask(torch.randint(-(2**15), 2**15, tuple(shape), dtype=torch.int32, device=device), rate, dtype)
 
 
 class AlwaysDropout(nn.Module):

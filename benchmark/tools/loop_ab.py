@@ -186,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.monotonic()
                 with open(work / f"{side}-{i + 1}.log", "w") as fh:
                     status = subprocess.run(cmd, cwd=checkouts[side], stdout=fh, stderr=subprocess.STDOUT).returncode
-                runs.append({"side": side, "round": i, "status": status, "seconds": time.monotonic() - start})
+                seconds = time.monotonic() - start
+                runs.append({"side": side, "round": i, "status": status, "seconds": seconds})
                 got[side] = collect(folder)
-                log(f"round {i + 1} {side}: exit status {status}, {time.monotonic() - start:.0f} s, rows {sorted(got[side])}")
+                log(f"round {i + 1} {side}: exit status {status}, {seconds:.0f} s, rows {sorted(got[side])}")
             rounds.append(got)
     finally:
         if holder is not None:
